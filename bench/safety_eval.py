@@ -1,0 +1,235 @@
+"""Measure the content policy on a labelled prompt set, the watermark's survival and the policy's latency.
+
+    .venv/bin/python bench/safety_eval.py                          # tests/data/safety_prompts.csv
+    .venv/bin/python bench/safety_eval.py --prompts other.csv      # an independent set (same columns)
+    .venv/bin/python bench/safety_eval.py --json out.json --errors  # also list the misclassified rows
+
+CSV columns: text, label (block|allow), category (policy category for block rows), variant
+(plain|obfuscated|multilingual|emoji), lang. Only text and label are required.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def _pct(a: int, b: int) -> str:
+    return f"{100.0 * a / b:5.1f}% ({a}/{b})" if b else "   n/a"
+
+
+def eval_prompts(path: Path, show_errors: bool) -> dict[str, Any]:
+    from unclip.safety.policy import ContentPolicy
+
+    policy = ContentPolicy.load()
+    t0 = time.perf_counter()
+    policy.warm_up()
+    warm = time.perf_counter() - t0
+    with path.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    per_cat: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    per_variant_block: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    per_variant_allow: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    right_cat = [0, 0]
+    errors: list[tuple[str, str, str, str]] = []
+    latencies: list[float] = []
+    clf_latencies: list[float] = []
+    for row in rows:
+        text, label = row["text"], row["label"].strip().lower()
+        variant = (row.get("variant") or "plain").strip() or "plain"
+        policy._cache.clear()
+        t = time.perf_counter()
+        d = policy.check(text)
+        latencies.append((time.perf_counter() - t) * 1000)
+        if d.used_classifier:
+            clf_latencies.append(latencies[-1])
+        if label == "block":
+            cat = (row.get("category") or "?").strip()
+            per_cat[cat][1] += 1
+            per_variant_block[variant][1] += 1
+            if d.flagged:
+                per_cat[cat][0] += 1
+                per_variant_block[variant][0] += 1
+                right_cat[1] += 1
+                right_cat[0] += int(bool(d.categories.get(cat)))
+            else:
+                errors.append(("missed", cat, text, d.reason))
+        else:
+            per_variant_allow[variant][1] += 1
+            if d.flagged:
+                per_variant_allow[variant][0] += 1
+                errors.append(("false positive", str(d.category), text, "; ".join(d.matches)))
+    blocked = sum(v[0] for v in per_cat.values())
+    n_block = sum(v[1] for v in per_cat.values())
+    fps = sum(v[0] for v in per_variant_allow.values())
+    n_allow = sum(v[1] for v in per_variant_allow.values())
+    print(f"prompt set: {path} ({len(rows)} rows: {n_block} block, {n_allow} allow)")
+    print(f"policy warm-up (model load + exemplar embeddings): {warm:.1f} s\n")
+    print("block rate per category")
+    for cat in sorted(per_cat):
+        print(f"  {cat:14s} {_pct(*per_cat[cat])}")
+    print(f"  {'ALL':14s} {_pct(blocked, n_block)}")
+    print(f"  right category among blocked: {_pct(*right_cat)}")
+    print("block rate per variant")
+    for v in sorted(per_variant_block):
+        print(f"  {v:14s} {_pct(*per_variant_block[v])}")
+    print("false-positive rate on benign prompts, per variant")
+    for v in sorted(per_variant_allow):
+        print(f"  {v:14s} {_pct(*per_variant_allow[v])}")
+    print(f"  {'ALL':14s} {_pct(fps, n_allow)}")
+    lat = sorted(latencies)
+    p50 = statistics.median(lat)
+    p95 = lat[int(0.95 * (len(lat) - 1))]
+    print(
+        f"policy latency per prompt (uncached): median {p50:.1f} ms, p95 {p95:.1f} ms, max {lat[-1]:.1f} ms"
+    )
+    if clf_latencies:
+        cl = sorted(clf_latencies)
+        print(
+            f"  of which {len(cl)} prompts ran the classifier: median {statistics.median(cl):.1f} ms, "
+            f"p95 {cl[int(0.95 * (len(cl) - 1))]:.1f} ms"
+        )
+    policy.check(rows[0]["text"])
+    t = time.perf_counter()
+    for _ in range(200):
+        policy.check(rows[0]["text"])
+    cached = (time.perf_counter() - t) / 200 * 1000
+    print(f"policy latency for a repeated prompt (cached): {cached:.3f} ms")
+    if show_errors:
+        print("\nmisclassified rows")
+        for kind, cat, text, why in errors:
+            print(f"  [{kind}] {cat}: {text!r}  {why}")
+    return {
+        "rows": len(rows),
+        "block_rate": {c: v[0] / v[1] for c, v in per_cat.items() if v[1]},
+        "block_rate_all": blocked / n_block if n_block else None,
+        "block_rate_variant": {c: v[0] / v[1] for c, v in per_variant_block.items() if v[1]},
+        "false_positive_rate": fps / n_allow if n_allow else None,
+        "false_positive_variant": {c: v[0] / v[1] for c, v in per_variant_allow.items() if v[1]},
+        "latency_ms": {
+            "median": p50,
+            "p95": p95,
+            "cached": cached,
+            "classifier_median": statistics.median(clf_latencies) if clf_latencies else None,
+        },
+        "warm_up_s": warm,
+    }
+
+
+def eval_watermark(sizes: list[int], trials: int) -> dict[str, Any]:
+    import numpy as np
+    from PIL import Image
+
+    from unclip.safety.provenance import encode_png, verify
+
+    rng = np.random.default_rng(0)
+
+    def sample(size: int, k: int) -> Image.Image:
+        # smooth, emoji-like content: blurred random colour fields with a few flat shapes
+        from PIL import ImageDraw, ImageFilter
+
+        base = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+        img = Image.fromarray(base).resize((size, size), Image.BICUBIC)
+        d = ImageDraw.Draw(img)
+        for _ in range(4):
+            x0, y0 = rng.integers(0, size // 2, 2)
+            r = int(rng.integers(size // 8, size // 3))
+            d.ellipse([x0, y0, x0 + r, y0 + r], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+        return img.filter(ImageFilter.GaussianBlur(1))
+
+    def jpeg(img: Image.Image, q: int) -> Image.Image:
+        buf = io.BytesIO()
+        img.convert("RGB").save(buf, format="JPEG", quality=q)
+        return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+    attacks: dict[str, Any] = {
+        "none (PNG)": lambda im: im,
+        "metadata stripped": lambda im: im.convert("RGB"),
+        "JPEG q95": lambda im: jpeg(im, 95),
+        "JPEG q85": lambda im: jpeg(im, 85),
+        "JPEG q75": lambda im: jpeg(im, 75),
+        "JPEG q50": lambda im: jpeg(im, 50),
+        "resize 50%": lambda im: im.resize((im.width // 2, im.height // 2), Image.BICUBIC),
+        "resize 75%": lambda im: im.resize((im.width * 3 // 4, im.height * 3 // 4), Image.BICUBIC),
+        "resize 150%": lambda im: im.resize((im.width * 3 // 2, im.height * 3 // 2), Image.BICUBIC),
+        "crop 90% centre": lambda im: im.crop(
+            (im.width // 20, im.height // 20, im.width - im.width // 20, im.height - im.height // 20)
+        ),
+        "crop 75% top-left": lambda im: im.crop((0, 0, im.width * 3 // 4, im.height * 3 // 4)),
+        "crop 10px offset": lambda im: im.crop((10, 10, im.width, im.height)),
+        "resize 50% + JPEG q85": lambda im: jpeg(
+            im.resize((im.width // 2, im.height // 2), Image.BICUBIC), 85
+        ),
+    }
+    results: dict[str, dict[str, float]] = {}
+    print("\nwatermark survival (from_unclip by watermark alone, metadata stripped)")
+    header = "  attack                    " + "".join(f"{s:>8d}px" for s in sizes)
+    print(header)
+    fp = 0
+    fp_n = 0
+    for name, attack in attacks.items():
+        line = f"  {name:25s}"
+        results[name] = {}
+        for size in sizes:
+            ok = 0
+            for k in range(trials):
+                img = sample(size, k)
+                png = encode_png(img, {"model": "bench", "seed": k, "request_id": f"req-{size}-{k}"})
+                attacked = attack(Image.open(io.BytesIO(png)))
+                if name != "none (PNG)":
+                    attacked = attacked.convert("RGB")  # drops the PNG text chunks
+                r = verify(attacked)
+                ok += int(r.watermark is not None)
+                if name == "none (PNG)":
+                    fp_n += 1
+                    fp += int(verify(img).watermark is not None)  # the same image never watermarked
+            results[name][str(size)] = ok / trials
+            line += f"{100.0 * ok / trials:9.0f}%"
+        print(line)
+    print(f"  false detections on unmarked images: {fp}/{fp_n}")
+    t = time.perf_counter()
+    img = sample(512, 0)
+    for _ in range(5):
+        encode_png(img, {"seed": 1})
+    enc_ms = (time.perf_counter() - t) / 5 * 1000
+    png = encode_png(img, {"seed": 1})
+    t = time.perf_counter()
+    for _ in range(5):
+        verify(png)
+    ver_ms = (time.perf_counter() - t) / 5 * 1000
+    print(f"  encode_png 512px: {enc_ms:.0f} ms; verify 512px PNG: {ver_ms:.0f} ms")
+    return {"survival": results, "false_detections": [fp, fp_n], "encode_ms": enc_ms, "verify_ms": ver_ms}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prompts", type=Path, default=ROOT / "tests" / "data" / "safety_prompts.csv")
+    ap.add_argument("--errors", action="store_true", help="list misclassified prompts")
+    ap.add_argument("--no-watermark", action="store_true")
+    ap.add_argument("--no-prompts", action="store_true")
+    ap.add_argument("--sizes", default="64,256,512,1024")
+    ap.add_argument("--trials", type=int, default=10)
+    ap.add_argument("--json", type=Path, help="write the numbers here")
+    args = ap.parse_args()
+    out: dict[str, Any] = {}
+    if not args.no_prompts:
+        out["policy"] = eval_prompts(args.prompts, args.errors)
+    if not args.no_watermark:
+        out["watermark"] = eval_watermark([int(s) for s in args.sizes.split(",")], args.trials)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""The `unclip` command line. Each area registers its commands from its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from unclip import __version__
+
+app = typer.Typer(
+    name="unclip",
+    help="Self-hosted unCLIP image generation: generate, edit, outpaint, vary, blend, upscale and serve.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"unclip {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """unclip command line."""
+
+
+def _register() -> None:
+    # Each module adds its commands to `app`; imports inside commands stay lazy so `unclip --help` is fast.
+    import importlib
+
+    for name in ("data", "train", "generate", "bench", "serve", "admin", "safety"):
+        try:
+            importlib.import_module(f"unclip.cli.{name}")
+        except ModuleNotFoundError as exc:  # a module not written yet
+            if exc.name != f"unclip.cli.{name}":
+                raise
+
+
+_register()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,80 @@
+"""`unclip verify IMAGE` and `unclip policy check TEXT`: provenance and content policy from the shell."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from unclip.cli import app
+
+policy_app = typer.Typer(help="Content policy: check prompts against the policy file.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@app.command("verify")
+def verify_cmd(
+    image: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, readable=True, help="Image file to check."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
+) -> None:
+    """Say whether IMAGE came from this server (signed PNG metadata and/or the invisible watermark).
+
+    Exit code 0 when it did, 1 when it did not, 2 when the file is not an image.
+    """
+    from PIL import UnidentifiedImageError
+
+    from unclip.safety.provenance import verify
+
+    try:
+        result = verify(image.read_bytes())
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        typer.echo(f"{image}: not a readable image ({exc})", err=True)
+        raise typer.Exit(2) from exc
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        verdict = "from this server" if result.from_unclip else "NOT from this server (no valid mark found)"
+        typer.echo(f"{image}: {verdict}")
+        typer.echo(
+            f"  watermark: {result.watermark or 'not found'}"
+            + (f" ({result.watermark_found_by})" if result.watermark else "")
+        )
+        typer.echo(
+            f"  metadata:  {'valid signature' if result.metadata_valid else 'missing or not signed by us'}"
+        )
+        for key in ("model", "seed", "created", "request_id"):
+            if key in result.metadata:
+                typer.echo(f"    {key}: {result.metadata[key]}")
+        if result.signature:
+            typer.echo("  visible colour signature: present")
+    raise typer.Exit(0 if result.from_unclip else 1)
+
+
+@policy_app.command("check")
+def policy_check(
+    text: list[str] = typer.Argument(..., help="Prompt(s) to check."),
+    policy_file: Path | None = typer.Option(None, "--policy", help="Policy file (default: the bundled one)."),
+    as_json: bool = typer.Option(False, "--json", help="Print OpenAI's moderation response shape."),
+) -> None:
+    """Check prompts against the content policy. Exit code 1 when any prompt is flagged."""
+    from unclip.safety.moderation import moderation_response
+    from unclip.safety.policy import ContentPolicy
+
+    policy = ContentPolicy.load(policy_file)
+    flagged = False
+    if as_json:
+        response = moderation_response(list(text), policy)
+        flagged = any(r["flagged"] for r in response["results"])
+        typer.echo(json.dumps(response, indent=2, ensure_ascii=False))
+    else:
+        for t in text:
+            d = policy.check(t)
+            flagged = flagged or d.flagged
+            if d.flagged:
+                typer.echo(f"BLOCK  {t!r}: {d.category} ({d.reason}; {'; '.join(d.matches)})")
+            else:
+                typer.echo(f"allow  {t!r}" + (f" ({d.reason})" if d.reason else ""))
+    raise typer.Exit(1 if flagged else 0)

@@ -1,0 +1,60 @@
+"""`unclip serve`: the OpenAI-compatible API and the web app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from unclip.cli import app
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Address to bind (default 127.0.0.1; env UNCLIP_HOST)."),
+    port: int = typer.Option(None, help="Port (default 8000; env UNCLIP_PORT)."),
+    model: Path = typer.Option(None, "--model", help="Default model folder (default: the bundled model)."),
+    models_dir: Path = typer.Option(None, "--models-dir", help="Folder of more installed models."),
+    db: str = typer.Option(
+        None, "--db", help="Database URL: sqlite:///path or postgresql://… (default: SQLite in the data dir)."
+    ),
+    data_dir: Path = typer.Option(None, "--data-dir", help="Images, database and secret (default ./var)."),
+    device: str = typer.Option(None, help="Torch device for the engine (cpu, cuda)."),
+    workers: int = typer.Option(None, help="Engine worker threads (default 1)."),
+) -> None:
+    """Serve the Images API (OpenAI dall-e-2 contract) under /v1 and the web app at /."""
+    import uvicorn
+
+    from unclip.service.app import bootstrap_admin, create_app
+    from unclip.service.db import Database
+    from unclip.service.settings import Settings
+
+    settings = Settings.from_env(
+        host=host,
+        port=port,
+        model=str(model) if model else None,
+        models_dir=str(models_dir) if models_dir else None,
+        database_url=db,
+        data_dir=data_dir,
+        device=device,
+        workers=workers,
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.db_url)
+    key = bootstrap_admin(database, settings)
+    database.dispose()
+    if key:
+        typer.secho(
+            "\nFirst start: created the admin user admin@localhost. Its API key, shown only this once:\n",
+            fg=typer.colors.YELLOW,
+        )
+        typer.secho(f"    {key}\n", bold=True)
+        typer.echo("Use it as OPENAI_API_KEY (base URL http://HOST:PORT/v1) or to sign in to the web app.\n")
+    application = create_app(settings)
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
+    )

@@ -1,0 +1,52 @@
+"""`unclip train …`: train the stages of an unCLIP model from a config file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from unclip.cli import app
+
+STAGE_HELP = "tokenizer, clip, prior, movq, decoder, inpaint, upsampler-256, upsampler-1024, or all"
+
+
+@app.command("train")
+def train_cmd(
+    stage: str = typer.Argument(..., help=STAGE_HELP),
+    config: str = typer.Option("emoji-mini", "--config", "-c", help="Config name in configs/ or a JSON path."),
+    data: Path = typer.Option(Path("data/emoji"), help="Dataset folder (from `unclip data build`)."),
+    run_dir: Path | None = typer.Option(None, help="Where checkpoints, logs and the model go (default runs/CONFIG)."),
+    max_steps: int | None = typer.Option(None, help="Override the stage's step limit."),
+    max_minutes: float | None = typer.Option(None, help="Override the stage's time limit."),
+    batch_size: int | None = typer.Option(None, help="Override the batch size."),
+    device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+) -> None:
+    """Train one stage (or all, in order). Run again to resume from the last checkpoint."""
+    from rich.console import Console
+
+    from unclip.training.run import STAGES, Run, load_config
+
+    cfg = load_config(config)
+    stages = STAGES if stage == "all" else (stage,)
+    if any(s not in STAGES for s in stages):
+        raise typer.BadParameter(f"unknown stage {stage!r}; choose from {STAGE_HELP}", param_hint="stage")
+    run = Run(cfg, data, run_dir or Path("runs") / cfg["name"], device)
+    console = Console()
+    for s in stages:
+        metrics = run.train(s, {"max_steps": max_steps, "max_minutes": max_minutes, "batch_size": batch_size})
+        console.print(f"[green]{s}[/] " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                  for k, v in metrics.items()))  # fmt: skip
+    console.print(f"model folder: {run.model_dir}")
+
+
+@app.command("pack-model")
+def pack_cmd(
+    src: Path = typer.Argument(..., help="A trained model folder (runs/CONFIG/model)."),
+    dst: Path = typer.Argument(..., help="Where to write the shippable copy."),
+) -> None:
+    """Copy a model folder with fp16 weights and no file over 16 MB, ready to ship."""
+    from unclip.models.pack import pack_model
+
+    sizes = pack_model(src, dst)
+    typer.echo(f"{len(sizes)} files, {sum(sizes.values()) / 2**20:.1f} MB → {dst}")

@@ -1,0 +1,107 @@
+"""Load a model folder: our bundled model or public Kandinsky 2.2 weights, through one code path.
+
+Accepted layouts (subfolders are found by the first name that exists):
+  prior/    or kandinsky-2-2-prior/            KandinskyV22PriorPipeline folder
+  decoder/  or kandinsky-2-2-decoder/          KandinskyV22Pipeline folder
+  inpaint/  or kandinsky-2-2-decoder-inpaint/  KandinskyV22InpaintPipeline folder (optional: edits, outpainting)
+  upsampler-256/, upsampler-1024/              UNet2DModel 4× stages (optional; without them the decoder
+                                               renders each size directly, as Kandinsky 2.2 does)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unclip.engine.errors import InvalidInput
+
+ALIASES = {
+    "prior": ("prior", "kandinsky-2-2-prior"),
+    "decoder": ("decoder", "kandinsky-2-2-decoder"),
+    "inpaint": ("inpaint", "kandinsky-2-2-decoder-inpaint"),
+    "upsampler-256": ("upsampler-256",),
+    "upsampler-1024": ("upsampler-1024",),
+}
+
+
+def find_parts(root: Path) -> dict[str, Path]:
+    parts = {}
+    for role, names in ALIASES.items():
+        for name in names:
+            if (root / name).is_dir():
+                parts[role] = root / name
+                break
+    return parts
+
+
+def is_model_folder(root: Path) -> bool:
+    parts = find_parts(root)
+    return "prior" in parts and "decoder" in parts
+
+
+@dataclass
+class Components:
+    root: Path
+    tokenizer: Any
+    text_encoder: Any
+    image_encoder: Any
+    prior: Any
+    prior_scheduler_config: dict
+    unet: Any
+    movq: Any
+    decoder_scheduler_config: dict
+    inpaint_unet: Any | None = None
+    upsamplers: dict[int, Any] = field(default_factory=dict)  # output size → UNet2DModel
+
+    @property
+    def image_size(self) -> int:
+        """The size the CLIP image encoder reads."""
+        return int(self.image_encoder.config.image_size)
+
+    @property
+    def movq_factor(self) -> int:
+        return 2 ** (len(self.movq.config.block_out_channels) - 1)
+
+    @property
+    def native_size(self) -> int:
+        """The decoder's training resolution in pixels."""
+        return int(self.unet.config.sample_size) * self.movq_factor
+
+
+def load_components(root: Path, device: torch.device, dtype: torch.dtype = torch.float32) -> Components:
+    from diffusers import PriorTransformer, UNet2DConditionModel, UNet2DModel, VQModel
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
+
+    parts = find_parts(root)
+    missing = [r for r in ("prior", "decoder") if r not in parts]
+    if missing:
+        raise InvalidInput(f"{root} is not a model folder: no {' or '.join(missing)} subfolder", param="model")
+
+    def model(cls, folder: Path):
+        return cls.from_pretrained(folder, torch_dtype=dtype).to(device).eval().requires_grad_(False)
+
+    prior_dir, dec_dir = parts["prior"], parts["decoder"]
+    inpaint_unet = None
+    if "inpaint" in parts:
+        inpaint_unet = model(UNet2DConditionModel, parts["inpaint"] / "unet")
+    ups = {}
+    for size in (256, 1024):
+        if f"upsampler-{size}" in parts:
+            ups[size] = model(UNet2DModel, parts[f"upsampler-{size}"])
+    return Components(
+        root=root,
+        tokenizer=CLIPTokenizer.from_pretrained(prior_dir / "tokenizer"),
+        text_encoder=model(CLIPTextModelWithProjection, prior_dir / "text_encoder"),
+        image_encoder=model(CLIPVisionModelWithProjection, prior_dir / "image_encoder"),
+        prior=model(PriorTransformer, prior_dir / "prior"),
+        prior_scheduler_config=json.loads((prior_dir / "scheduler" / "scheduler_config.json").read_text()),
+        unet=model(UNet2DConditionModel, dec_dir / "unet"),
+        movq=model(VQModel, dec_dir / "movq"),
+        decoder_scheduler_config=json.loads((dec_dir / "scheduler" / "scheduler_config.json").read_text()),
+        inpaint_unet=inpaint_unet,
+        upsamplers=ups,
+    )

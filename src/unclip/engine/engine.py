@@ -1,0 +1,370 @@
+"""The engine: one object that loads a model folder and serves every unCLIP capability."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from unclip.engine import diffusion as D
+from unclip.engine.components import Components, load_components
+from unclip.engine.errors import InvalidInput
+from unclip.engine.images import check_size, check_square, flatten, repaint_mask, to_pil, to_tensor
+from unclip.engine.samplers import DEFAULT_SAMPLER, SAMPLERS, make_scheduler
+
+Progress = Callable[[int, int], None]
+MAX_N = 10
+
+
+def _seeds(seed: int | None, n: int) -> list[int]:
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+    return [(seed + i) & 0x7FFFFFFFFFFFFFFF for i in range(n)]
+
+
+class Engine:
+    """Generate, edit, outpaint, vary, blend and upscale with one unCLIP model folder."""
+
+    prior_steps = 12
+    decoder_steps = 16
+    prior_guidance = 4.0
+    guidance = 4.0
+
+    def __init__(self, components: Components, device: torch.device) -> None:
+        self.c, self.device = components, device
+        self.name = components.root.name
+        self._text_cache: OrderedDict[str, D.TextFeatures] = OrderedDict()
+        self._lock = threading.Lock()
+        self._zero: torch.Tensor | None = None
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str = "cpu", threads: int | None = None) -> Engine:
+        from unclip import BUNDLED_MODEL_DIR
+
+        root = Path(path) if path is not None else BUNDLED_MODEL_DIR
+        if not root.is_dir():
+            raise InvalidInput(f"model folder {root} does not exist", param="model")
+        if device == "cpu":
+            torch.set_num_threads(threads or os.cpu_count() or 1)
+        dev = torch.device(device)
+        return cls(load_components(root, dev), dev)
+
+    # ---------------------------------------------------------------- capabilities
+    @property
+    def capabilities(self) -> set[str]:
+        caps = {"generate", "vary", "blend"}
+        caps |= {"edit", "outpaint"}  # the inpaint UNet is best; the decoder alone also repaints (RePaint-style)
+        if self.c.upsamplers:
+            caps.add("upscale")
+        return caps
+
+    # ---------------------------------------------------------------- conditioning
+    def _text(self, prompts: Sequence[str]) -> D.TextFeatures:
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
+        if missing:
+            tok = self.c.tokenizer
+            enc = tok(missing, padding="max_length", truncation=True, max_length=tok.model_max_length,
+                      return_tensors="pt")  # fmt: skip
+            out = self.c.text_encoder(enc.input_ids.to(self.device))
+            for i, p in enumerate(missing):
+                self._text_cache[p] = D.TextFeatures(out.text_embeds[i : i + 1], out.last_hidden_state[i : i + 1],
+                                                     enc.attention_mask[i : i + 1].bool().to(self.device))  # fmt: skip
+                while len(self._text_cache) > 512:
+                    self._text_cache.popitem(last=False)
+        return D.TextFeatures.cat([self._text_cache[p] for p in prompts])
+
+    def _image_embeds(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        x = to_tensor(list(images), self.c.image_size).to(self.device)
+        return self.c.image_encoder(pixel_values=x).image_embeds
+
+    def _zero_embed(self) -> torch.Tensor:
+        if self._zero is None:
+            s = self.c.image_size
+            self._zero = self.c.image_encoder(pixel_values=torch.zeros(1, 3, s, s, device=self.device)).image_embeds
+        return self._zero
+
+    def _prior(self, prompt: str, seeds: list[int], guidance: float, steps: int, hook) -> torch.Tensor:
+        sched = make_scheduler(DEFAULT_SAMPLER, self.c.prior_scheduler_config, "sample")
+        cond = self._text([prompt]).repeat(len(seeds))
+        uncond = self._text([""]).repeat(len(seeds))
+        return D.sample_prior(self.c.prior, sched, cond, uncond, seeds, guidance, steps, hook)
+
+    def _negative(self, negative_prompt: str | None, seeds: list[int], steps: int, hook) -> torch.Tensor:
+        if not negative_prompt:
+            return self._zero_embed().expand(len(seeds), -1)
+        return self._prior(negative_prompt, seeds, self.prior_guidance, steps, hook)
+
+    # ---------------------------------------------------------------- decoding and sizes
+    def _work_size(self, size: int) -> int:
+        """The size the decoder renders at: its native size when learned upsamplers take it further."""
+        return self.c.native_size if self.c.upsamplers else size
+
+    def _latent_shape(self, work: int) -> tuple[int, int, int]:
+        f = self.c.movq_factor
+        return (self.c.movq.config.latent_channels, work // f, work // f)
+
+    def _to_pixels(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.c.movq.decode(latents, force_not_quantize=True).sample.clamp(-1, 1)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c.movq.encode(x).latents
+
+    def _upscale_to(self, x: torch.Tensor, size: int) -> torch.Tensor:
+        """Carry decoder output up the cascade: 64 → 256 → 512/1024 with the learned stages."""
+        from unclip.training.upsampler import upsample
+
+        ups = self.c.upsamplers
+        while x.shape[-1] < size:
+            cur = x.shape[-1]
+            if cur < 256 and 256 in ups:
+                if cur != 64:
+                    x = F.interpolate(x, size=(64, 64), mode="area")
+                x = upsample(ups[256], x, 4)
+            elif 1024 in ups and size in (512, 1024):
+                if cur != 256:
+                    x = F.interpolate(x, size=(256, 256), mode="bicubic", antialias=True).clamp(-1, 1)
+                x = upsample(ups[1024], x, size // 256)
+            else:
+                x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
+        if x.shape[-1] != size:
+            x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True).clamp(-1, 1)
+        return x
+
+    def _decode(self, embeds, negative, seeds, size, guidance, steps, sampler, hook, *, unet=None,
+                inpaint: D.Inpainting | None = None, init=None, strength=1.0) -> torch.Tensor:  # fmt: skip
+        work = self._work_size(size)
+        sched = make_scheduler(sampler, self.c.decoder_scheduler_config, "epsilon")
+        latents = D.sample_decoder(unet or self.c.unet, sched, embeds, negative, seeds, self._latent_shape(work),
+                                   guidance, steps, hook, inpaint=inpaint, init=init, strength=strength)  # fmt: skip
+        return self._upscale_to(self._to_pixels(latents), size)
+
+    # ---------------------------------------------------------------- validation
+    def _common(self, n: int, steps: int | None, guidance: float | None, sampler: str | None):
+        if not 1 <= n <= MAX_N:
+            raise InvalidInput(f"n must be between 1 and {MAX_N}, got {n}", param="n")
+        sampler = sampler or DEFAULT_SAMPLER
+        if sampler not in SAMPLERS:
+            raise InvalidInput(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}", param="sampler")
+        steps = steps or self.decoder_steps
+        if not 1 <= steps <= 200:
+            raise InvalidInput(f"steps must be between 1 and 200, got {steps}", param="steps")
+        guidance = self.guidance if guidance is None else float(guidance)
+        if not 0 <= guidance <= 30:
+            raise InvalidInput(f"guidance must be between 0 and 30, got {guidance}", param="guidance")
+        return steps, guidance, sampler
+
+    @staticmethod
+    def _prompt(prompt: str, param: str = "prompt") -> str:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidInput(f"{param} must be a non-empty string", param=param)
+        if len(prompt) > 1000:
+            raise InvalidInput(f"{param} is {len(prompt)} characters; the limit is 1000", param=param)
+        return prompt.strip()
+
+    def _finish(self, x: torch.Tensor, seeds: list[int], meta: dict) -> list[Image.Image]:
+        images = to_pil(x)
+        for im, s in zip(images, seeds, strict=True):
+            im.info["unclip"] = {"model": self.name, "seed": s, **meta}
+        return images
+
+    # ---------------------------------------------------------------- public API
+    @torch.inference_mode()
+    def generate(self, prompt: str, n: int = 1, size: int = 256, seed: int | None = None,
+                 guidance: float | None = None, steps: int | None = None, negative_prompt: str | None = None,
+                 sampler: str | None = None, prior_steps: int | None = None, prior_guidance: float | None = None,
+                 progress: Progress | None = None, cancel: threading.Event | None = None) -> list[Image.Image]:  # fmt: skip
+        """n images for a caption: prior (caption → CLIP image embedding), decoder, upsamplers."""
+        prompt = self._prompt(prompt)
+        check_size(size)
+        steps, guidance, sampler = self._common(n, steps, guidance, sampler)
+        p_steps = prior_steps or self.prior_steps
+        p_guid = self.prior_guidance if prior_guidance is None else prior_guidance
+        seeds = _seeds(seed, n)
+        total = p_steps * (2 if negative_prompt else 1) + steps
+        hook, _ = D.cancel_hook(cancel, progress, total)
+        with self._lock:
+            embeds = self._prior(prompt, seeds, p_guid, p_steps, hook)
+            negative = self._negative(negative_prompt, seeds, p_steps, hook)
+            x = self._decode(embeds, negative, seeds, size, guidance, steps, sampler, hook)
+        if progress:
+            progress(total, total)
+        return self._finish(x, seeds, {"prompt": prompt, "steps": steps, "sampler": sampler, "guidance": guidance,
+                                       "size": size, "negative_prompt": negative_prompt or ""})  # fmt: skip
+
+    def _repaint(self, canvas: Image.Image, mask: np.ndarray, embeds: torch.Tensor, seeds: list[int], size: int,
+                 guidance: float, steps: int, sampler: str, hook) -> torch.Tensor:  # fmt: skip
+        """Repaint the masked region (mask 1 = repaint) of a square RGB canvas; returns N×3×size×size."""
+        work = self._work_size(size)
+        x = to_tensor([canvas], work).to(self.device)
+        known = self._encode(x)
+        m = torch.from_numpy(mask)[None, None].to(self.device)
+        repaint = F.interpolate(m, size=known.shape[-2:], mode="area")
+        repaint = F.max_pool2d((repaint > 0.01).float(), 3, stride=1, padding=1)
+        n = len(seeds)
+        inpaint = D.Inpainting(known.repeat(n, 1, 1, 1), (1 - repaint).repeat(n, 1, 1, 1))
+        # Without an inpaint UNet the decoder repaints alone, replacing the known region at every step.
+        unet = self.c.inpaint_unet or self.c.unet
+        negative = self._zero_embed().expand(n, -1)
+        out = self._decode(embeds, negative, seeds, size, guidance, steps, sampler, hook, unet=unet, inpaint=inpaint)
+        # Pixels outside the mask come back exactly; inside, blend softly towards the border.
+        orig = to_tensor([canvas], size).to(self.device)
+        m_full = torch.from_numpy(mask)[None, None].to(self.device)
+        if m_full.shape[-1] != size:
+            m_full = (F.interpolate(m_full, size=(size, size), mode="area") > 0.5).float()
+        soft = m_full * F.avg_pool2d(m_full, 2 * (size // 64) + 1, stride=1, padding=size // 64)
+        return orig * (1 - soft) + out * soft
+
+    @torch.inference_mode()
+    def edit(self, image: Image.Image, prompt: str, mask: Image.Image | None = None, n: int = 1,
+             size: int | None = None, seed: int | None = None, guidance: float | None = None,
+             steps: int | None = None, sampler: str | None = None, progress: Progress | None = None,
+             cancel: threading.Event | None = None) -> list[Image.Image]:  # fmt: skip
+        """Inpainting: repaint where the mask (or the image's own alpha) is transparent; the rest is unchanged."""
+        prompt = self._prompt(prompt)
+        check_square(image)
+        size = check_size(size or (image.width if image.width in (256, 512, 1024) else 256))
+        steps, guidance, sampler = self._common(n, steps, guidance, sampler)
+        m = repaint_mask(image, mask)
+        canvas = flatten(image)
+        if canvas.width != size:
+            canvas = canvas.resize((size, size), Image.Resampling.LANCZOS)
+            m = np.asarray(Image.fromarray((m * 255).astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST)) / 255.0
+            m = m.astype(np.float32)
+        seeds = _seeds(seed, n)
+        total = self.prior_steps + steps
+        hook, _ = D.cancel_hook(cancel, progress, total)
+        with self._lock:
+            embeds = self._prior(prompt, seeds, self.prior_guidance, self.prior_steps, hook)
+            x = self._repaint(canvas, m, embeds, seeds, size, guidance, steps, sampler, hook)
+        if progress:
+            progress(total, total)
+        return self._finish(x, seeds, {"prompt": prompt, "steps": steps, "sampler": sampler, "mode": "edit",
+                                       "size": size})  # fmt: skip
+
+    @torch.inference_mode()
+    def outpaint(self, image: Image.Image, prompt: str, left: int = 0, right: int = 0, top: int = 0,
+                 bottom: int = 0, canvas: tuple[int, int] | None = None, seed: int | None = None,
+                 frame: int = 256, overlap: float = 0.5, guidance: float | None = None, steps: int | None = None,
+                 sampler: str | None = None, progress: Progress | None = None,
+                 cancel: threading.Event | None = None) -> Image.Image:  # fmt: skip
+        from unclip.engine.outpaint import plan_canvas, run_frames
+
+        prompt = self._prompt(prompt)
+        steps, guidance, sampler = self._common(1, steps, guidance, sampler)
+        plan = plan_canvas(image, left, right, top, bottom, canvas, frame, overlap)
+        seed = _seeds(seed, 1)[0]
+        total = self.prior_steps + steps * len(plan.frames)
+        hook, _ = D.cancel_hook(cancel, progress, total)
+        with self._lock:
+            embed = self._prior(prompt, [seed], self.prior_guidance, self.prior_steps, hook)
+            result = run_frames(self, plan, embed, seed, guidance, steps, sampler, hook)
+        if progress:
+            progress(total, total)
+        result.info["unclip"] = {"model": self.name, "seed": seed, "prompt": prompt, "steps": steps,
+                                 "sampler": sampler, "mode": "outpaint", "frames": len(plan.frames)}  # fmt: skip
+        return result
+
+    @torch.inference_mode()
+    def vary(self, image: Image.Image, n: int = 1, size: int = 256, strength: float = 1.0, seed: int | None = None,
+             guidance: float | None = None, steps: int | None = None, sampler: str | None = None,
+             progress: Progress | None = None, cancel: threading.Event | None = None) -> list[Image.Image]:  # fmt: skip
+        """Variations decoded from the image's CLIP embedding. `strength` < 1 starts from the image itself
+        noised that far, so the variations stay closer to its layout."""
+        check_square(image)
+        check_size(size)
+        if not 0.05 <= strength <= 1.0:
+            raise InvalidInput(f"strength must be between 0.05 and 1, got {strength}", param="strength")
+        steps, guidance, sampler = self._common(n, steps, guidance, sampler)
+        seeds = _seeds(seed, n)
+        hook, _ = D.cancel_hook(cancel, progress, steps)
+        with self._lock:
+            emb = self._image_embeds([image]).expand(n, -1)
+            init = None
+            if strength < 1:
+                init = self._encode(to_tensor([image], self._work_size(size)).to(self.device)).repeat(n, 1, 1, 1)
+            negative = self._zero_embed().expand(n, -1)
+            x = self._decode(emb, negative, seeds, size, guidance, steps, sampler, hook, init=init, strength=strength)
+        if progress:
+            progress(steps, steps)
+        return self._finish(x, seeds, {"mode": "variation", "strength": strength, "steps": steps,
+                                       "sampler": sampler, "size": size})  # fmt: skip
+
+    @torch.inference_mode()
+    def blend(self, items: Sequence[tuple[str | Image.Image, float]], n: int = 1, size: int = 256,
+              seed: int | None = None, guidance: float | None = None, steps: int | None = None,
+              sampler: str | None = None, progress: Progress | None = None,
+              cancel: threading.Event | None = None) -> list[Image.Image]:  # fmt: skip
+        """Interpolate prompts and images in CLIP image-embedding space (slerp for two, weighted mean for more)."""
+        if len(items) < 2:
+            raise InvalidInput("blend needs at least two items", param="items")
+        weights = [float(w) for _, w in items]
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise InvalidInput("blend weights must be non-negative and not all zero", param="weights")
+        check_size(size)
+        steps, guidance, sampler = self._common(n, steps, guidance, sampler)
+        seeds = _seeds(seed, n)
+        n_text = sum(isinstance(it, str) for it, _ in items)
+        total = n_text * self.prior_steps + steps
+        hook, _ = D.cancel_hook(cancel, progress, total)
+        with self._lock:
+            embs = []
+            for it, _ in items:
+                if isinstance(it, str):
+                    embs.append(self._prior(self._prompt(it), seeds, self.prior_guidance, self.prior_steps, hook))
+                elif isinstance(it, Image.Image):
+                    check_square(it)
+                    embs.append(self._image_embeds([it]).expand(n, -1))
+                else:
+                    raise InvalidInput("blend items are prompts (str) or images", param="items")
+            w = torch.tensor(weights, device=self.device) / sum(weights)
+            if len(embs) == 2:
+                emb = D.slerp(embs[0], embs[1], float(w[1]))
+            else:
+                stack = torch.stack(embs)
+                mean = (stack * w[:, None, None]).sum(0)
+                norm = (stack.norm(dim=-1) * w[:, None]).sum(0, keepdim=True).T
+                emb = mean / mean.norm(dim=-1, keepdim=True) * norm
+            negative = self._zero_embed().expand(n, -1)
+            x = self._decode(emb, negative, seeds, size, guidance, steps, sampler, hook)
+        if progress:
+            progress(total, total)
+        labels = [it if isinstance(it, str) else "<image>" for it, _ in items]
+        return self._finish(x, seeds, {"mode": "blend", "items": labels, "weights": weights, "steps": steps,
+                                       "sampler": sampler, "size": size})  # fmt: skip
+
+    @torch.inference_mode()
+    def upscale(self, image: Image.Image) -> Image.Image:
+        """4× with the learned upsampler: up to 64 px → 256 px, up to 256 px → 1024 px."""
+        from unclip.training.upsampler import upsample
+
+        ups = self.c.upsamplers
+        longest = max(image.size)
+        if longest <= 64 and 256 in ups:
+            model, target = ups[256], 64
+        elif longest <= 256 and 1024 in ups:
+            model, target = ups[1024], 256
+        elif not ups:
+            raise InvalidInput(f"model {self.name} has no learned upsampler", param="model")
+        else:
+            raise InvalidInput(f"upscale takes images up to 256 px on the longest side, got {longest}", param="image")
+        rgb = flatten(image)
+        w, h = rgb.size
+        scale = target / longest if longest > target else 1.0
+        if scale != 1.0:  # small inputs are taken to the stage's size first (keeping the aspect ratio)
+            rgb = rgb.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BICUBIC)
+        w, h = rgb.size
+        pw, ph = -w % 8, -h % 8
+        arr = np.pad(np.asarray(rgb), ((0, ph), (0, pw), (0, 0)), mode="edge")
+        x = torch.from_numpy(arr).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(self.device)
+        y = upsample(model, x, 4)[..., : h * 4, : w * 4]
+        out = to_pil(y)[0]
+        out.info["unclip"] = {"model": self.name, "mode": "upscale", "scale": 4}
+        return out
+

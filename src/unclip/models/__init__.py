@@ -1,0 +1,1 @@
+"""Model definitions: builders for each unCLIP component and the Kandinsky 2.2 folder layout."""

@@ -1,0 +1,37 @@
+"""Copy a trained model folder for shipping: floating-point weights to fp16, files under 16 MB, links kept."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+MAX_FILE_BYTES = 16 * 1024 * 1024
+
+
+def pack_model(src: Path, dst: Path, dtype: torch.dtype = torch.float16) -> dict[str, int]:
+    """Write `src` to `dst` with weights cast to `dtype`; returns {relative path: bytes} of what was written."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    sizes: dict[str, int] = {}
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src)
+        target = dst / rel
+        if path.is_symlink():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(path.readlink(), target_is_directory=path.is_dir())
+            continue
+        if path.is_dir() or any(p.is_symlink() for p in path.relative_to(src).parents if p != Path(".")):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".safetensors":
+            tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in load_file(path).items()}
+            save_file(tensors, target, metadata={"format": "pt"})
+        else:
+            shutil.copy2(path, target)
+        sizes[str(rel)] = target.stat().st_size
+        if sizes[str(rel)] > MAX_FILE_BYTES:
+            raise ValueError(f"{rel} is {sizes[str(rel)] / 2**20:.1f} MB; save it with max_shard_size='15MB'")
+    return sizes

@@ -1,0 +1,59 @@
+"""A small byte-level BPE tokenizer trained on our captions and saved as a transformers `CLIPTokenizer`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, max_length: int, out_dir: Path):
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import CLIPTokenizer
+
+    tok = Tokenizer(models.BPE(continuing_subword_prefix="", end_of_word_suffix="</w>", unk_token=EOS))
+    # The same normaliser and pre-tokeniser as CLIPTokenizer, so the trained merges mean the same thing there.
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(
+                Regex(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
+                behavior="removed",
+                invert=True,
+            ),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[BOS, EOS], initial_alphabet=alphabet, end_of_word_suffix="</w>",
+        show_progress=False,
+    )  # fmt: skip
+    tok.train_from_iterator(texts, trainer=trainer)
+    state = tok.model
+    vocab: dict[str, int] = dict(sorted(tok.get_vocab().items(), key=lambda kv: kv[1]))
+    # Every byte must also exist as a word end, or a rare character at the end of a word becomes unknown.
+    for ch in sorted(alphabet):
+        vocab.setdefault(f"{ch}</w>", len(vocab))
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        state.save(tmp)
+        merges = [
+            tuple(line.split(" "))
+            for line in (Path(tmp) / "merges.txt").read_text(encoding="utf-8").splitlines()
+            if line and not line.startswith("#version")
+        ]
+    clip_tok = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clip_tok.save_pretrained(out_dir)
+    (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (out_dir / "merges.txt").write_text(
+        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
+    )
+    return CLIPTokenizer.from_pretrained(out_dir)

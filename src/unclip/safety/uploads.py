@@ -1,0 +1,260 @@
+"""Safe decoding of uploaded images and masks, and the realistic-face check for edits and variations.
+
+    img = read_image_upload(data, param="image")         # 8-bit RGB or RGBA PIL image, or UploadError
+    mask = read_mask_upload(data, size=img.size)          # RGBA, transparent = area to repaint
+    contains_real_face(img)                               # True for photos with realistic human faces
+
+Order of checks (cheap first, nothing is decoded before its size is known to be safe):
+
+1. bytes: empty, over the byte limit (4 MB by default, like OpenAI's API);
+2. signature: must be a PNG (``\\x89PNG``), whatever the file name says;
+3. header only (IHDR): width and height, degenerate sizes, pixel limit (decompression bombs), square;
+4. animation (APNG ``acTL``) is refused;
+5. full decode with Pillow's own bomb guard, CRC checks, truncation and any decoder error -> 400;
+6. conversion to 8-bit: 16-bit and 32-bit greyscale are scaled, palette and greyscale(+alpha) become RGB(A),
+   1-bit becomes RGB, 16-bit RGB(A) is reduced to 8 bits.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "MAX_BYTES",
+    "MAX_PIXELS",
+    "MAX_SIDE",
+    "MIN_SIDE",
+    "UploadError",
+    "contains_real_face",
+    "probe_png",
+    "read_image_upload",
+    "read_mask_upload",
+]
+
+MAX_BYTES = 4 * 1024 * 1024  # "less than 4MB", as OpenAI's API
+MAX_SIDE = 4096
+MAX_PIXELS = 4096 * 4096
+MIN_SIDE = 16
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class UploadError(ValueError):
+    """A bad upload: the server answers 400 with OpenAI's error shape (message, param, code)."""
+
+    def __init__(self, message: str, param: str | None = "image", code: str = "invalid_image") -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": "invalid_request_error",
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def _sniff(data: bytes) -> str:
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    if data[:2] == b"BM":
+        return "BMP"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    if data[4:12] in (b"ftypavif", b"ftypheic", b"ftypmif1"):
+        return "AVIF/HEIC"
+    if data.lstrip()[:5].lower() in (b"<?xml", b"<svg ") or b"<svg" in data[:256].lower():
+        return "SVG"
+    if data[:4] == b"%PDF":
+        return "PDF"
+    if data[:2] == b"PK":
+        return "ZIP"
+    return "unknown"
+
+
+def probe_png(data: bytes) -> tuple[int, int, int, int, bool]:
+    """Read the PNG header without decoding: (width, height, bit depth, colour type, animated)."""
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise UploadError(
+            "Invalid input image - the PNG header is missing or truncated.", code="invalid_image"
+        )
+    width, height, depth, ctype = struct.unpack(">IIBB", data[16:26])
+    ihdr_crc = struct.unpack(">I", data[29:33])[0]
+    if zlib.crc32(data[12:29]) & 0xFFFFFFFF != ihdr_crc:
+        raise UploadError("Invalid input image - the PNG header is corrupt.", code="invalid_image")
+    # APNG: an acTL chunk before the first IDAT
+    animated = False
+    pos = 8
+    while pos + 8 <= len(data):
+        length = struct.unpack(">I", data[pos : pos + 4])[0]
+        ctype_name = data[pos + 4 : pos + 8]
+        if ctype_name == b"acTL":
+            animated = True
+            break
+        if ctype_name in (b"IDAT", b"IEND"):
+            break
+        pos += 12 + length
+    return width, height, depth, ctype, animated
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode in ("RGB", "RGBA"):
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        maxval = 65535.0 if mode != "F" else max(1.0, float(arr.max()))
+        if mode == "I" and arr.max() <= 255:
+            maxval = 255.0
+        arr8 = np.clip(np.round(arr * (255.0 / maxval)), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, "L").convert("RGB")
+    if mode == "P":
+        has_alpha = "transparency" in img.info
+        return img.convert("RGBA" if has_alpha else "RGB")
+    if mode in ("LA", "PA", "La", "RGBa"):
+        return img.convert("RGBA")
+    if mode == "L" and "transparency" in img.info:
+        return img.convert("RGBA")
+    if mode == "RGB" and "transparency" in img.info:
+        return img.convert("RGBA")
+    if mode in ("L", "1", "CMYK", "YCbCr", "LAB", "HSV"):
+        return img.convert("RGB")
+    return img.convert("RGBA")
+
+
+def _decode(data: bytes, param: str, require_square: bool, max_bytes: int) -> Image.Image:
+    if not data:
+        raise UploadError(f"The uploaded '{param}' is empty.", param, "invalid_image")
+    if len(data) >= max_bytes:
+        raise UploadError(
+            f"Invalid input image - '{param}' must be less than {max_bytes // (1024 * 1024)} MB, "
+            f"got {len(data) / (1024 * 1024):.1f} MB.",
+            param,
+            "image_too_large",
+        )
+    if not data.startswith(PNG_SIGNATURE):
+        kind = _sniff(data)
+        found = f"a {kind} file" if kind != "unknown" else "not an image"
+        raise UploadError(
+            f"Invalid input image - '{param}' must be a PNG file, but this is {found}.",
+            param,
+            "invalid_image_format",
+        )
+    width, height, _depth, _ctype, animated = probe_png(data)
+    if width < MIN_SIDE or height < MIN_SIDE:
+        raise UploadError(
+            f"Invalid input image - '{param}' is {width}x{height}; "
+            f"images must be at least {MIN_SIDE}x{MIN_SIDE}.",
+            param,
+            "invalid_image_size",
+        )
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+        raise UploadError(
+            f"Invalid input image - '{param}' is {width}x{height}; "
+            f"the limit is {MAX_SIDE}x{MAX_SIDE} pixels.",
+            param,
+            "image_too_large",
+        )
+    if require_square and width != height:
+        raise UploadError(
+            f"Invalid input image - '{param}' must be square, got {width}x{height}.",
+            param,
+            "invalid_image_shape",
+        )
+    if animated:
+        raise UploadError(
+            f"Invalid input image - '{param}' is an animated PNG.", param, "invalid_image_format"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # verify() checks chunk CRCs and structure; it leaves the image unusable, so open again to load
+            probe = Image.open(io.BytesIO(data), formats=["PNG"])
+            probe.verify()
+            img = Image.open(io.BytesIO(data), formats=["PNG"])
+            if getattr(img, "is_animated", False) or getattr(img, "n_frames", 1) > 1:
+                raise UploadError(
+                    f"Invalid input image - '{param}' is an animated PNG.", param, "invalid_image_format"
+                )
+            if img.size != (width, height):
+                raise UploadError(f"Invalid input image - '{param}' has an inconsistent header.", param)
+            img.load()
+    except UploadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UploadError(
+            f"Invalid input image - '{param}' is too large to decode safely.", param, "image_too_large"
+        ) from exc
+    except MemoryError as exc:
+        raise UploadError(
+            f"Invalid input image - '{param}' is too large to decode.", param, "image_too_large"
+        ) from exc
+    except Exception as exc:  # truncated, corrupt, bad CRC, zlib errors, text-chunk bombs...
+        detail = str(exc).strip() or type(exc).__name__
+        raise UploadError(
+            f"Invalid input image - '{param}' could not be decoded ({detail}).", param, "invalid_image"
+        ) from exc
+    return _to_8bit(img)
+
+
+def read_image_upload(
+    data: bytes, param: str = "image", require_square: bool = True, max_bytes: int = MAX_BYTES
+) -> Image.Image:
+    """Decode an uploaded PNG safely: an 8-bit RGB or RGBA image, or `UploadError` (a 400 answer)."""
+    return _decode(bytes(data), param, require_square, max_bytes)
+
+
+def read_mask_upload(
+    data: bytes, size: tuple[int, int], param: str = "mask", max_bytes: int = MAX_BYTES
+) -> Image.Image:
+    """Decode a mask: a PNG of the image's size, returned as RGBA (fully transparent = area to edit).
+
+    A mask with an alpha channel (RGBA, LA, palette with transparency) is used as is. A greyscale mask without
+    alpha is read as the alpha itself (black = transparent = edit). An opaque RGB mask has nothing to edit and
+    is refused.
+    """
+    raw = _decode(bytes(data), param, require_square=False, max_bytes=max_bytes)
+    if raw.size != tuple(size):
+        raise UploadError(
+            f"Invalid mask - '{param}' is {raw.width}x{raw.height} but the image is {size[0]}x{size[1]}; "
+            "the mask and the image must have the same dimensions.",
+            param,
+            "invalid_mask_size",
+        )
+    if raw.mode == "RGBA":
+        return raw
+    # no alpha channel: greyscale masks give their luminance as alpha
+    src = Image.open(io.BytesIO(data))
+    if src.mode in ("L", "I;16", "I", "1") and "transparency" not in src.info:
+        alpha = raw.convert("L")
+        out = raw.convert("RGBA")
+        out.putalpha(alpha)
+        return out
+    raise UploadError(
+        f"Invalid mask - '{param}' has no transparent pixels: the mask must be a PNG with an alpha channel "
+        "(RGBA or LA) whose fully transparent areas show where to edit.",
+        param,
+        "invalid_mask",
+    )
+
+
+def contains_real_face(image: Image.Image) -> bool:
+    """True when the image looks like a photo with a realistic human face (see `unclip.safety.faces`)."""
+    from unclip.safety.faces import contains_real_face as _impl
+
+    return _impl(image)

@@ -1,0 +1,154 @@
+"""`create_app(settings)`: the FastAPI application (API under /v1, web app at /)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from unclip.service import errors
+from unclip.service.auth import create_key, create_user, hash_key
+from unclip.service.db import ApiKey, Database, User
+from unclip.service.engines import Loader, ModelRegistry, real_loader
+from unclip.service.images import ImageService
+from unclip.service.jobs import JobManager
+from unclip.service.policy import OffenderRules, Policy, load_policy, offender_rules
+from unclip.service.ratelimit import RateLimiter
+from unclip.service.settings import Settings
+from unclip.service.storage import BlobStore, UrlSigner, load_secret
+
+log = logging.getLogger("unclip.service")
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    store: BlobStore
+    signer: UrlSigner
+    registry: ModelRegistry
+    jobs: JobManager
+    limiter: RateLimiter
+    policy: Policy
+    offenders: OffenderRules
+    images: ImageService
+
+
+def build_services(
+    settings: Settings,
+    *,
+    engines: dict[str, Any] | None = None,
+    engine_loader: Loader | None = None,
+    policy: Policy | None = None,
+) -> Services:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_url)
+    store = BlobStore(settings.data_dir / "images")
+    signer = UrlSigner(load_secret(settings.data_dir, settings.secret_key), settings.url_ttl_s)
+    if settings.model:
+        default: Path | None = Path(settings.model)
+    elif engines:
+        default = None
+    else:
+        from unclip import BUNDLED_MODEL_DIR
+
+        default = BUNDLED_MODEL_DIR
+    registry = ModelRegistry(
+        default, settings.models_path, engine_loader or real_loader(settings.device), engines
+    )
+    jobs = JobManager(db, store, registry, workers=settings.workers, queue_size=settings.queue_size)
+    policy = policy if policy is not None else load_policy()
+    sv = Services(
+        settings=settings,
+        db=db,
+        store=store,
+        signer=signer,
+        registry=registry,
+        jobs=jobs,
+        limiter=RateLimiter(),
+        policy=policy,
+        offenders=offender_rules(policy),
+        images=None,
+    )  # type: ignore[arg-type]
+    sv.images = ImageService(sv)
+    return sv
+
+
+def bootstrap_admin(db: Database, settings: Settings) -> str | None:
+    """On a server with no users, create `admin@localhost` (role admin) and return its API key, once.
+
+    With `UNCLIP_ADMIN_KEY` set, that key is made to exist (for an admin) and is not returned."""
+    with db.session() as s:
+        if settings.admin_key:
+            if s.scalar(select(ApiKey).where(ApiKey.hash == hash_key(settings.admin_key))) is None:
+                admin = s.scalar(select(User).where(User.email == "admin@localhost"))
+                admin = admin or create_user(s, "admin@localhost", name="admin", role="admin")
+                create_key(s, admin, name="UNCLIP_ADMIN_KEY", key=settings.admin_key)
+            return None
+        if not settings.bootstrap_admin or s.scalar(select(User.id).limit(1)) is not None:
+            return None
+        admin = create_user(s, "admin@localhost", name="admin", role="admin")
+        _, key = create_key(s, admin, name="bootstrap")
+        return key
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engines: dict[str, Any] | None = None,
+    engine_loader: Loader | None = None,
+    policy: Policy | None = None,
+) -> FastAPI:
+    """The server. `engines` (name → engine object) and `policy` are injectable for tests."""
+    settings = settings or Settings.from_env()
+    sv = build_services(settings, engines=engines, engine_loader=engine_loader, policy=policy)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sv.jobs.start()
+        try:
+            yield
+        finally:
+            import anyio
+
+            await anyio.to_thread.run_sync(sv.jobs.stop, settings.shutdown_grace_s)
+            sv.db.dispose()
+
+    app = FastAPI(
+        title="unclip API",
+        version="1",
+        summary="Self-hosted unCLIP images: an OpenAI-compatible Images API (dall-e-2 contract) plus jobs, "
+        "outpainting, blends, upscaling, history, accounts and moderation.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        redoc_url=None,
+    )
+    app.state.services = sv
+    errors.install(app)
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_request_bytes:
+            return JSONResponse(errors.APIError(413, "Request body too large.").body(), status_code=413)
+        return await call_next(request)
+
+    from unclip.service.routers import accounts, admin, images, jobs, models, moderations
+
+    for module in (images, jobs, models, moderations, accounts, admin):
+        app.include_router(module.router)
+
+    if settings.serve_web and (WEB_DIR / "index.html").exists():
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+    return app

@@ -1,0 +1,170 @@
+"""Users, roles and API keys. Keys are shown once and stored as SHA-256 digests."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from fastapi import Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from unclip.service.db import ApiKey, User, now
+from unclip.service.errors import APIError
+from unclip.service.settings import ROLES
+
+KEY_PREFIX = "sk-unclip-"
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: str
+    email: str
+    role: str
+    status: str
+    key_id: str
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key_text() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    return role
+
+
+def create_user(s: Session, email: str, *, name: str = "", role: str = "waitlisted") -> User:
+    email = email.strip().lower()
+    if s.scalar(select(User).where(User.email == email)) is not None:
+        raise ValueError(f"a user with email {email!r} already exists")
+    user = User(
+        email=email, name=name, role=check_role(role), approved_at=None if role == "waitlisted" else now()
+    )
+    s.add(user)
+    s.flush()
+    return user
+
+
+def create_key(s: Session, user: User, *, name: str = "", key: str | None = None) -> tuple[ApiKey, str]:
+    """Create an API key; the returned text is the only time the key is visible."""
+    text = key or new_key_text()
+    record = ApiKey(user_id=user.id, name=name, prefix=text[:14], hash=hash_key(text))
+    s.add(record)
+    s.flush()
+    return record, text
+
+
+def find_user(s: Session, ref: str) -> User | None:
+    """A user by id or email."""
+    return s.get(User, ref) or s.scalar(select(User).where(User.email == ref.strip().lower()))
+
+
+def approve(s: Session, user: User, role: str = "member") -> User:
+    if check_role(role) == "waitlisted":
+        raise ValueError("approve to a role other than waitlisted")
+    user.role = role
+    user.approved_at = now()
+    return user
+
+
+def resolve(s: Session, key: str) -> tuple[User, ApiKey] | None:
+    record = s.scalar(select(ApiKey).where(ApiKey.hash == hash_key(key)))
+    if record is None or record.revoked_at is not None:
+        return None
+    user = s.get(User, record.user_id)
+    if user is None:
+        return None
+    if record.last_used_at is None or now() - record.last_used_at > 60:
+        record.last_used_at = now()
+    return user, record
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def authenticate(request: Request) -> Principal:
+    """FastAPI dependency: the caller, from `Authorization: Bearer <key>`; 401 otherwise."""
+    key = bearer(request)
+    if key is None:
+        raise APIError(
+            401,
+            "You didn't provide an API key. You need to provide your API key in an Authorization header "
+            "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+        )
+    services = request.app.state.services
+    with services.db.session() as s:
+        found = resolve(s, key)
+        if found is None:
+            shown = key[:8] + "*" * 4 + key[-4:] if len(key) > 12 else "*" * len(key)
+            raise APIError(401, f"Incorrect API key provided: {shown}.", code="invalid_api_key")
+        user, record = found
+        return Principal(
+            user_id=user.id, email=user.email, role=user.role, status=user.status, key_id=record.id
+        )
+
+
+def require_active(p: Principal) -> None:
+    if p.status == "suspended":
+        raise APIError(
+            403,
+            "Your account has been suspended after repeated content policy violations. "
+            "Contact the administrator of this server.",
+            code="account_suspended",
+        )
+    if p.role == "waitlisted":
+        raise APIError(
+            403,
+            "Your account is on the waitlist. You can use the API once an administrator approves it.",
+            code="waitlisted",
+        )
+
+
+def require_admin(p: Principal) -> None:
+    if p.role != "admin":
+        raise APIError(403, "This endpoint is for administrators only.", code="insufficient_role")
+
+
+def require_feature(p: Principal, feature: str, features: dict[str, list[str]], what: str) -> None:
+    if p.role not in features.get(feature, []):
+        raise APIError(
+            403, f"Your role ({p.role}) does not allow {what} on this server.", code="insufficient_role"
+        )
+
+
+def user_json(user: User) -> dict[str, object]:
+    return {
+        "id": user.id,
+        "object": "user",
+        "email": user.email,
+        "name": user.name,
+        "role": user.role,
+        "status": user.status,
+        "credits": user.credits,
+        "created_at": int(user.created_at),
+        "approved_at": int(user.approved_at) if user.approved_at else None,
+    }
+
+
+def key_json(key: ApiKey) -> dict[str, object]:
+    return {
+        "id": key.id,
+        "object": "api_key",
+        "user_id": key.user_id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "created_at": int(key.created_at),
+        "last_used_at": int(key.last_used_at) if key.last_used_at else None,
+        "revoked": key.revoked_at is not None,
+    }

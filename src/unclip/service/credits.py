@@ -1,0 +1,67 @@
+"""Credits: images cost credits; a monthly grant tops each user up to their role's allowance."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from unclip.service.db import CreditEntry, User
+from unclip.service.errors import APIError
+
+
+def period(t: float | None = None) -> str:
+    return time.strftime("%Y-%m", time.gmtime(time.time() if t is None else t))
+
+
+def ensure_grant(s: Session, user: User, grants: dict[str, int], t: float | None = None) -> None:
+    """Once per calendar month (UTC), raise the balance to the role's grant (credits above it are kept)."""
+    current = period(t)
+    if user.credits_period == current:
+        return
+    grant = int(grants.get(user.role, 0))
+    if user.role == "waitlisted":
+        return  # the month starts counting when they are approved
+    if user.credits < grant:
+        s.add(CreditEntry(user_id=user.id, delta=grant - user.credits, reason="grant"))
+        user.credits = grant
+    user.credits_period = current
+
+
+def charge(s: Session, user_id: str, cost: int, grants: dict[str, int], job_id: str | None = None) -> int:
+    """Take `cost` credits or raise 429 insufficient_quota. Returns the balance left."""
+    user = s.scalar(select(User).where(User.id == user_id).with_for_update())
+    if user is None:
+        raise APIError(401, "Unknown user.", code="invalid_api_key")
+    ensure_grant(s, user, grants)
+    s.flush()
+    done = s.execute(
+        update(User).where(User.id == user_id, User.credits >= cost).values(credits=User.credits - cost)
+    )
+    if done.rowcount != 1:
+        s.refresh(user)
+        raise APIError(
+            429,
+            f"You exceeded your current quota: this request needs {cost} credits and you have "
+            f"{user.credits}. Credits are topped up monthly; ask the administrator of this server for more.",
+            type="insufficient_quota",
+            code="insufficient_quota",
+            headers={"x-should-retry": "false"},
+        )
+    s.add(CreditEntry(user_id=user_id, delta=-cost, reason="charge", job_id=job_id))
+    s.flush()
+    s.refresh(user)
+    return user.credits
+
+
+def refund(s: Session, user_id: str, cost: int, job_id: str | None = None) -> None:
+    if cost <= 0:
+        return
+    s.execute(update(User).where(User.id == user_id).values(credits=User.credits + cost))
+    s.add(CreditEntry(user_id=user_id, delta=cost, reason="refund", job_id=job_id))
+
+
+def adjust(s: Session, user: User, delta: int, reason: str = "admin") -> None:
+    user.credits = max(0, user.credits + delta)
+    s.add(CreditEntry(user_id=user.id, delta=delta, reason=reason))

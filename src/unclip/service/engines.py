@@ -1,0 +1,89 @@
+"""Installed models: the default (bundled) model plus folders under the models dir, loaded lazily."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from unclip.service.errors import APIError
+
+try:  # the engine layer may not be installed while the server is developed
+    from unclip.engine import Cancelled, InvalidInput
+except ImportError:  # pragma: no cover - replaced by the real classes once unclip.engine exists
+
+    class Cancelled(Exception):  # type: ignore[no-redef]
+        """The job's cancel event was set."""
+
+    class InvalidInput(ValueError):  # type: ignore[no-redef]
+        param: str | None = None
+
+
+ALIASES = ("dall-e-2",)
+Loader = Callable[[Path], Any]
+
+
+def real_loader(device: str) -> Loader:
+    def load(path: Path) -> Any:
+        from unclip.engine import Engine
+
+        return Engine.load(path, device=device)
+
+    return load
+
+
+class ModelRegistry:
+    """Names → engines. `dall-e-2` (and an empty model) mean the default model."""
+
+    def __init__(
+        self,
+        default: Path | None,
+        models_dir: Path | None,
+        loader: Loader,
+        engines: dict[str, Any] | None = None,
+    ) -> None:
+        self._loader = loader
+        self._loaded: dict[str, Any] = dict(engines or {})
+        self._paths: dict[str, Path] = {}
+        self._lock = threading.Lock()
+        if default is not None:
+            self._paths[default.name] = default
+        if models_dir is not None and models_dir.is_dir():
+            for child in sorted(models_dir.iterdir()):
+                if child.is_dir() and not child.name.startswith("."):
+                    self._paths.setdefault(child.name, child)
+        if default is not None:
+            self.default = default.name
+        elif engines:
+            self.default = next(iter(engines))
+        else:
+            raise ValueError("no model: give a default model path or engines")
+
+    def names(self) -> list[str]:
+        return list(dict.fromkeys([self.default, *self._loaded, *self._paths]))
+
+    def created(self, name: str) -> int:
+        path = self._paths.get(name)
+        try:
+            return int(path.stat().st_mtime) if path else 0
+        except OSError:
+            return 0
+
+    def resolve(self, name: str | None) -> str:
+        if not name or name in ALIASES:
+            return self.default
+        if name in self._loaded or name in self._paths:
+            return name
+        raise APIError(
+            404,
+            f"The model '{name}' does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+
+    def get(self, name: str) -> Any:
+        with self._lock:
+            if name not in self._loaded:
+                self._loaded[name] = self._loader(self._paths[name])
+            return self._loaded[name]

@@ -1,0 +1,335 @@
+"""The image service: checks, credits and job submission behind the image routes, and response building."""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+from sqlalchemy import func, select
+
+from unclip.service import credits
+from unclip.service.auth import Principal, require_active, require_feature
+from unclip.service.db import AuditEvent, ImageRecord, Job, User, now
+from unclip.service.errors import APIError, content_policy, invalid, missing, rate_limited
+from unclip.service.policy import has_real_face, prompt_hash
+
+SIZES = ("256x256", "512x512", "1024x1024")
+FORMATS = ("url", "b64_json")
+MAX_PROMPT = 1000
+FEATURE_OF = {
+    "generation": "generate",
+    "edit": "edit",
+    "variation": "variation",
+    "outpaint": "outpaint",
+    "blend": "blend",
+    "upscale": "upscale",
+}
+WHAT = {
+    "generate": "image generation",
+    "edit": "image edits",
+    "edit_upload": "edits of uploaded images",
+    "variation": "variations",
+    "outpaint": "outpainting",
+    "blend": "blends",
+    "upscale": "upscaling",
+    "real_face_upload": "uploads of photos of real people",
+}
+
+
+# --- parameter checks (OpenAI's messages and codes) -------------------------------------------------------
+
+
+def check_prompt(prompt: Any, required: bool = True) -> str | None:
+    if prompt is None:
+        if required:
+            raise missing("prompt")
+        return None
+    if not isinstance(prompt, str):
+        raise invalid(
+            "Invalid type for 'prompt': expected a string, but got a value of another type.",
+            "prompt",
+            "invalid_type",
+        )
+    if required and not prompt.strip():
+        raise invalid(
+            "Invalid 'prompt': empty string. Expected a string with minimum length 1, but got an "
+            "empty string instead.",
+            "prompt",
+            "empty_string",
+        )
+    if len(prompt) > MAX_PROMPT:
+        raise invalid(
+            f"Invalid 'prompt': string too long. Expected a string with maximum length {MAX_PROMPT}, "
+            f"but got a string with length {len(prompt)} instead.",
+            "prompt",
+            "string_above_max_length",
+        )
+    return prompt
+
+
+def check_n(n: Any) -> int:
+    if n is None:
+        return 1
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise invalid(
+            "Invalid type for 'n': expected an integer, but got a value of another type.", "n", "invalid_type"
+        )
+    if n < 1:
+        raise invalid(
+            f"Invalid 'n': integer below minimum value. Expected a value >= 1, but got {n} instead.",
+            "n",
+            "integer_below_min_value",
+        )
+    if n > 10:
+        raise invalid(
+            f"Invalid 'n': integer above maximum value. Expected a value <= 10, but got {n} instead.",
+            "n",
+            "integer_above_max_value",
+        )
+    return n
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...], default: str) -> str:
+    if value is None:
+        return default
+    if value not in choices:
+        listed = ", ".join(f"'{c}'" for c in choices[:-1]) + f", and '{choices[-1]}'"
+        raise invalid(f"Invalid value: '{value}'. Supported values are: {listed}.", name, "invalid_value")
+    return str(value)
+
+
+def check_unsupported(params: dict[str, Any], allowed_defaults: dict[str, tuple[Any, ...]]) -> None:
+    """Parameters of the contract that only other OpenAI models take: accepted at their default, else 400."""
+    for name, defaults in allowed_defaults.items():
+        value = params.get(name)
+        if value is not None and value not in defaults:
+            raise invalid(
+                f"The '{name}' parameter is not supported with the dall-e-2 model.",
+                name,
+                "unsupported_parameter",
+            )
+
+
+@dataclass
+class Submission:
+    kind: str
+    model: str | None
+    prompt: str | None
+    n: int = 1
+    size: str = "1024x1024"
+    response_format: str = "url"
+    params: dict[str, Any] = field(default_factory=dict)  # extra engine params (seed, sides, items…)
+    uploads: dict[str, tuple[bytes, Image.Image]] = field(default_factory=dict)  # checked uploads
+    refs: dict[str, str] = field(default_factory=dict)  # param → sha of the user's own stored image
+    prompts: list[str] = field(default_factory=list)  # more text to check (blend items)
+    user: str | None = None
+
+
+class ImageService:
+    def __init__(self, services: Any) -> None:
+        self.sv = services
+
+    # --- checks before any compute ---------------------------------------------------------------------
+
+    def admit(self, p: Principal) -> None:
+        """Rate limit (per key), account state, and the repeat-offender throttle."""
+        st = self.sv.settings
+        wait = self.sv.limiter.hit(p.key_id, int(st.rate_limits.get(p.role, 0)))
+        if wait is not None:
+            rpm = st.rate_limits.get(p.role, 0)
+            raise rate_limited(
+                f"Rate limit reached for requests on this API key: limit {rpm} per minute. "
+                f"Please try again in {wait:.1f}s.",
+                wait,
+            )
+        require_active(p)
+        rules = self.sv.offenders
+        if self.recent_offences(p.user_id) >= rules.throttle_after:
+            wait = self.sv.limiter.cooldown(p.user_id, rules.throttle_seconds)
+            if wait is not None:
+                raise rate_limited(
+                    "Your requests are throttled after repeated content policy violations. "
+                    f"Please try again in {wait:.0f}s.",
+                    wait,
+                )
+
+    def recent_offences(self, user_id: str) -> int:
+        since = now() - self.sv.offenders.window_hours * 3600
+        with self.sv.db.session() as s:
+            return int(
+                s.scalar(
+                    select(func.count())
+                    .select_from(AuditEvent)
+                    .where(AuditEvent.user_id == user_id, AuditEvent.created_at >= since)
+                )
+                or 0
+            )
+
+    def check_policy(self, p: Principal, texts: list[str], endpoint: str) -> None:
+        for text in texts:
+            decision = self.sv.policy.check(text)
+            if getattr(decision, "flagged", False):
+                self._record_offence(p, decision, text, endpoint)
+                raise content_policy()
+
+    def _record_offence(self, p: Principal, decision: Any, text: str, endpoint: str) -> None:
+        category = getattr(decision, "category", None) or ""
+        scores = getattr(decision, "category_scores", {}) or {}
+        score = float(scores.get(category, max(scores.values(), default=0.0)))
+        count = self.recent_offences(p.user_id) + 1
+        rules = self.sv.offenders
+        action = "refused"
+        if count >= rules.suspend_after:
+            action = "suspended"
+        elif count >= rules.throttle_after:
+            action = "throttled"
+        with self.sv.db.session() as s:
+            s.add(
+                AuditEvent(
+                    user_id=p.user_id,
+                    endpoint=endpoint,
+                    category=category,
+                    score=score,
+                    prompt_hash=prompt_hash(text),
+                    action=action,
+                )
+            )
+            if action == "suspended":
+                user = s.get(User, p.user_id)
+                if user is not None and user.role != "admin":
+                    user.status = "suspended"
+
+    def owned_sha(self, p: Principal, image_id: str, param: str) -> tuple[str, Image.Image]:
+        with self.sv.db.session() as s:
+            rec = s.get(ImageRecord, image_id)
+            if rec is None or rec.user_id != p.user_id:
+                raise APIError(404, f"No image with id '{image_id}'.", param=param, code="image_not_found")
+            sha = rec.sha256
+        return sha, self.sv.jobs._load(sha)
+
+    def is_own_image(self, p: Principal, data: bytes) -> bool:
+        import hashlib
+
+        sha = hashlib.sha256(data).hexdigest()
+        with self.sv.db.session() as s:
+            return (
+                s.scalar(
+                    select(ImageRecord.id)
+                    .where(ImageRecord.sha256 == sha, ImageRecord.user_id == p.user_id)
+                    .limit(1)
+                )
+                is not None
+            )
+
+    def cost(self, sub: Submission) -> int:
+        st = self.sv.settings
+        if sub.kind == "upscale":
+            return int(st.upscale_cost)
+        return sub.n * int(st.credit_costs.get(sub.size, max(st.credit_costs.values())))
+
+    # --- submission ------------------------------------------------------------------------------------
+
+    def submit(self, p: Principal, sub: Submission, endpoint: str) -> str:
+        """All checks, then charge and queue. Returns the job id. Runs in a worker thread (blocking I/O)."""
+        st = self.sv.settings
+        feature = FEATURE_OF[sub.kind]
+        require_feature(p, feature, st.features, WHAT[feature])
+        for param, (data, img) in sub.uploads.items():
+            if sub.kind in ("edit", "outpaint") and param == "image" and not self.is_own_image(p, data):
+                require_feature(p, "edit_upload", st.features, WHAT["edit_upload"])
+            if param != "mask" and not self.is_own_image(p, data) and has_real_face(img):
+                require_feature(p, "real_face_upload", st.features, WHAT["real_face_upload"])
+        model = self.sv.registry.resolve(sub.model)
+        texts = [t for t in [sub.prompt, *sub.prompts] if t]
+        self.check_policy(p, texts, endpoint)  # before any compute
+
+        params: dict[str, Any] = {
+            "prompt": sub.prompt,
+            "n": sub.n,
+            "size": sub.size,
+            "response_format": sub.response_format,
+            "user": sub.user,
+            **sub.params,
+        }
+        for param, (data, _img) in sub.uploads.items():
+            params[param] = self.sv.store.put(data)
+        params.update(sub.refs)
+        cost = self.cost(sub)
+        self.sv.jobs.reserve()
+        try:
+            with self.sv.db.session() as s:
+                job = Job(user_id=p.user_id, kind=sub.kind, model=model, params=params, cost=cost)
+                s.add(job)
+                s.flush()
+                credits.charge(s, p.user_id, cost, st.credit_grants, job.id)
+                job_id = job.id
+        except BaseException:
+            self.sv.jobs.release()
+            raise
+        self.sv.jobs.enqueue(job_id)
+        return job_id
+
+    # --- responses -------------------------------------------------------------------------------------
+
+    def job(self, p: Principal, job_id: str) -> Job:
+        with self.sv.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.user_id != p.user_id:
+                raise APIError(404, f"No job with id '{job_id}'.", param="job_id", code="job_not_found")
+            return job
+
+    def image_url(self, image_id: str, base_url: str) -> str:
+        base = (self.sv.settings.public_url or base_url).rstrip("/")
+        return f"{base}/v1/files/{image_id}.png?{self.sv.signer.query(image_id)}"
+
+    def images_data(self, image_ids: list[str], fmt: str, base_url: str) -> list[dict[str, str]]:
+        if fmt == "url":
+            return [{"url": self.image_url(i, base_url)} for i in image_ids]
+        with self.sv.db.session() as s:
+            shas = {
+                r.id: r.sha256 for r in s.scalars(select(ImageRecord).where(ImageRecord.id.in_(image_ids)))
+            }
+        return [{"b64_json": base64.b64encode(self.sv.store.get(shas[i])).decode()} for i in image_ids]
+
+    def images_response(self, job: Job, base_url: str) -> dict[str, Any]:
+        ids = list((job.result or {}).get("images", []))
+        fmt = job.params.get("response_format") or "url"
+        created = int(job.finished_at or time.time())
+        return {"created": created, "data": self.images_data(ids, fmt, base_url)}
+
+    def job_json(self, job: Job, base_url: str) -> dict[str, Any]:
+        h = self.sv.jobs.handle(job.id)
+        step, total = (
+            (h.step, h.total) if h and job.status == "running" else (job.progress_step, job.progress_total)
+        )
+        return {
+            "id": job.id,
+            "object": "job",
+            "kind": job.kind,
+            "model": job.model,
+            "status": job.status,
+            "created_at": int(job.created_at),
+            "started_at": int(job.started_at) if job.started_at else None,
+            "finished_at": int(job.finished_at) if job.finished_at else None,
+            "cost": job.cost,
+            "progress": {"step": step, "total": total},
+            "result": self.images_response(job, base_url) if job.status == "succeeded" else None,
+            "error": (job.error or {}).get("error"),
+        }
+
+    def image_json(self, rec: ImageRecord, base_url: str) -> dict[str, Any]:
+        return {
+            "id": rec.id,
+            "object": "image",
+            "kind": rec.kind,
+            "model": rec.model,
+            "prompt": rec.prompt,
+            "width": rec.width,
+            "height": rec.height,
+            "created_at": int(rec.created_at),
+            "job_id": rec.job_id,
+            "url": self.image_url(rec.id, base_url),
+        }

@@ -1,0 +1,318 @@
+"""The job queue: a bounded number of accepted jobs, worker thread(s) that call the engine, cancellation,
+progress, and a graceful shutdown that never loses an accepted job (the database is the source of truth)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+from sqlalchemy import select
+
+from unclip.service import credits
+from unclip.service.db import Database, ImageRecord, Job, now
+from unclip.service.engines import Cancelled, InvalidInput, ModelRegistry
+from unclip.service.errors import APIError
+from unclip.service.policy import encode
+from unclip.service.storage import BlobStore
+
+log = logging.getLogger("unclip.service.jobs")
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+@dataclass
+class Handle:
+    job_id: str
+    done: threading.Event = field(default_factory=threading.Event)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    requeue: bool = False
+    step: int = 0
+    total: int = 0
+    status: str = "queued"
+    changed: float = field(default_factory=time.monotonic)
+
+
+class QueueFull(APIError):
+    def __init__(self) -> None:
+        super().__init__(
+            503,
+            "The server is overloaded with other requests; retry shortly.",
+            type="server_error",
+            code="queue_full",
+            headers={"Retry-After": "5"},
+        )
+
+
+def _size(value: str) -> int:
+    return int(value.split("x", 1)[0])
+
+
+def run_engine(
+    engine: Any,
+    job: Job,
+    load: Callable[[str], Image.Image],
+    progress: Callable[[int, int], None],
+    cancel: threading.Event,
+) -> list[Image.Image]:
+    """Call the engine for one job. `load(sha)` opens a stored input image."""
+    p = dict(job.params)
+    extra = {k: p[k] for k in ("seed", "steps", "guidance", "negative_prompt") if p.get(k) is not None}
+    common = {"progress": progress, "cancel": cancel, **extra}
+    kind = job.kind
+    if kind == "generation":
+        return list(engine.generate(p["prompt"], n=p["n"], size=_size(p["size"]), **common))
+    if kind == "edit":
+        mask = load(p["mask"]) if p.get("mask") else None
+        return list(
+            engine.edit(load(p["image"]), p["prompt"], mask=mask, n=p["n"], size=_size(p["size"]), **common)
+        )
+    if kind == "variation":
+        return list(engine.vary(load(p["image"]), n=p["n"], size=_size(p["size"]), **common))
+    if kind == "outpaint":
+        sides = {k: int(p.get(k) or 0) for k in ("left", "right", "top", "bottom")}
+        return [engine.outpaint(load(p["image"]), p["prompt"], **sides, **common)]
+    if kind == "blend":
+        items = [
+            (load(it["image"]) if it.get("image") else it["prompt"], float(it.get("weight", 1.0)))
+            for it in p["items"]
+        ]
+        return list(engine.blend(items, n=p["n"], size=_size(p["size"]), **common))
+    if kind == "upscale":
+        if cancel.is_set():
+            raise Cancelled()
+        return [engine.upscale(load(p["image"]))]
+    raise ValueError(f"unknown job kind {kind!r}")
+
+
+class JobManager:
+    def __init__(
+        self,
+        db: Database,
+        store: BlobStore,
+        registry: ModelRegistry,
+        *,
+        workers: int = 1,
+        queue_size: int = 16,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.registry = registry
+        self.workers = max(1, workers)
+        self.queue_size = queue_size
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._handles: dict[str, Handle] = {}
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._pending = 0  # accepted and not finished
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self.recover()
+        for i in range(self.workers):
+            t = threading.Thread(target=self._work, name=f"unclip-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def recover(self) -> int:
+        """Re-queue the jobs a previous run accepted but did not finish."""
+        with self.db.session() as s:
+            jobs = s.scalars(
+                select(Job).where(Job.status.in_(("queued", "running"))).order_by(Job.created_at)
+            )
+            ids = []
+            for job in jobs:
+                job.status = "queued"
+                ids.append(job.id)
+        for job_id in ids:
+            with self._lock:
+                self._handles[job_id] = Handle(job_id)
+                self._pending += 1
+            self._queue.put(job_id)
+        if ids:
+            log.info("re-queued %d unfinished job(s)", len(ids))
+        return len(ids)
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        """Start no new job; let running ones finish for `grace_s`, then cancel and re-queue them."""
+        self._stopping.set()
+        for _ in self._threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + grace_s
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in self._threads):
+            with self._lock:
+                for h in self._handles.values():
+                    if h.status == "running":
+                        h.requeue = True
+                        h.cancel.set()
+            for t in self._threads:
+                t.join(30.0)
+        self._threads.clear()
+
+    # --- submitting --------------------------------------------------------------------------------------
+
+    def reserve(self) -> None:
+        """Take a place in the bounded queue or raise 503 (with Retry-After)."""
+        with self._lock:
+            if self._stopping.is_set() or self._pending >= self.queue_size:
+                raise QueueFull()
+            self._pending += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    def enqueue(self, job_id: str) -> Handle:
+        """Queue a job whose row is committed and whose place was reserved."""
+        h = Handle(job_id)
+        with self._lock:
+            self._handles[job_id] = h
+        self._queue.put(job_id)
+        return h
+
+    def handle(self, job_id: str) -> Handle | None:
+        with self._lock:
+            return self._handles.get(job_id)
+
+    def depth(self) -> int:
+        with self._lock:
+            return self._pending
+
+    def cancel(self, job_id: str) -> None:
+        h = self.handle(job_id)
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.status in TERMINAL:
+                return
+            if job.status == "queued":
+                self._finish(s, job, "cancelled", error=None)
+                if h:
+                    h.status = "cancelled"
+                    h.changed = time.monotonic()
+        if h:
+            h.cancel.set()
+            if h.status == "cancelled":
+                h.done.set()
+
+    # --- running -----------------------------------------------------------------------------------------
+
+    def _finish(self, s: Any, job: Job, status: str, error: dict[str, Any] | None) -> None:
+        job.status = status
+        job.error = error
+        job.finished_at = now()
+        if status in ("failed", "cancelled") and job.cost:
+            credits.refund(s, job.user_id, job.cost, job.id)
+
+    def _work(self) -> None:
+        while True:
+            job_id = self._queue.get()
+            if job_id is None or self._stopping.is_set():
+                return  # queued jobs stay queued in the database and run after the restart
+            try:
+                self._run(job_id)
+            except Exception:
+                log.exception("job %s crashed the worker loop", job_id)
+            finally:
+                with self._lock:
+                    h = self._handles.get(job_id)
+                    if h is None or h.status in TERMINAL:
+                        self._pending -= 1
+
+    def _load(self, sha: str) -> Image.Image:
+        img = Image.open(io.BytesIO(self.store.get(sha)))
+        img.load()
+        return img
+
+    def _run(self, job_id: str) -> None:
+        h = self.handle(job_id) or Handle(job_id)
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.status != "queued":
+                h.status = job.status if job else "failed"
+                h.done.set()
+                return
+            if h.cancel.is_set():
+                self._finish(s, job, "cancelled", None)
+                h.status = "cancelled"
+                h.done.set()
+                return
+            job.status = "running"
+            job.started_at = now()
+            job.attempts += 1
+        h.status = "running"
+        h.changed = time.monotonic()
+
+        def progress(step: int, total: int) -> None:
+            h.step, h.total, h.changed = int(step), int(total), time.monotonic()
+            if h.cancel.is_set():
+                raise Cancelled()
+
+        status, error, result = "failed", None, None
+        try:
+            engine = self.registry.get(job.model)
+            images = run_engine(engine, job, self._load, progress, h.cancel)
+            ids = self._store_results(job, images)
+            status, result = "succeeded", {"images": ids}
+        except Cancelled:
+            status = "queued" if h.requeue else "cancelled"
+        except InvalidInput as exc:
+            error = APIError(400, str(exc), param=getattr(exc, "param", None), code="invalid_value").body()
+        except Exception:
+            log.exception("job %s failed", job_id)
+            error = APIError(
+                500, "The server had an error while processing your request.", type="server_error"
+            ).body()
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            assert job is not None
+            job.progress_step, job.progress_total = h.step, h.total
+            if status == "queued":
+                job.status = "queued"  # interrupted by shutdown: runs again after the restart
+            else:
+                job.result = result
+                self._finish(s, job, status, error)
+        h.status = status
+        h.changed = time.monotonic()
+        if status != "queued":
+            h.done.set()
+
+    def _store_results(self, job: Job, images: list[Image.Image]) -> list[str]:
+        prompt = str(job.params.get("prompt") or "")
+        records = []
+        for i, img in enumerate(images):
+            meta = {
+                "model": job.model,
+                "kind": job.kind,
+                "job": job.id,
+                "index": i,
+                "prompt": prompt,
+                "seed": job.params.get("seed"),
+                "created": int(time.time()),
+            }
+            sha = self.store.put(encode(img, meta))  # on disk (fsync) before the row that points to it
+            records.append(
+                ImageRecord(
+                    user_id=job.user_id,
+                    job_id=job.id,
+                    sha256=sha,
+                    kind=job.kind,
+                    model=job.model,
+                    prompt=prompt,
+                    width=img.width,
+                    height=img.height,
+                )
+            )
+        with self.db.session() as s:
+            s.add_all(records)
+            s.flush()
+            return [r.id for r in records]

@@ -1,0 +1,48 @@
+"""Per-key rate limits (token buckets, requests per minute) and per-user cooldowns for repeat offenders."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    def __init__(self, clock: callable = time.monotonic) -> None:  # type: ignore[valid-type]
+        self._clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+        self._cooldowns: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, key: str, per_minute: int) -> float | None:
+        """Take one request from `key`'s bucket. None if allowed, else seconds until one is available."""
+        if per_minute <= 0:
+            return None
+        rate = per_minute / 60.0
+        now = self._clock()
+        with self._lock:
+            b = self._buckets.get(key)
+            if b is None:
+                b = self._buckets[key] = _Bucket(tokens=float(per_minute), updated=now)
+            b.tokens = min(float(per_minute), b.tokens + (now - b.updated) * rate)
+            b.updated = now
+            if b.tokens >= 1.0:
+                b.tokens -= 1.0
+                return None
+            return (1.0 - b.tokens) / rate
+
+    def cooldown(self, user_id: str, seconds: float) -> float | None:
+        """A throttled user may make one request per `seconds`. None if allowed, else the wait."""
+        now = self._clock()
+        with self._lock:
+            until = self._cooldowns.get(user_id, 0.0)
+            if now < until:
+                return until - now
+            self._cooldowns[user_id] = now + seconds
+            return None

@@ -1,0 +1,177 @@
+"""Admin endpoints: users (approve, roles, suspension, credits), keys, and the content-policy audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+
+from unclip.service import credits
+from unclip.service.auth import (
+    Principal,
+    approve,
+    authenticate,
+    check_role,
+    create_key,
+    create_user,
+    key_json,
+    require_admin,
+    user_json,
+)
+from unclip.service.db import ApiKey, AuditEvent, User, now
+from unclip.service.errors import APIError, invalid
+from unclip.service.routers.deps import services
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+
+def admin_only(p: Principal = Depends(authenticate)) -> Principal:
+    require_admin(p)
+    return p
+
+
+def _user(s: Any, user_id: str) -> User:
+    user = s.get(User, user_id)
+    if user is None:
+        raise APIError(404, f"No user with id '{user_id}'.", param="user_id", code="user_not_found")
+    return user
+
+
+class NewUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str
+    name: str = ""
+    role: str = "member"
+
+
+class UserPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: str | None = None
+    status: str | None = None  # active | suspended
+    credits_delta: int | None = None
+
+
+class Approval(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: str = "member"
+
+
+class NewKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = ""
+
+
+@router.get("/users", summary="List users (optionally by role)")
+def list_users(
+    request: Request, role: str | None = None, _: Principal = Depends(admin_only)
+) -> dict[str, Any]:
+    with services(request).db.session() as s:
+        q = select(User).order_by(User.created_at)
+        if role:
+            q = q.where(User.role == role)
+        return {"object": "list", "data": [user_json(u) for u in s.scalars(q)]}
+
+
+@router.post("/users", status_code=201, summary="Create a user and a first API key (shown once)")
+def new_user(request: Request, body: NewUser, _: Principal = Depends(admin_only)) -> dict[str, Any]:
+    with services(request).db.session() as s:
+        try:
+            user = create_user(s, body.email, name=body.name, role=check_role(body.role))
+        except ValueError as exc:
+            raise invalid(str(exc), "email") from None
+        _key, text = create_key(s, user, name="admin-created")
+        return {"user": user_json(user), "api_key": text}
+
+
+@router.post("/users/{user_id}/approve", summary="Approve a waitlisted user")
+def approve_user(
+    request: Request, user_id: str, body: Approval | None = None, _: Principal = Depends(admin_only)
+) -> dict[str, Any]:
+    sv = services(request)
+    with sv.db.session() as s:
+        user = _user(s, user_id)
+        try:
+            approve(s, user, (body or Approval()).role)
+        except ValueError as exc:
+            raise invalid(str(exc), "role") from None
+        credits.ensure_grant(s, user, sv.settings.credit_grants)
+        return user_json(user)
+
+
+@router.patch("/users/{user_id}", summary="Change role or status, or add/remove credits")
+def patch_user(
+    request: Request, user_id: str, body: UserPatch, _: Principal = Depends(admin_only)
+) -> dict[str, Any]:
+    with services(request).db.session() as s:
+        user = _user(s, user_id)
+        if body.role is not None:
+            try:
+                user.role = check_role(body.role)
+            except ValueError as exc:
+                raise invalid(str(exc), "role") from None
+            if user.role != "waitlisted" and user.approved_at is None:
+                user.approved_at = now()
+        if body.status is not None:
+            if body.status not in ("active", "suspended"):
+                raise invalid("'status' must be 'active' or 'suspended'.", "status")
+            user.status = body.status
+        if body.credits_delta:
+            credits.adjust(s, user, body.credits_delta)
+        return user_json(user)
+
+
+@router.get("/users/{user_id}/keys", summary="A user's API keys (never the keys themselves)")
+def list_keys(request: Request, user_id: str, _: Principal = Depends(admin_only)) -> dict[str, Any]:
+    with services(request).db.session() as s:
+        _user(s, user_id)
+        rows = s.scalars(select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.created_at))
+        return {"object": "list", "data": [key_json(k) for k in rows]}
+
+
+@router.post("/users/{user_id}/keys", status_code=201, summary="Create an API key (shown once)")
+def new_key(
+    request: Request, user_id: str, body: NewKey | None = None, _: Principal = Depends(admin_only)
+) -> dict[str, Any]:
+    with services(request).db.session() as s:
+        user = _user(s, user_id)
+        record, text = create_key(s, user, name=(body or NewKey()).name)
+        return {**key_json(record), "key": text}
+
+
+@router.delete("/keys/{key_id}", summary="Revoke an API key")
+def revoke_key(request: Request, key_id: str, _: Principal = Depends(admin_only)) -> dict[str, Any]:
+    with services(request).db.session() as s:
+        record = s.get(ApiKey, key_id)
+        if record is None:
+            raise APIError(404, f"No key with id '{key_id}'.", param="key_id", code="key_not_found")
+        record.revoked_at = record.revoked_at or now()
+        return key_json(record)
+
+
+def audit_json(e: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "user_id": e.user_id,
+        "created_at": int(e.created_at),
+        "endpoint": e.endpoint,
+        "category": e.category,
+        "score": e.score,
+        "prompt_hash": e.prompt_hash,
+        "action": e.action,
+    }
+
+
+@router.get("/audit", summary="Content-policy refusals (prompt hashes only), newest first")
+def audit(
+    request: Request,
+    user_id: str | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+    _: Principal = Depends(admin_only),
+) -> dict[str, Any]:
+    with services(request).db.session() as s:
+        q = select(AuditEvent).order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()).limit(limit)
+        if user_id:
+            q = q.where(AuditEvent.user_id == user_id)
+        return {"object": "list", "data": [audit_json(e) for e in s.scalars(q)]}

@@ -1,0 +1,77 @@
+"""Shared route helpers: services, the caller, and waiting for a job."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from unclip.service.auth import Principal, authenticate
+from unclip.service.errors import APIError
+
+
+def services(request: Request) -> Any:
+    return request.app.state.services
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def admitted(request: Request, p: Principal = Depends(authenticate)) -> Principal:
+    """The caller, past the rate limit and account checks (for endpoints that cost compute)."""
+    services(request).images.admit(p)
+    return p
+
+
+def prefers_async(request: Request) -> bool:
+    return "respond-async" in request.headers.get("prefer", "").lower()
+
+
+async def respond(request: Request, p: Principal, job_id: str) -> JSONResponse:
+    """202 with the job (`Prefer: respond-async`), or wait for it and answer like OpenAI."""
+    sv = services(request)
+    svc = sv.images
+    if prefers_async(request):
+        job = await run_in_threadpool(svc.job, p, job_id)
+        return JSONResponse(
+            svc.job_json(job, base_url(request)), status_code=202, headers={"Location": f"/v1/jobs/{job_id}"}
+        )
+    handle = sv.jobs.handle(job_id)
+    deadline = time.monotonic() + sv.settings.request_timeout_s
+    next_check = 0.0
+    while handle is not None and not handle.done.is_set():
+        now = time.monotonic()
+        if now > deadline:
+            await run_in_threadpool(sv.jobs.cancel, job_id)
+            raise APIError(
+                504,
+                "The request timed out before the image was ready; the job was cancelled and "
+                "its credits refunded.",
+                type="server_error",
+                code="timeout",
+            )
+        if now > next_check:
+            next_check = now + 0.5
+            if await request.is_disconnected():
+                await run_in_threadpool(sv.jobs.cancel, job_id)
+                raise APIError(499, "Client closed the request.")
+        await asyncio.sleep(0.02)
+    job = await run_in_threadpool(svc.job, p, job_id)
+    if job.status == "succeeded":
+        return JSONResponse(await run_in_threadpool(svc.images_response, job, base_url(request)))
+    if job.status == "cancelled":
+        raise APIError(409, "The job was cancelled.", code="job_cancelled")
+    err = (job.error or {}).get("error") or {}
+    status = 400 if err.get("type") == "invalid_request_error" else 500
+    raise APIError(
+        status,
+        err.get("message", "The job failed."),
+        type=err.get("type", "server_error"),
+        param=err.get("param"),
+        code=err.get("code"),
+    )

@@ -1,0 +1,498 @@
+"""Images: the OpenAI endpoints (generations, edits, variations) and ours (outpaints, blends, upscales,
+history, signed file URLs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from starlette.datastructures import UploadFile
+
+from unclip.service.auth import Principal, authenticate
+from unclip.service.db import ImageRecord
+from unclip.service.errors import APIError, invalid, missing, unknown_parameter
+from unclip.service.images import (
+    FORMATS,
+    SIZES,
+    Submission,
+    check_choice,
+    check_n,
+    check_prompt,
+    check_unsupported,
+)
+from unclip.service.policy import read_image, read_mask
+from unclip.service.routers.deps import admitted, base_url, respond, services
+
+router = APIRouter(prefix="/v1", tags=["images"])
+
+# Parameters of the contract (or of the official client) that only GPT image / dall-e-3 models take:
+# accepted at their default or null, answered 400 otherwise, as for dall-e-2.
+OTHER_MODEL_PARAMS: dict[str, tuple[Any, ...]] = {
+    "quality": ("standard", "auto"),
+    "style": (),
+    "output_format": ("png",),
+    "output_compression": (100, "100"),
+    "stream": (False, "false"),
+    "partial_images": (0, "0"),
+    "moderation": ("auto",),
+    "background": ("auto",),
+    "input_fidelity": (),
+    "complexity": (),
+    "frame_count": (),
+    "frame_duration_ms": (),
+    "svg": (),
+    "markup": (),
+}
+EXTENSIONS = ("seed", "steps", "guidance", "negative_prompt")  # unclip's own, e.g. via extra_body
+COMMON = ("model", "n", "size", "response_format", "user", "safety_identifier")
+
+
+class GenerationRequest(BaseModel):
+    """`CreateImageRequest` for dall-e-2, plus unclip's `seed`, `steps`, `guidance`, `negative_prompt`."""
+
+    model_config = ConfigDict(extra="allow")
+    prompt: str = Field(description="At most 1000 characters.")
+    model: str | None = Field(
+        None, description="`dall-e-2` (the default model) or an installed model's name."
+    )
+    n: int | None = Field(1, description="1 to 10.")
+    size: str | None = Field("1024x1024", description="256x256, 512x512 or 1024x1024.")
+    response_format: str | None = Field("url", description="url (signed, valid 60 minutes) or b64_json.")
+    user: str | None = None
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    negative_prompt: str | None = None
+
+
+def _extensions(values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in EXTENSIONS:
+        value = values.get(name)
+        if value is None or value == "":
+            continue
+        try:
+            out[name] = (
+                str(value)
+                if name == "negative_prompt"
+                else (float(value) if name == "guidance" else int(value))
+            )
+        except (TypeError, ValueError):
+            raise invalid(f"Invalid type for '{name}'.", name, "invalid_type") from None
+    if "negative_prompt" in out:
+        check_prompt(out["negative_prompt"], required=False)
+    return out
+
+
+@router.post("/images/generations", summary="Create image (OpenAI createImage, dall-e-2)")
+async def generations(
+    request: Request, body: GenerationRequest, p: Principal = Depends(admitted)
+) -> JSONResponse:
+    for name in body.model_extra or {}:
+        if name not in OTHER_MODEL_PARAMS:
+            raise unknown_parameter(name)
+    check_unsupported(body.model_extra or {}, OTHER_MODEL_PARAMS)
+    values = body.model_dump()
+    sub = Submission(
+        kind="generation",
+        model=body.model,
+        prompt=check_prompt(body.prompt),
+        n=check_n(body.n),
+        size=check_choice(body.size, "size", SIZES, "1024x1024"),
+        response_format=check_choice(body.response_format, "response_format", FORMATS, "url"),
+        params=_extensions(values),
+        user=body.user,
+    )
+    job_id = await run_in_threadpool(services(request).images.submit, p, sub, "images.generations")
+    return await respond(request, p, job_id)
+
+
+# --- multipart endpoints --------------------------------------------------------------------------------
+
+
+def _multipart_schema(fields: dict[str, dict[str, Any]], required: list[str]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": fields, "required": required}
+                }
+            },
+        }
+    }
+
+
+_FILE = {"type": "string", "format": "binary"}
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+_COMMON_FIELDS = {
+    "model": _STR,
+    "n": _INT,
+    "size": {"type": "string", "enum": list(SIZES)},
+    "response_format": {"type": "string", "enum": list(FORMATS)},
+    "user": _STR,
+    "seed": _INT,
+    "steps": _INT,
+    "guidance": {"type": "number"},
+}
+
+
+class Form:
+    """A parsed multipart form: text fields and files, with OpenAI's checks."""
+
+    def __init__(self, items: list[tuple[str, Any]]) -> None:
+        self.fields: dict[str, Any] = {}
+        for key, value in items:
+            name = key[:-2] if key.endswith("[]") else key
+            if name in self.fields and name == "image":
+                raise invalid("Only one image can be given for the dall-e-2 model.", "image")
+            self.fields[name] = value
+
+    def check_names(self, allowed: tuple[str, ...]) -> None:
+        for name in self.fields:
+            if name not in allowed and name not in OTHER_MODEL_PARAMS:
+                raise unknown_parameter(name)
+        check_unsupported(
+            {k: v for k, v in self.fields.items() if k in OTHER_MODEL_PARAMS}, OTHER_MODEL_PARAMS
+        )
+
+    def text(self, name: str) -> str | None:
+        value = self.fields.get(name)
+        if value is None:
+            return None
+        if isinstance(value, _File):
+            raise invalid(
+                f"Invalid type for '{name}': expected a string, but got a file.", name, "invalid_type"
+            )
+        return str(value)
+
+    def int(self, name: str) -> int | None:
+        value = self.text(name)
+        if value is None or value == "":
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise invalid(
+                f"Invalid type for '{name}': expected an integer, but got a string instead.",
+                name,
+                "invalid_type",
+            ) from None
+
+    async def file(self, name: str, required: bool = True) -> bytes | None:
+        value = self.fields.get(name)
+        if value is None:
+            if required:
+                raise missing(name)
+            return None
+        if not isinstance(value, _File):
+            raise invalid(
+                f"Invalid type for '{name}': expected a file, but got a string instead.", name, "invalid_type"
+            )
+        return value.data
+
+
+async def _form(request: Request) -> Form:
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        raise invalid("This endpoint takes multipart/form-data.", None, "invalid_content_type")
+    async with request.form(max_part_size=4 * 1024 * 1024) as form:
+        items = list(form.multi_items())
+        parsed = Form(items)
+        # read the files now: the form is closed when this block ends
+        for name, value in list(parsed.fields.items()):
+            if isinstance(value, UploadFile):
+                parsed.fields[name] = _File(await value.read())
+    return parsed
+
+
+@dataclass
+class _File:
+    data: bytes
+
+
+def _common(form: Form) -> dict[str, Any]:
+    return {
+        "model": form.text("model") or None,
+        "n": check_n(form.int("n")),
+        "size": check_choice(form.text("size") or None, "size", SIZES, "1024x1024"),
+        "response_format": check_choice(
+            form.text("response_format") or None, "response_format", FORMATS, "url"
+        ),
+        "user": form.text("user"),
+        "params": _extensions({k: form.text(k) for k in EXTENSIONS}),
+    }
+
+
+async def _image_or_ref(request: Request, p: Principal, form: Form, sub: Submission) -> Any:
+    """`image` (upload) or `image_id` (one of the caller's images) → the PIL image."""
+    image_id = form.text("image_id")
+    if image_id and "image" not in form.fields:
+        sha, img = await run_in_threadpool(services(request).images.owned_sha, p, image_id, "image_id")
+        sub.refs["image"] = sha
+        return img
+    data = await form.file("image")
+    assert data is not None
+    img = await run_in_threadpool(read_image, data, "image")
+    sub.uploads["image"] = (data, img)
+    return img
+
+
+@router.post(
+    "/images/edits",
+    summary="Create image edit (OpenAI createImageEdit, dall-e-2)",
+    openapi_extra=_multipart_schema(
+        {"image": _FILE, "mask": _FILE, "prompt": _STR, **_COMMON_FIELDS}, ["image", "prompt"]
+    ),
+)
+async def edits(request: Request, p: Principal = Depends(admitted)) -> JSONResponse:
+    form = await _form(request)
+    form.check_names(("image", "mask", "prompt", *COMMON, *EXTENSIONS))
+    data = await form.file("image")
+    prompt = check_prompt(form.text("prompt"))
+    c = _common(form)
+    assert data is not None
+    img = await run_in_threadpool(read_image, data, "image")
+    sub = Submission(
+        kind="edit",
+        prompt=prompt,
+        model=c["model"],
+        n=c["n"],
+        size=c["size"],
+        response_format=c["response_format"],
+        params=c["params"],
+        user=c["user"],
+    )
+    sub.uploads["image"] = (data, img)
+    mask = await form.file("mask", required=False)
+    if mask is not None:
+        sub.uploads["mask"] = (mask, await run_in_threadpool(read_mask, mask, img.size, "mask"))
+    elif img.mode not in ("RGBA", "LA") or img.getchannel("A").getextrema()[0] == 255:
+        raise invalid(
+            f"Invalid input image - format must be in ['RGBA', 'LA', 'L'], got {img.mode}. Without a "
+            "mask, the image's transparent areas mark where to edit.",
+            "image",
+            "invalid_image_format",
+        )
+    job_id = await run_in_threadpool(services(request).images.submit, p, sub, "images.edits")
+    return await respond(request, p, job_id)
+
+
+@router.post(
+    "/images/variations",
+    summary="Create image variation (OpenAI createImageVariation)",
+    openapi_extra=_multipart_schema({"image": _FILE, **_COMMON_FIELDS}, ["image"]),
+)
+async def variations(request: Request, p: Principal = Depends(admitted)) -> JSONResponse:
+    form = await _form(request)
+    form.check_names(("image", *COMMON, "seed"))
+    data = await form.file("image")
+    c = _common(form)
+    assert data is not None
+    img = await run_in_threadpool(read_image, data, "image")
+    sub = Submission(
+        kind="variation",
+        prompt=None,
+        model=c["model"],
+        n=c["n"],
+        size=c["size"],
+        response_format=c["response_format"],
+        params=c["params"],
+        user=c["user"],
+    )
+    sub.uploads["image"] = (data, img)
+    job_id = await run_in_threadpool(services(request).images.submit, p, sub, "images.variations")
+    return await respond(request, p, job_id)
+
+
+@router.post(
+    "/images/outpaints",
+    summary="Outpaint: extend an image beyond its borders (unclip)",
+    openapi_extra=_multipart_schema(
+        {
+            "image": _FILE,
+            "image_id": _STR,
+            "prompt": _STR,
+            "left": _INT,
+            "right": _INT,
+            "top": _INT,
+            "bottom": _INT,
+            **_COMMON_FIELDS,
+        },
+        ["prompt"],
+    ),
+)
+async def outpaints(request: Request, p: Principal = Depends(admitted)) -> JSONResponse:
+    form = await _form(request)
+    form.check_names(("image", "image_id", "prompt", "left", "right", "top", "bottom", *COMMON, *EXTENSIONS))
+    prompt = check_prompt(form.text("prompt"))
+    c = _common(form)
+    sides = {k: form.int(k) or 0 for k in ("left", "right", "top", "bottom")}
+    for k, v in sides.items():
+        if not 0 <= v <= 1024:
+            raise invalid(f"Invalid '{k}': expected 0 to 1024 pixels.", k)
+    if not any(sides.values()):
+        raise invalid("Give at least one of 'left', 'right', 'top', 'bottom' in pixels.", "left")
+    sub = Submission(
+        kind="outpaint",
+        prompt=prompt,
+        model=c["model"],
+        n=1,
+        size=c["size"],
+        response_format=c["response_format"],
+        params={**c["params"], **sides},
+        user=c["user"],
+    )
+    await _image_or_ref(request, p, form, sub)
+    job_id = await run_in_threadpool(services(request).images.submit, p, sub, "images.outpaints")
+    return await respond(request, p, job_id)
+
+
+@router.post(
+    "/images/upscales",
+    summary="Upscale an image 4x (unclip)",
+    openapi_extra=_multipart_schema(
+        {
+            "image": _FILE,
+            "image_id": _STR,
+            "model": _STR,
+            "response_format": {"type": "string", "enum": list(FORMATS)},
+        },
+        [],
+    ),
+)
+async def upscales(request: Request, p: Principal = Depends(admitted)) -> JSONResponse:
+    form = await _form(request)
+    form.check_names(("image", "image_id", "model", "response_format", "user"))
+    fmt = check_choice(form.text("response_format") or None, "response_format", FORMATS, "url")
+    sub = Submission(
+        kind="upscale", prompt=None, model=form.text("model"), n=1, size="1024x1024", response_format=fmt
+    )
+    await _image_or_ref(request, p, form, sub)
+    job_id = await run_in_threadpool(services(request).images.submit, p, sub, "images.upscales")
+    return await respond(request, p, job_id)
+
+
+class BlendItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str | None = None
+    image_id: str | None = None
+    weight: float = 1.0
+
+
+class BlendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[BlendItem] = Field(description="2 to 4 prompts and/or your own image ids, with weights.")
+    model: str | None = None
+    n: int | None = 1
+    size: str | None = "1024x1024"
+    response_format: str | None = "url"
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+
+
+@router.post("/images/blends", summary="Blend prompts and images in CLIP space (unclip)")
+async def blends(request: Request, body: BlendRequest, p: Principal = Depends(admitted)) -> JSONResponse:
+    if not 2 <= len(body.items) <= 4:
+        raise invalid("Give 2 to 4 items to blend.", "items")
+    sv = services(request)
+    sub = Submission(
+        kind="blend",
+        prompt=None,
+        model=body.model,
+        n=check_n(body.n),
+        size=check_choice(body.size, "size", SIZES, "1024x1024"),
+        response_format=check_choice(body.response_format, "response_format", FORMATS, "url"),
+        params=_extensions(body.model_dump()),
+    )
+    items = []
+    for i, item in enumerate(body.items):
+        if (item.prompt is None) == (item.image_id is None):
+            raise invalid("Each item takes exactly one of 'prompt' or 'image_id'.", f"items.{i}")
+        if item.prompt is not None:
+            sub.prompts.append(check_prompt(item.prompt) or "")
+            items.append({"prompt": item.prompt, "weight": item.weight})
+        else:
+            sha, _ = await run_in_threadpool(sv.images.owned_sha, p, item.image_id, f"items.{i}.image_id")
+            items.append({"image": sha, "weight": item.weight})
+    sub.params["items"] = items
+    job_id = await run_in_threadpool(sv.images.submit, p, sub, "images.blends")
+    return await respond(request, p, job_id)
+
+
+# --- history and files ----------------------------------------------------------------------------------
+
+
+@router.get("/images", summary="Your image history, newest first (unclip)")
+def history(
+    request: Request,
+    limit: int = Query(20, ge=1, le=100),
+    after: str | None = None,
+    p: Principal = Depends(authenticate),
+) -> dict[str, Any]:
+    sv = services(request)
+    with sv.db.session() as s:
+        q = select(ImageRecord).where(ImageRecord.user_id == p.user_id)
+        if after:
+            ref = s.get(ImageRecord, after)
+            if ref is not None and ref.user_id == p.user_id:
+                q = q.where(
+                    (ImageRecord.created_at < ref.created_at)
+                    | ((ImageRecord.created_at == ref.created_at) & (ImageRecord.id < ref.id))
+                )
+        rows = list(
+            s.scalars(q.order_by(ImageRecord.created_at.desc(), ImageRecord.id.desc()).limit(limit + 1))
+        )
+    data = [sv.images.image_json(r, base_url(request)) for r in rows[:limit]]
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": len(rows) > limit,
+        "last_id": data[-1]["id"] if data else None,
+    }
+
+
+def _own_image(request: Request, p: Principal, image_id: str) -> ImageRecord:
+    with services(request).db.session() as s:
+        rec = s.get(ImageRecord, image_id)
+    if rec is None or rec.user_id != p.user_id:
+        raise APIError(404, f"No image with id '{image_id}'.", param="image_id", code="image_not_found")
+    return rec
+
+
+@router.get("/images/{image_id}", summary="One of your images (unclip)")
+def get_image(request: Request, image_id: str, p: Principal = Depends(authenticate)) -> dict[str, Any]:
+    return services(request).images.image_json(_own_image(request, p, image_id), base_url(request))
+
+
+@router.get(
+    "/images/{image_id}/content", summary="The PNG of one of your images (unclip)", response_class=Response
+)
+def image_content(request: Request, image_id: str, p: Principal = Depends(authenticate)) -> Response:
+    rec = _own_image(request, p, image_id)
+    return Response(services(request).store.get(rec.sha256), media_type="image/png")
+
+
+@router.get(
+    "/files/{image_id}.png",
+    summary="An image by signed URL (expires after 60 minutes)",
+    response_class=Response,
+)
+def signed_file(request: Request, image_id: str, expires: int = 0, sig: str = "") -> Response:
+    sv = services(request)
+    if not sv.signer.verify(image_id, expires, sig):
+        raise APIError(403, "This URL has expired or its signature is not valid.", code="url_expired")
+    with sv.db.session() as s:
+        rec = s.get(ImageRecord, image_id)
+    if rec is None:
+        raise APIError(404, "No such image.")
+    return Response(
+        sv.store.get(rec.sha256), media_type="image/png", headers={"Cache-Control": "private, max-age=3600"}
+    )

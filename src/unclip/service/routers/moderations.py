@@ -1,0 +1,60 @@
+"""Moderations in OpenAI's shape, answered by unclip's content policy."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict
+
+from unclip.service.auth import Principal
+from unclip.service.errors import invalid
+from unclip.service.routers.deps import admitted, services
+
+router = APIRouter(prefix="/v1", tags=["moderations"])
+
+
+class ModerationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input: str | list[str] | list[dict[str, Any]]
+    model: str | None = None
+
+
+def _texts(value: str | list[Any]) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    out = []
+    for item in value:
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, dict) and item.get("type") == "text" and isinstance(item.get("text"), str):
+            out.append(item["text"])
+        else:
+            raise invalid("Only text inputs are supported by this server's moderation model.", "input")
+    return out
+
+
+@router.post(
+    "/moderations", summary="Classify text with the server's content policy (OpenAI createModeration)"
+)
+async def moderations(
+    request: Request, body: ModerationRequest, p: Principal = Depends(admitted)
+) -> dict[str, Any]:
+    policy = services(request).policy
+    results = []
+    for text in _texts(body.input):
+        d = await run_in_threadpool(policy.check, text)
+        results.append(
+            {
+                "flagged": bool(d.flagged),
+                "categories": dict(d.categories or {}),
+                "category_scores": {k: float(v) for k, v in (d.category_scores or {}).items()},
+            }
+        )
+    return {
+        "id": f"modr-{secrets.token_hex(12)}",
+        "model": body.model or "unclip-content-policy",
+        "results": results,
+    }

@@ -1,0 +1,85 @@
+"""Content-addressed image storage on disk, and signed, expiring image URLs."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import tempfile
+import time
+from pathlib import Path
+
+
+class BlobStore:
+    """Blobs live at `<root>/<sha[:2]>/<sha[2:4]>/<sha>.png`; writes are atomic (temp + rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha: str) -> Path:
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise ValueError("not a sha256 digest")
+        return self.root / sha[:2] / sha[2:4] / f"{sha}.png"
+
+    def put(self, data: bytes) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        dest = self.path(sha)
+        if dest.exists():
+            return sha
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return sha
+
+    def get(self, sha: str) -> bytes:
+        return self.path(sha).read_bytes()
+
+    def exists(self, sha: str) -> bool:
+        return self.path(sha).exists()
+
+
+def load_secret(data_dir: Path, configured: str = "") -> bytes:
+    """The URL-signing secret: configured, or generated once and kept in `<data_dir>/secret.key`."""
+    if configured:
+        return configured.encode()
+    path = Path(data_dir) / "secret.key"
+    if path.exists():
+        return path.read_bytes().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+    return key
+
+
+class UrlSigner:
+    def __init__(self, secret: bytes, ttl_s: int = 3600) -> None:
+        self.secret = secret
+        self.ttl_s = ttl_s
+
+    def _sig(self, image_id: str, expires: int) -> str:
+        return hmac.new(self.secret, f"{image_id}.{expires}".encode(), hashlib.sha256).hexdigest()[:32]
+
+    def sign(self, image_id: str, now: float | None = None) -> tuple[int, str]:
+        expires = int((time.time() if now is None else now) + self.ttl_s)
+        return expires, self._sig(image_id, expires)
+
+    def query(self, image_id: str) -> str:
+        expires, sig = self.sign(image_id)
+        return f"expires={expires}&sig={sig}"
+
+    def verify(self, image_id: str, expires: int, sig: str, now: float | None = None) -> bool:
+        if (time.time() if now is None else now) > expires:
+            return False
+        return hmac.compare_digest(self._sig(image_id, expires), sig)

@@ -1,0 +1,1 @@
+"""Training: one accelerate-based core and a stage per unCLIP component."""

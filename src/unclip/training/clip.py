@@ -1,0 +1,63 @@
+"""Stage `clip`: a CLIP text encoder and vision encoder trained contrastively on emoji and their captions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from unclip.models import builders
+from unclip.training.data import CaptionSet, ImageSet, augment, to_unit
+
+
+class ClipModel(torch.nn.Module):
+    def __init__(self, text: torch.nn.Module, vision: torch.nn.Module) -> None:
+        super().__init__()
+        self.text, self.vision = text, vision
+        self.logit_scale = torch.nn.Parameter(torch.tensor(2.659))  # log(1/0.07), as in CLIP
+
+
+def clip_targets(images: ImageSet, captions: CaptionSet, idx: torch.Tensor, cap: torch.Tensor) -> torch.Tensor:
+    """Caption i matches image j when they show the same emoji and the caption names no other style: the
+    batch holds the same emoji in several styles, and 'grinning face' fits all of them."""
+    same_emoji = images.base_ids[idx][:, None] == images.base_ids[idx][None, :]
+    same_style = images.style_ids[idx][:, None] == images.style_ids[idx][None, :]
+    named = captions.names_style[cap][:, None]
+    t = (same_emoji & (same_style | ~named)).float()
+    return t / t.sum(1, keepdim=True)
+
+
+class ClipStage:
+    name = "clip"
+
+    def __init__(self, cfg: dict, images: ImageSet, captions: CaptionSet, tokenizer, out: Path) -> None:
+        self.cfg, self.images, self.captions, self.tokenizer, self.out = cfg, images, captions, tokenizer, out
+
+    def model(self) -> torch.nn.Module:
+        c, tok = self.cfg["clip"], self.tokenizer
+        text = builders.text_encoder(c, len(tok), tok.model_max_length, tok.eos_token_id, tok.pad_token_id,
+                                     tok.bos_token_id)  # fmt: skip
+        return ClipModel(text, builders.image_encoder(c))
+
+    def loss(self, model, step: int, gen: torch.Generator, batch_size: int):
+        idx = torch.randint(len(self.images), (batch_size,), generator=gen, device=gen.device).to(self.images.images.device)
+        cap = self.captions.sample(idx, gen)
+        pixels = augment(to_unit(self.images.images[idx]), gen)
+        txt = F.normalize(model.text(input_ids=self.captions.ids[cap].long()).text_embeds.float(), dim=-1)
+        img = F.normalize(model.vision(pixel_values=pixels).image_embeds.float(), dim=-1)
+        scale = model.logit_scale.clamp(max=4.6052).exp()
+        logits = scale * txt @ img.T
+        t_txt = clip_targets(self.images, self.captions, idx, cap)
+        loss = 0.5 * (
+            -(t_txt * logits.log_softmax(1)).sum(1).mean()
+            + -(t_txt.T / t_txt.T.sum(1, keepdim=True) * logits.T.log_softmax(1)).sum(1).mean()
+        )
+        acc = (t_txt.gather(1, logits.argmax(1, keepdim=True)) > 0).float().mean()
+        return loss, {"acc": acc, "scale": scale}
+
+    def export(self, model) -> None:
+        prior = self.out / "prior"
+        model.text.save_pretrained(prior / "text_encoder")
+        model.vision.save_pretrained(prior / "image_encoder")
+        builders.image_processor(self.cfg["clip"]["image_size"]).save_pretrained(prior / "image_processor")

@@ -1,0 +1,199 @@
+"""The training core shared by every stage: accelerate, AdamW with warm-up and cosine decay, EMA weights,
+periodic checkpoints with exact resume, a progress bar and a CSV metrics log.
+
+A stage draws each batch from a generator seeded by (seed, step, process), so a resumed run sees exactly the
+batches the interrupted run would have seen. The same code runs on CPU, one GPU, or under `accelerate launch`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+
+@dataclass
+class TrainSpec:
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.0
+    warmup: int = 100
+    max_steps: int = 1000
+    max_minutes: float = 60.0
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainSpec:
+        values = {**section, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+        return cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
+
+
+class Stage(Protocol):
+    name: str
+
+    def model(self) -> torch.nn.Module: ...
+
+    def loss(self, model: torch.nn.Module, step: int, gen: torch.Generator, batch_size: int) -> tuple[torch.Tensor, dict]: ...
+
+    def export(self, model: torch.nn.Module) -> None: ...
+
+
+class _Progress:
+    """Counters that travel inside the checkpoint."""
+
+    def __init__(self) -> None:
+        self.step = 0
+        self.seconds = 0.0
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.seconds = int(state["step"]), float(state["seconds"])
+
+
+def _lr_lambda(spec: TrainSpec):
+    def f(step: int) -> float:
+        if step < spec.warmup:
+            return (step + 1) / max(1, spec.warmup)
+        frac = min(1.0, (step - spec.warmup) / max(1, spec.max_steps - spec.warmup))
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac))
+
+    return f
+
+
+def train(
+    stage: Stage,
+    spec: TrainSpec,
+    run_dir: Path,
+    *,
+    seed: int = 0,
+    ema_decay: float = 0.999,
+    mixed_precision: str = "no",
+    save_every_minutes: float = 5.0,
+    log_every: int = 25,
+    show_progress: bool = True,
+    resume: bool = True,
+) -> dict[str, float]:
+    """Train `stage` until spec.max_steps or spec.max_minutes (training time, summed over resumes), then
+    export the EMA weights. Returns the last logged metrics."""
+    from accelerate import Accelerator
+    from diffusers.training_utils import EMAModel
+
+    if mixed_precision != "no" and not torch.cuda.is_available():
+        mixed_precision = "no"  # bf16 is ~200x slower than fp32 on CPUs without AMX
+    acc = Accelerator(mixed_precision=mixed_precision, project_dir=str(run_dir))
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model = stage.model()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name or "embedding" in name else decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=spec.lr, betas=(0.9, 0.99),
+    )  # fmt: skip
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(spec))
+    model, opt, sched = acc.prepare(model, opt, sched)
+    ema = EMAModel([p for p in acc.unwrap_model(model).parameters() if p.requires_grad], decay=ema_decay,
+                   use_ema_warmup=True, power=0.75)  # fmt: skip
+    ema.to(acc.device)
+    progress = _Progress()
+    acc.register_for_checkpointing(ema, progress)
+
+    ckpt = run_dir / "checkpoint"
+    if resume and (ckpt / "done").exists():
+        acc.load_state(str(ckpt))
+        ema.to(acc.device)  # the EMA shadow weights load on the CPU
+        acc.print(f"[{stage.name}] resumed at step {progress.step} ({progress.seconds / 60:.1f} min trained)")
+
+    def save() -> None:
+        acc.wait_for_everyone()
+        tmp = run_dir / "checkpoint.tmp"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.save_state(str(tmp))
+        if acc.is_main_process:
+            (tmp / "done").write_text(str(progress.step))
+            shutil.rmtree(ckpt, ignore_errors=True)
+            tmp.rename(ckpt)
+
+    metrics_path = run_dir / "metrics.csv"
+    log_file = metrics_path.open("a", newline="") if acc.is_main_process else None
+    writer: csv.DictWriter | None = None
+    last: dict[str, float] = {}
+    bar = None
+    if show_progress and acc.is_main_process:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(TextColumn(f"[bold]{stage.name}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                       TextColumn("{task.fields[info]}"), TimeElapsedColumn())  # fmt: skip
+        task = bar.add_task(stage.name, total=spec.max_steps, completed=progress.step, info="")
+        bar.start()
+
+    model.train()
+    budget = spec.max_minutes * 60
+    # UNCLIP_DEADLINE (unix time) stops every stage of a time-boxed run, such as scripts/train_gpu.sh
+    deadline = float(os.environ.get("UNCLIP_DEADLINE", "inf"))
+    last_save = time.time()
+    window_start, window_items = time.time(), 0
+    try:
+        while progress.step < spec.max_steps and progress.seconds < budget and time.time() < deadline:
+            t0 = time.time()
+            gen = torch.Generator(device=acc.device)
+            gen.manual_seed(seed * 1_000_003 + progress.step * 7919 + acc.process_index)
+            with acc.autocast():
+                loss, info = stage.loss(model, progress.step, gen, spec.batch_size)
+            acc.backward(loss)
+            if acc.sync_gradients:
+                acc.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            ema.step([p for p in acc.unwrap_model(model).parameters() if p.requires_grad])
+            progress.step += 1
+            progress.seconds += time.time() - t0
+            window_items += spec.batch_size * acc.num_processes
+            if progress.step % log_every == 0 or progress.step == spec.max_steps:
+                rate = window_items / max(time.time() - window_start, 1e-6)
+                window_start, window_items = time.time(), 0
+                last = {"step": progress.step, "loss": float(loss.detach()), "lr": sched.get_last_lr()[0],
+                        "items_per_s": rate, "minutes": progress.seconds / 60,
+                        **{k: float(v) for k, v in info.items()}}  # fmt: skip
+                if log_file is not None:
+                    if writer is None:
+                        writer = csv.DictWriter(log_file, fieldnames=list(last), extrasaction="ignore")
+                        if metrics_path.stat().st_size == 0:
+                            writer.writeheader()
+                    writer.writerow(last)
+                    log_file.flush()
+                if bar is not None:
+                    bar.update(task, completed=progress.step, info=f"loss {last['loss']:.4f}  {rate:.0f}/s")
+                elif acc.is_main_process and not show_progress:
+                    acc.print(f"[{stage.name}] step {progress.step} loss {last['loss']:.4f} {rate:.0f}/s")
+            if time.time() - last_save > save_every_minutes * 60:
+                save()
+                last_save = time.time()
+    finally:
+        if bar is not None:
+            bar.stop()
+        if log_file is not None:
+            log_file.close()
+    save()
+    if acc.is_main_process:
+        unwrapped = acc.unwrap_model(model)
+        ema.copy_to([p for p in unwrapped.parameters() if p.requires_grad])
+        unwrapped.eval()
+        stage.export(unwrapped)
+    acc.wait_for_everyone()
+    last.setdefault("step", progress.step)
+    last["minutes"] = progress.seconds / 60
+    return last

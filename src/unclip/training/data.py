@@ -1,0 +1,139 @@
+"""The dataset held in memory as tensors for fast random batches; built from the WebDataset shards."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from unclip.data.captions import STYLE_PHRASES
+from unclip.data.shards import iter_samples
+from unclip.data.sources import STYLES
+
+
+def shard_paths(data_dir: Path, size: int, split: str) -> list[Path]:
+    paths = sorted((data_dir / "shards" / str(size)).glob(f"{split}-*.tar"))
+    if not paths:
+        raise FileNotFoundError(
+            f"no {split} shards at {size}px in {data_dir}; run `unclip data build emoji --out {data_dir}` first"
+        )
+    return paths
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor  # uint8 [N, 3, H, W], RGB on white
+    alpha: torch.Tensor  # uint8 [N, 1, H, W]
+    meta: list[dict]
+    base_ids: torch.Tensor  # long [N]: the emoji (skin tones included in their base emoji)
+    style_ids: torch.Tensor  # long [N]
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+    def to(self, device: torch.device | str) -> ImageSet:
+        return ImageSet(self.images.to(device), self.alpha.to(device), self.meta, self.base_ids.to(device),
+                        self.style_ids.to(device))  # fmt: skip
+
+
+def _png(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im)
+
+
+def load_images(
+    data_dir: Path,
+    size: int,
+    split: str,
+    base_index: dict[str, int] | None = None,
+    style_index: dict[str, int] | None = None,
+) -> ImageSet:
+    """`style_index` maps style names to ids; it starts with the seven emoji styles and grows with any other
+    style it meets (an imported folder's "user", say). Pass the same dict to keep ids across splits."""
+    imgs, alphas, metas = [], [], []
+    for sample in iter_samples(shard_paths(data_dir, size, split)):
+        imgs.append(_png(sample["png"]))
+        alphas.append(_png(sample["alpha.png"]) if "alpha.png" in sample else np.full(imgs[-1].shape[:2], 255, np.uint8))
+        metas.append(json.loads(sample["json"]))
+    base_index = base_index if base_index is not None else {}
+    style_index = style_index if style_index is not None else {s: i for i, s in enumerate(STYLES)}
+    for m in metas:
+        base_index.setdefault(m["base_hexcode"], len(base_index))
+        style_index.setdefault(m["style"], len(style_index))
+    return ImageSet(
+        images=torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous(),
+        alpha=torch.from_numpy(np.stack(alphas))[:, None].contiguous(),
+        meta=metas,
+        base_ids=torch.tensor([base_index[m["base_hexcode"]] for m in metas]),
+        style_ids=torch.tensor([style_index[m["style"]] for m in metas]),
+    )
+
+
+@dataclass
+class CaptionSet:
+    """Every caption of every image, tokenised once: ids [M, L], owner image [M], whether it names the style."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    owner: torch.Tensor
+    names_style: torch.Tensor
+    start: torch.Tensor  # [N] first caption of each image
+    count: torch.Tensor  # [N]
+    empty_ids: torch.Tensor  # [1, L]: the empty caption, used for classifier-free guidance
+    empty_mask: torch.Tensor
+
+    def sample(self, image_idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """One random caption index per image."""
+        r = torch.rand(len(image_idx), generator=gen, device=gen.device).to(self.count.device)
+        return self.start[image_idx] + (r * self.count[image_idx]).long().clamp_max(self.count[image_idx] - 1)
+
+    def to(self, device: torch.device | str) -> CaptionSet:
+        return CaptionSet(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
+
+def load_captions(images: ImageSet, tokenizer, locales: list[str] | None = None) -> CaptionSet:
+    texts, owner, names = [], [], []
+    start, count = [], []
+    for i, m in enumerate(images.meta):
+        start.append(len(texts))
+        phrases = [p.lower() for p in STYLE_PHRASES.get(m["style"], ())]
+        for loc, caps in m["captions"].items():
+            if locales and loc not in locales:
+                continue
+            for c in caps:
+                texts.append(c)
+                owner.append(i)
+                names.append(any(p in c.lower() for p in phrases))
+        count.append(len(texts) - start[-1])
+    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
+                    return_tensors="pt")  # fmt: skip
+    empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
+    return CaptionSet(
+        ids=enc.input_ids.int(), mask=enc.attention_mask.bool(), owner=torch.tensor(owner),
+        names_style=torch.tensor(names), start=torch.tensor(start), count=torch.tensor(count),
+        empty_ids=empty.input_ids.int(), empty_mask=empty.attention_mask.bool(),
+    )  # fmt: skip
+
+
+def to_unit(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] → float [-1, 1]."""
+    return images_u8.float().div(127.5).sub(1.0)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, max_shift: float = 0.08, scale: tuple[float, float] = (0.85, 1.05)):
+    """Random scale and shift on a white background (no flips: emoji direction carries meaning)."""
+    n = x.shape[0]
+    s = torch.empty(n, device=gen.device).uniform_(*scale, generator=gen).to(x.device)
+    t = torch.empty(n, 2, device=gen.device).uniform_(-max_shift, max_shift, generator=gen).to(x.device)
+    theta = torch.zeros(n, 2, 3, device=x.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / s
+    theta[:, :, 2] = t
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    # shifted so that white is 0: the zero padding of grid_sample then fills with white
+    out = torch.nn.functional.grid_sample(x - 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out + 1.0

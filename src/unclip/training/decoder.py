@@ -1,0 +1,90 @@
+"""Stages `decoder` and `inpaint`: UNets that turn a CLIP image embedding into movq latents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from unclip.models import builders
+from unclip.training.data import ImageSet, to_unit
+from unclip.training.masks import latent_keep_mask, random_masks
+
+
+@torch.no_grad()
+def encode_all(movq, vision, images: ImageSet, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    lat, emb = [], []
+    for i in range(0, len(images), batch):
+        x = to_unit(images.images[i : i + batch])
+        lat.append(movq.encode(x).latents.float())
+        emb.append(vision(pixel_values=x).image_embeds.float())
+    return torch.cat(lat), torch.cat(emb)
+
+
+@torch.no_grad()
+def zero_image_embed(vision) -> torch.Tensor:
+    """What KandinskyV22PriorPipeline returns as the negative embedding: the embedding of an all-zero image."""
+    size = vision.config.image_size
+    return vision(pixel_values=torch.zeros(1, 3, size, size, device=vision.device)).image_embeds.float()
+
+
+class DecoderStage:
+    name = "decoder"
+
+    def __init__(self, cfg: dict, images: ImageSet, movq, vision, out: Path, inpaint: bool = False) -> None:
+        self.cfg, self.out, self.inpaint = cfg, out, inpaint
+        self.name = "inpaint" if inpaint else "decoder"
+        self.movq = movq.eval().requires_grad_(False)
+        vision = vision.eval().requires_grad_(False)
+        self.latents, self.emb = encode_all(self.movq, vision, images)
+        self.zero = zero_image_embed(vision)
+        self.noise = builders.NoiseSchedule(builders.decoder_scheduler().alphas_cumprod).to(self.latents.device)
+
+    def model(self) -> torch.nn.Module:
+        c = self.cfg["decoder"]
+        ch, size = self.latents.shape[1], self.latents.shape[-1]
+        unet = builders.decoder_unet(c, self.emb.shape[1], ch, size, inpaint=self.inpaint)
+        if self.inpaint:  # start from the decoder: copy its weights, extra input channels start at zero
+            from diffusers import UNet2DConditionModel
+
+            base = UNet2DConditionModel.from_pretrained(self.out / "decoder" / "unet", torch_dtype=torch.float32).state_dict()
+            w = base["conv_in.weight"]
+            base["conv_in.weight"] = torch.cat([w, torch.zeros(w.shape[0], ch + 1, *w.shape[2:])], 1)
+            unet.load_state_dict(base)
+        return unet
+
+    def loss(self, model, step: int, gen: torch.Generator, batch_size: int):
+        dev = self.latents.device
+        n = batch_size
+        idx = torch.randint(len(self.latents), (n,), generator=gen, device=gen.device).to(dev)
+        x0, emb = self.latents[idx], self.emb[idx]
+        drop = torch.rand(n, generator=gen, device=gen.device).to(dev) < self.cfg["decoder"]["cond_drop"]
+        emb = torch.where(drop[:, None], self.zero, emb)
+        t = torch.randint(0, 1000, (n,), generator=gen, device=gen.device).to(dev)
+        noise = torch.randn(x0.shape, generator=gen, device=gen.device).to(dev)
+        xt = self.noise.add_noise(x0, noise, t)
+        if self.inpaint:
+            keep = latent_keep_mask(random_masks(n, 64, gen).to(dev), x0.shape[-1])
+            xt = torch.cat([xt, x0 * keep, keep], 1)
+        pred = model(xt, t, encoder_hidden_states=None, added_cond_kwargs={"image_embeds": emb}).sample
+        eps = pred[:, : x0.shape[1]].float()
+        return F.mse_loss(eps, noise), {}
+
+    def export(self, model) -> None:
+        from diffusers import KandinskyV22InpaintPipeline, KandinskyV22Pipeline
+
+        cls = KandinskyV22InpaintPipeline if self.inpaint else KandinskyV22Pipeline
+        folder = self.out / self.name
+        cls(unet=model, scheduler=builders.decoder_scheduler(), movq=self.movq).save_pretrained(
+            folder, max_shard_size="15MB"
+        )
+        if self.inpaint:  # share the decoder's movq rather than ship a second copy
+            import shutil
+
+            movq_dir = folder / "movq"
+            if movq_dir.is_symlink():
+                movq_dir.unlink()
+            else:
+                shutil.rmtree(movq_dir)
+            (folder / "movq").symlink_to(Path("..") / "decoder" / "movq", target_is_directory=True)

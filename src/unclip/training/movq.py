@@ -1,0 +1,56 @@
+"""Stage `movq`: the VQ autoencoder (diffusers VQModel) in the Kandinsky 2.2 "movq" role."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from unclip.models import builders
+from unclip.training.data import ImageSet, augment, to_unit
+
+
+def gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def grad(x):
+        return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
+
+    (ay, ax), (by, bx) = grad(a), grad(b)
+    return F.l1_loss(ay, by) + F.l1_loss(ax, bx)
+
+
+class MovqStage:
+    name = "movq"
+
+    def __init__(self, cfg: dict, images: ImageSet, out: Path) -> None:
+        self.cfg, self.images, self.out = cfg, images, out
+
+    def model(self) -> torch.nn.Module:
+        return builders.movq(self.cfg["movq"])
+
+    def loss(self, model, step: int, gen: torch.Generator, batch_size: int):
+        idx = torch.randint(len(self.images), (batch_size,), generator=gen, device=gen.device).to(self.images.images.device)
+        x = augment(to_unit(self.images.images[idx]), gen, max_shift=0.04, scale=(0.95, 1.05))
+        h = model.encode(x).latents
+        quantized = model.decode(h)
+        # The pipelines decode unquantised latents (force_not_quantize=True), so train that path too.
+        direct = model.decode(h, force_not_quantize=True).sample
+        rec_q, rec_h = quantized.sample.float(), direct.float()
+        loss = (
+            F.l1_loss(rec_q, x) + F.l1_loss(rec_h, x) + 0.5 * (gradient_l1(rec_q, x) + gradient_l1(rec_h, x))
+            + quantized.commit_loss.float().mean()
+        )  # fmt: skip
+        psnr = 10 * torch.log10(4.0 / F.mse_loss(rec_h.clamp(-1, 1), x).clamp_min(1e-8))
+        return loss, {"psnr": psnr}
+
+    @torch.no_grad()
+    def export(self, model) -> None:
+        # Rescale the latent space to unit standard deviation, since the Kandinsky pipelines apply no scaling
+        # factor: scale quant_conv and the codebook by c and undo it in post_quant_conv. Decoding is unchanged.
+        sample = to_unit(self.images.images[:512].to(model.device))
+        c = 1.0 / model.encode(sample).latents.float().std().item()
+        model.quant_conv.weight.mul_(c)
+        model.quant_conv.bias.mul_(c)
+        model.quantize.embedding.weight.mul_(c)
+        model.post_quant_conv.weight.div_(c)
+        model.save_pretrained(self.out / "decoder" / "movq", max_shard_size="15MB")

@@ -1,0 +1,127 @@
+"""Run training stages from a config file: tokenizer → clip → prior, movq → decoder → inpaint, upsamplers.
+
+Stages write into one model folder (run_dir/model) in the Kandinsky 2.2 layout; each keeps its checkpoint,
+metrics and EMA state in run_dir/<stage>, and resumes from there when run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unclip import REPO_ROOT
+from unclip.training.core import TrainSpec, train
+
+STAGES = ("tokenizer", "clip", "prior", "movq", "decoder", "inpaint", "upsampler-256", "upsampler-1024")
+
+
+def load_config(name_or_path: str) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if not path.exists():
+        path = REPO_ROOT / "configs" / f"{name_or_path}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no config {name_or_path!r} (looked for a file and for configs/{name_or_path}.json)")
+    return json.loads(path.read_text())
+
+
+class Run:
+    def __init__(self, config: dict[str, Any], data_dir: Path, run_dir: Path, device: str | None = None) -> None:
+        self.cfg, self.data_dir, self.run_dir = config, data_dir, run_dir
+        self.model_dir = run_dir / "model"
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.workers = int(os.environ.get("UNCLIP_WORKERS", os.cpu_count() or 1))
+
+    @cache  # noqa: B019 - one Run per process
+    def images(self):
+        from unclip.training.data import load_images
+
+        return load_images(self.data_dir, self.cfg["data"]["image_size"], "train").to(self.device)
+
+    def locales(self) -> list[str] | None:
+        loc = self.cfg["data"].get("locales", "all")
+        return None if loc == "all" else list(loc)
+
+    def tokenizer(self):
+        from transformers import CLIPTokenizer
+
+        return CLIPTokenizer.from_pretrained(self.model_dir / "prior" / "tokenizer")
+
+    @cache  # noqa: B019
+    def captions(self):
+        from unclip.training.data import load_captions
+
+        return load_captions(self.images(), self.tokenizer(), self.locales()).to(self.device)
+
+    def _clip(self):
+        from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+        p = self.model_dir / "prior"
+        f32 = {"torch_dtype": torch.float32}  # shipped weights are fp16; train and encode in fp32
+        return (CLIPTextModelWithProjection.from_pretrained(p / "text_encoder", **f32).to(self.device),
+                CLIPVisionModelWithProjection.from_pretrained(p / "image_encoder", **f32).to(self.device))  # fmt: skip
+
+    def train_tokenizer(self) -> dict[str, float]:
+        from unclip.models.tokenizer import train_tokenizer
+
+        locales = self.locales()
+        texts = [c for m in self.images().meta for loc, caps in m["captions"].items() if not locales or loc in locales
+                 for c in caps]  # fmt: skip
+        t = self.cfg["tokenizer"]
+        tok = train_tokenizer(texts, t["vocab_size"], t["max_length"], self.model_dir / "prior" / "tokenizer")
+        return {"vocab_size": len(tok), "captions": len(texts)}
+
+    def stage(self, name: str):
+        out = self.model_dir
+        if name == "clip":
+            from unclip.training.clip import ClipStage
+
+            return ClipStage(self.cfg, self.images(), self.captions(), self.tokenizer(), out)
+        if name == "prior":
+            from unclip.training.prior import PriorStage
+
+            text, vision = self._clip()
+            return PriorStage(self.cfg, self.images(), self.captions(), self.tokenizer(), text, vision, out)
+        if name == "movq":
+            from unclip.training.movq import MovqStage
+
+            return MovqStage(self.cfg, self.images(), out)
+        if name in ("decoder", "inpaint"):
+            from diffusers import VQModel
+
+            from unclip.training.decoder import DecoderStage
+
+            movq = VQModel.from_pretrained(out / "decoder" / "movq", torch_dtype=torch.float32).to(self.device)
+            return DecoderStage(self.cfg, self.images(), movq, self._clip()[1], out, inpaint=name == "inpaint")
+        if name.startswith("upsampler"):
+            from unclip.training.upsampler import UpsamplerStage
+
+            key = name.replace("-", "_")
+            return UpsamplerStage(self.cfg, key, self.data_dir, out, self.device, self.workers, self.cfg["seed"])
+        raise ValueError(f"unknown stage {name!r}; choose from {', '.join(STAGES)}")
+
+    def train(self, name: str, overrides: dict[str, Any] | None = None, show_progress: bool = True) -> dict[str, float]:
+        if name == "tokenizer":
+            return self.train_tokenizer()
+        section = self.cfg["inpaint" if name == "inpaint" else name.replace("-", "_")]["train"]
+        spec = TrainSpec.from_config(section, overrides)
+        metrics = train(
+            self.stage(name), spec, self.run_dir / name, seed=self.cfg["seed"], ema_decay=self.cfg["ema_decay"],
+            mixed_precision=self.cfg["mixed_precision"], save_every_minutes=self.cfg["save_every_minutes"],
+            log_every=self.cfg["log_every"], show_progress=show_progress,
+        )  # fmt: skip
+        (self.run_dir / name / "summary.json").write_text(
+            json.dumps({"stage": name, "config": self.cfg["name"], "device": _device_name(self.device),
+                        "batch_size": spec.batch_size, **metrics}, indent=2)  # fmt: skip
+        )
+        return metrics
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"

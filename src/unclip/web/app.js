@@ -1,0 +1,173 @@
+// unclip web app: plain JS over the same API the OpenAI clients use (/v1), no build step.
+"use strict";
+const $ = (id) => document.getElementById(id);
+let key = localStorage.getItem("unclip-key") || "";
+let currentJob = null;
+let historyAfter = null;
+
+async function api(path, opts = {}) {
+  const headers = Object.assign({ Authorization: "Bearer " + key }, opts.headers || {});
+  const res = await fetch("/v1" + path, Object.assign({}, opts, { headers }));
+  const body = res.headers.get("content-type")?.includes("json") ? await res.json() : null;
+  if (!res.ok) {
+    const err = new Error(body?.error?.message || res.statusText);
+    err.status = res.status;
+    throw err;
+  }
+  return body;
+}
+
+function showError(e) { $("error").textContent = e ? e.message : ""; $("error").hidden = !e; }
+
+async function signIn() {
+  try {
+    const me = await api("/me");
+    $("who").textContent = `${me.email} · ${me.role} · ${me.credits} credits`;
+    $("signin").hidden = true; $("app").hidden = false; $("signout").hidden = false;
+    if (me.role === "waitlisted") showError(new Error("You are on the waitlist; an administrator will approve you."));
+    const models = await api("/models");
+    for (const sel of document.querySelectorAll("select.model")) {
+      sel.innerHTML = models.data.map((m) => `<option>${m.id}</option>`).join("");
+    }
+  } catch (e) {
+    localStorage.removeItem("unclip-key");
+    $("signin").hidden = false; $("app").hidden = true;
+    if (key) $("signup-result").textContent = "Sign-in failed: " + e.message;
+  }
+}
+
+for (const sel of document.querySelectorAll("select.size")) {
+  sel.innerHTML = ["256x256", "512x512", "1024x1024"].map((s) => `<option>${s}</option>`).join("");
+}
+
+$("signin-form").onsubmit = (ev) => {
+  ev.preventDefault(); key = $("key").value.trim(); localStorage.setItem("unclip-key", key); signIn();
+};
+$("signup-form").onsubmit = async (ev) => {
+  ev.preventDefault();
+  const res = await fetch("/v1/signup", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ email: $("email").value, name: $("name").value }) });
+  const body = await res.json();
+  $("signup-result").textContent = res.ok
+    ? `Your API key (shown only once, keep it): ${body.api_key}. You are on the waitlist until an administrator approves you.`
+    : body.error.message;
+};
+$("signout").onclick = () => { localStorage.removeItem("unclip-key"); key = ""; location.reload(); };
+
+for (const b of document.querySelectorAll("nav button")) {
+  b.onclick = () => {
+    document.querySelectorAll("nav button").forEach((x) => x.classList.toggle("active", x === b));
+    document.querySelectorAll(".tab").forEach((t) => (t.hidden = t.id !== "tab-" + b.dataset.tab));
+    if (b.dataset.tab === "history") { $("history").innerHTML = ""; historyAfter = null; loadHistory(); }
+  };
+}
+
+function figure(url, caption) {
+  const f = document.createElement("figure");
+  f.innerHTML = `<a href="${url}" target="_blank"><img src="${url}" loading="lazy"></a><figcaption></figcaption>`;
+  f.querySelector("figcaption").textContent = caption || "";
+  return f;
+}
+
+// Submit with "Prefer: respond-async", then follow progress over server-sent events (read with fetch so
+// the Authorization header is sent).
+async function run(path, init) {
+  showError(null); $("results").innerHTML = "";
+  init.headers = Object.assign({ Prefer: "respond-async" }, init.headers || {});
+  try {
+    const job = await api(path, Object.assign({ method: "POST" }, init));
+    currentJob = job.id;
+    $("status").hidden = false; $("status-text").textContent = "queued"; $("progress").value = 0;
+    const res = await fetch(`/v1/jobs/${job.id}/events`, { headers: { Authorization: "Bearer " + key } });
+    const reader = res.body.getReader(); const dec = new TextDecoder(); let buf = ""; let done = null;
+    while (!done) {
+      const { value, done: end } = await reader.read();
+      if (end) break;
+      buf += dec.decode(value, { stream: true });
+      let i;
+      while ((i = buf.indexOf("\n\n")) >= 0) {
+        const chunk = buf.slice(0, i); buf = buf.slice(i + 2);
+        const ev = /^event: (.*)$/m.exec(chunk)?.[1]; const data = /^data: (.*)$/m.exec(chunk)?.[1];
+        if (!data) continue;
+        const d = JSON.parse(data);
+        if (ev === "progress") {
+          $("status-text").textContent = d.status + (d.total ? ` ${d.step}/${d.total}` : "");
+          $("progress").value = d.total ? d.step / d.total : 0;
+        } else if (ev === "done") done = d;
+      }
+    }
+    $("status").hidden = true; currentJob = null;
+    if (done?.status === "succeeded") done.result.data.forEach((im) => $("results").append(figure(im.url)));
+    else showError(new Error(done?.error?.message || `Job ${done?.status}`));
+    signIn();
+  } catch (e) { $("status").hidden = true; showError(e); }
+}
+
+$("cancel").onclick = () => currentJob && api(`/jobs/${currentJob}/cancel`, { method: "POST" }).catch(showError);
+
+$("gen-form").onsubmit = (ev) => {
+  ev.preventDefault();
+  run("/images/generations", { headers: { "Content-Type": "application/json" }, body: JSON.stringify({
+    prompt: $("gen-prompt").value, n: +$("gen-n").value, size: $("gen-size").value, model: $("gen-model").value }) });
+};
+
+// --- edit: upload, paint the mask (painted = transparent = repaint) --------------------------------------
+const canvas = $("edit-canvas"); const ctx = canvas.getContext("2d");
+const mask = document.createElement("canvas"); const mctx = mask.getContext("2d");
+let source = null; let painting = false;
+function redraw() {
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  if (source) ctx.drawImage(source, 0, 0, canvas.width, canvas.height);
+  ctx.globalCompositeOperation = "destination-out"; ctx.drawImage(mask, 0, 0); ctx.globalCompositeOperation = "source-over";
+}
+$("edit-file").onchange = () => {
+  const file = $("edit-file").files[0]; if (!file) return;
+  const img = new Image();
+  img.onload = () => {
+    source = img; canvas.width = mask.width = img.naturalWidth; canvas.height = mask.height = img.naturalHeight;
+    mctx.clearRect(0, 0, mask.width, mask.height); redraw();
+  };
+  img.src = URL.createObjectURL(file);
+};
+function paint(ev) {
+  if (!painting || !source) return;
+  const r = canvas.getBoundingClientRect(); const sx = canvas.width / r.width;
+  mctx.fillStyle = "#000"; mctx.beginPath();
+  mctx.arc((ev.clientX - r.left) * sx, (ev.clientY - r.top) * sx, +$("brush").value * sx / 2, 0, 2 * Math.PI);
+  mctx.fill(); redraw();
+}
+canvas.onpointerdown = (ev) => { painting = true; paint(ev); };
+canvas.onpointermove = paint;
+window.addEventListener("pointerup", () => (painting = false));
+$("clear-mask").onclick = () => { mctx.clearRect(0, 0, mask.width, mask.height); redraw(); };
+
+$("edit-form").onsubmit = async (ev) => {
+  ev.preventDefault();
+  const file = $("edit-file").files[0]; if (!file) return;
+  const m = document.createElement("canvas"); m.width = mask.width; m.height = mask.height;
+  const c = m.getContext("2d"); c.fillStyle = "#000"; c.fillRect(0, 0, m.width, m.height);
+  c.globalCompositeOperation = "destination-out"; c.drawImage(mask, 0, 0);
+  const maskBlob = await new Promise((ok) => m.toBlob(ok, "image/png"));
+  const form = new FormData();
+  form.append("image", file); form.append("mask", maskBlob, "mask.png");
+  form.append("prompt", $("edit-prompt").value); form.append("n", $("edit-n").value); form.append("size", $("edit-size").value);
+  run("/images/edits", { body: form });
+};
+
+$("vary-form").onsubmit = (ev) => {
+  ev.preventDefault();
+  const form = new FormData();
+  form.append("image", $("vary-file").files[0]); form.append("n", $("vary-n").value); form.append("size", $("vary-size").value);
+  run("/images/variations", { body: form });
+};
+
+async function loadHistory() {
+  try {
+    const page = await api("/images?limit=24" + (historyAfter ? "&after=" + historyAfter : ""));
+    page.data.forEach((im) => $("history").append(figure(im.url, `${im.kind} · ${im.prompt || ""}`)));
+    historyAfter = page.last_id; $("more").hidden = !page.has_more;
+  } catch (e) { showError(e); }
+}
+$("more").onclick = loadHistory;
+
+if (key) signIn();

@@ -1,0 +1,141 @@
+"""Waitlist, approval, roles, credits, rate limits and per-user isolation, end to end over the socket."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from unclip.service import credits
+from unclip.service.db import User
+
+from .conftest import Server, make_settings, png, start_server
+
+
+def H(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_waitlist_signup_then_admin_approval(live: Server) -> None:
+    _, admin_key = live.user("admin")
+    r = httpx.post(live.url + "/v1/signup", json={"email": "Ada@Example.test", "name": "Ada"})
+    assert r.status_code == 201
+    key, user = r.json()["api_key"], r.json()["user"]
+    assert user["role"] == "waitlisted" and key.startswith("sk-unclip-")
+    with live.sv.db.session() as s:  # stored hashed only
+        from sqlalchemy import select
+
+        from unclip.service.db import ApiKey
+
+        hashes = list(s.scalars(select(ApiKey.hash)))
+        assert key not in hashes and all(len(h) == 64 for h in hashes)
+
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        live.client(key).images.generate(prompt="x", size="256x256")
+    assert e.value.response.json()["error"]["code"] == "waitlisted"
+    assert httpx.post(live.url + "/v1/signup", json={"email": "ada@example.test"}).status_code == 409
+
+    # only admins may approve
+    r = httpx.post(f"{live.url}/v1/admin/users/{user['id']}/approve", json={"role": "member"}, headers=H(key))
+    assert r.status_code == 403
+    waiting = httpx.get(live.url + "/v1/admin/users?role=waitlisted", headers=H(admin_key)).json()["data"]
+    assert [u["email"] for u in waiting] == ["ada@example.test"]
+    r = httpx.post(
+        f"{live.url}/v1/admin/users/{user['id']}/approve", json={"role": "member"}, headers=H(admin_key)
+    )
+    assert r.status_code == 200 and r.json()["role"] == "member" and r.json()["credits"] == 200
+    assert live.client(key).images.generate(prompt="x", size="256x256").data
+
+
+def test_role_gated_edit_of_uploads(live: Server, member: tuple[str, str], trusted: tuple[str, str]) -> None:
+    mc = live.client(member[1])
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        mc.images.edit(image=("a.png", png(64), "image/png"), prompt="a hat", size="256x256")
+    assert e.value.response.json()["error"]["code"] == "insufficient_role"
+    # a member may edit their own results (content-addressed: same bytes as the image we served)
+    own = httpx.get(mc.images.generate(prompt="base", size="256x256").data[0].url).content
+    mask = png(256)
+    r = mc.images.edit(
+        image=("own.png", own, "image/png"), mask=("m.png", mask, "image/png"), prompt="a hat", size="256x256"
+    )
+    assert r.data
+    # and the trusted role may edit uploads
+    tc = live.client(trusted[1])
+    assert tc.images.edit(image=("a.png", png(64), "image/png"), prompt="a hat", size="256x256").data
+
+
+def test_credits_run_out_and_failed_jobs_refund(live: Server) -> None:
+    uid, key = live.user("member")
+    client = live.client(key)
+    with live.sv.db.session() as s:
+        user = s.get(User, uid)
+        assert user is not None
+        user.credits, user.credits_period = 5, credits.period()
+    client.images.generate(prompt="x", n=2, size="512x512")  # 2 x 2 credits
+    me = httpx.get(live.url + "/v1/me", headers=H(key)).json()
+    assert me["credits"] == 1
+    with pytest.raises(openai.RateLimitError) as e:
+        client.images.generate(prompt="x", n=1, size="1024x1024")
+    body = e.value.response.json()["error"]
+    assert body["type"] == "insufficient_quota" and body["code"] == "insufficient_quota"
+    with pytest.raises(openai.BadRequestError):  # the engine refuses: credits come back
+        client.images.generate(prompt="raise-invalid", size="256x256")
+    assert httpx.get(live.url + "/v1/me", headers=H(key)).json()["credits"] == 1
+
+
+def test_monthly_grant_tops_up(live: Server) -> None:
+    uid, _ = live.user("member")
+    grants = live.sv.settings.credit_grants
+    with live.sv.db.session() as s:
+        user = s.get(User, uid)
+        assert user is not None
+        user.credits, user.credits_period = 3, "2000-01"
+        credits.ensure_grant(s, user, grants)
+        assert user.credits == grants["member"] and user.credits_period == credits.period()
+        user.credits = 5
+        credits.ensure_grant(s, user, grants)  # same month: no second grant
+        assert user.credits == 5
+
+
+def test_rate_limit_per_key_429_with_retry_after(tmp_path: Path) -> None:
+    srv = start_server(make_settings(tmp_path, rate_limits={"member": 3, "admin": 0}))
+    try:
+        _, key = srv.user("member")
+        _, other = srv.user("member")
+        client = srv.client(key)
+        for _ in range(3):
+            client.images.generate(prompt="x", size="256x256")
+        with pytest.raises(openai.RateLimitError) as e:
+            client.images.generate(prompt="x", size="256x256")
+        assert int(e.value.response.headers["retry-after"]) >= 1
+        assert e.value.response.json()["error"]["code"] == "rate_limit_exceeded"
+        srv.client(other).images.generate(prompt="x", size="256x256")  # per key
+    finally:
+        srv.stop()
+
+
+def test_revoked_key_is_401(live: Server) -> None:
+    _, admin_key = live.user("admin")
+    uid, key = live.user("member")
+    keys = httpx.get(f"{live.url}/v1/admin/users/{uid}/keys", headers=H(admin_key)).json()["data"]
+    assert httpx.delete(f"{live.url}/v1/admin/keys/{keys[0]['id']}", headers=H(admin_key)).status_code == 200
+    with pytest.raises(openai.AuthenticationError):
+        live.client(key).models.list()
+
+
+def test_users_see_only_their_own_images_and_jobs(live: Server) -> None:
+    _, a = live.user("member")
+    _, b = live.user("member")
+    live.client(a).images.generate(prompt="mine", size="256x256")
+    hist_a = httpx.get(live.url + "/v1/images", headers=H(a)).json()["data"]
+    assert len(hist_a) == 1 and hist_a[0]["prompt"] == "mine"
+    assert httpx.get(live.url + "/v1/images", headers=H(b)).json()["data"] == []
+    image_id = hist_a[0]["id"]
+    assert httpx.get(f"{live.url}/v1/images/{image_id}", headers=H(b)).status_code == 404
+    assert httpx.get(f"{live.url}/v1/images/{image_id}/content", headers=H(b)).status_code == 404
+    assert httpx.get(f"{live.url}/v1/images/{image_id}/content", headers=H(a)).status_code == 200
+    job_id = hist_a[0]["job_id"]
+    assert httpx.get(f"{live.url}/v1/jobs/{job_id}", headers=H(b)).status_code == 404
+    assert httpx.get(f"{live.url}/v1/jobs/{job_id}", headers=H(a)).json()["status"] == "succeeded"

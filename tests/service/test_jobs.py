@@ -1,0 +1,202 @@
+"""Jobs: async submission, progress over SSE, cancel, the bounded queue, timeouts and restarts."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from .conftest import Server, make_settings, png, start_server
+from .fakes import FakeEngine
+
+ASYNC = {"Prefer": "respond-async"}
+
+
+def H(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def wait_status(srv: Server, key: str, job_id: str, status: str, timeout: float = 10) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{srv.url}/v1/jobs/{job_id}", headers=H(key)).json()
+        if job["status"] == status:
+            return job
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} never reached {status}: {job}")
+
+
+def test_async_job_with_sse_progress(live: Server, member: tuple[str, str]) -> None:
+    live.engine.delay = 0.05
+    r = httpx.post(
+        live.url + "/v1/images/generations",
+        json={"prompt": "x", "size": "256x256", "n": 2},
+        headers={**H(member[1]), **ASYNC},
+    )
+    assert r.status_code == 202 and r.json()["object"] == "job"
+    job_id = r.json()["id"]
+    events = []
+    with httpx.stream("GET", f"{live.url}/v1/jobs/{job_id}/events", headers=H(member[1]), timeout=20) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        event = None
+        for line in resp.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                events.append((event, json.loads(line[6:])))
+    kinds = [e for e, _ in events]
+    assert kinds[-1] == "done" and "progress" in kinds
+    progress = [d for e, d in events if e == "progress"]
+    assert any(d["status"] == "running" for d in progress) and progress[-1]["step"] == 4
+    done = events[-1][1]
+    assert done["status"] == "succeeded" and len(done["result"]["data"]) == 2
+    assert httpx.get(done["result"]["data"][0]["url"]).status_code == 200
+
+
+def test_cancel_running_job_refunds(live: Server) -> None:
+    _uid, key = live.user("member")
+    live.engine.gate = threading.Event()  # hold the engine mid-job
+    before = httpx.get(live.url + "/v1/me", headers=H(key)).json()["credits"]
+    job_id = httpx.post(
+        live.url + "/v1/images/generations",
+        json={"prompt": "x", "size": "256x256"},
+        headers={**H(key), **ASYNC},
+    ).json()["id"]
+    wait_status(live, key, job_id, "running")
+    r = httpx.post(f"{live.url}/v1/jobs/{job_id}/cancel", headers=H(key))
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert httpx.get(live.url + "/v1/me", headers=H(key)).json()["credits"] == before
+    live.engine.gate = None
+
+
+def test_queue_full_is_503_with_retry_after(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    engine.gate = threading.Event()
+    srv = start_server(make_settings(tmp_path, queue_size=2), engine=engine)
+    try:
+        _, key = srv.user("member")
+        ids = [
+            httpx.post(
+                srv.url + "/v1/images/generations",
+                json={"prompt": "x", "size": "256x256"},
+                headers={**H(key), **ASYNC},
+            ).json()["id"]
+            for _ in range(2)
+        ]
+        with pytest.raises(openai.InternalServerError) as e:
+            srv.client(key).images.generate(prompt="x", size="256x256")
+        assert e.value.status_code == 503 and e.value.response.headers["retry-after"]
+        engine.gate.set()
+        for job_id in ids:
+            wait_status(srv, key, job_id, "succeeded")
+        assert srv.client(key).images.generate(prompt="x", size="256x256").data  # room again
+    finally:
+        engine.gate.set()
+        srv.stop()
+
+
+def test_request_timeout_cancels(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    engine.gate = threading.Event()
+    srv = start_server(make_settings(tmp_path, request_timeout_s=0.5), engine=engine)
+    try:
+        _, key = srv.user("member")
+        with pytest.raises(openai.APIStatusError) as e:
+            srv.client(key).images.generate(prompt="x", size="256x256")
+        assert e.value.status_code == 504
+        jobs = httpx.get(srv.url + "/v1/jobs", headers=H(key)).json()["data"]
+        assert jobs[0]["status"] == "cancelled"
+    finally:
+        engine.gate.set()
+        srv.stop()
+
+
+def test_restart_requeues_and_keeps_images(tmp_path: Path) -> None:
+    """Shutdown with a running and a queued job: both finish after the restart; stored images survive."""
+    engine = FakeEngine()
+    srv = start_server(make_settings(tmp_path, shutdown_grace_s=0.3), engine=engine)
+    _, key = srv.user("member")
+    first = srv.client(key).images.generate(prompt="kept", size="256x256").data[0].url
+    engine.gate = threading.Event()
+    ids = [
+        httpx.post(
+            srv.url + "/v1/images/generations",
+            json={"prompt": f"p{i}", "size": "256x256"},
+            headers={**H(key), **ASYNC},
+        ).json()["id"]
+        for i in range(2)
+    ]
+    wait_status(srv, key, ids[0], "running")
+    srv.stop()  # grace expires: the running job is cancelled and re-queued, the queued one stays queued
+    from sqlalchemy import select
+
+    from unclip.service.db import Job
+
+    with srv.sv.db.session() as s:
+        assert {j.status for j in s.scalars(select(Job).where(Job.id.in_(ids)))} == {"queued"}
+
+    srv2 = start_server(make_settings(tmp_path), engine=FakeEngine())
+    try:
+        for job_id in ids:
+            job = wait_status(srv2, key, job_id, "succeeded")
+            assert httpx.get(job["result"]["data"][0]["url"]).status_code == 200
+        assert (
+            httpx.get(first.replace(srv.url, srv2.url)).status_code == 200
+        )  # same secret, same store: old URLs still valid
+        assert len(httpx.get(srv2.url + "/v1/images", headers=H(key)).json()["data"]) == 3
+    finally:
+        srv2.stop()
+
+
+def test_outpaint_blend_upscale_and_history(live: Server, trusted: tuple[str, str]) -> None:
+    key = trusted[1]
+    client = live.client(key)
+    client.images.generate(prompt="seed image", size="256x256")
+    image_id = httpx.get(live.url + "/v1/images", headers=H(key)).json()["data"][0]["id"]
+    r = httpx.post(
+        live.url + "/v1/images/outpaints",
+        headers=H(key),
+        data={
+            "image_id": image_id,
+            "prompt": "more sky",
+            "left": "64",
+            "right": "64",
+            "response_format": "b64_json",
+        },
+    )
+    assert r.status_code == 200, r.text
+    r = httpx.post(
+        live.url + "/v1/images/outpaints",
+        headers=H(key),
+        files={"image": ("a.png", png(64), "image/png")},
+        data={"prompt": "more", "top": "32"},
+    )
+    assert r.status_code == 200, r.text
+    r = httpx.post(
+        live.url + "/v1/images/blends",
+        headers=H(key),
+        json={"items": [{"prompt": "a cat"}, {"image_id": image_id, "weight": 0.5}], "size": "256x256"},
+    )
+    assert r.status_code == 200, r.text
+    r = httpx.post(live.url + "/v1/images/upscales", headers=H(key), data={"image_id": image_id})
+    assert r.status_code == 200, r.text
+    hist = httpx.get(live.url + "/v1/images?limit=2", headers=H(key)).json()
+    assert hist["has_more"] and len(hist["data"]) == 2
+    assert hist["data"][0]["kind"] == "upscale" and hist["data"][0]["width"] == 1024
+    more = httpx.get(f"{live.url}/v1/images?limit=10&after={hist['last_id']}", headers=H(key)).json()
+    assert [d["kind"] for d in more["data"]] == ["outpaint", "outpaint", "generation"]
+
+
+def test_member_cannot_outpaint(live: Server, member: tuple[str, str]) -> None:
+    r = httpx.post(
+        live.url + "/v1/images/outpaints",
+        headers=H(member[1]),
+        files={"image": ("a.png", png(64), "image/png")},
+        data={"prompt": "more", "top": "32"},
+    )
+    assert r.status_code == 403

@@ -1,0 +1,97 @@
+"""Content policy before compute, the audit table, repeat-offender throttling then suspension."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+from typer.testing import CliRunner
+
+from .conftest import Server
+
+
+def H(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_refusal_audit_throttle_then_suspend(live: Server) -> None:
+    # the fake policy's thresholds: throttle after 2 offences, suspend after 3 (24 h window)
+    uid, key = live.user("member")
+    client = live.client(key)
+    calls = len(live.engine.calls)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.images.generate(prompt="something forbidden", size="256x256")
+    assert e.value.response.json()["error"]["code"] == "content_policy_violation"
+    assert len(live.engine.calls) == calls  # refused before any compute
+    assert httpx.get(live.url + "/v1/me", headers=H(key)).json()["credits"] == 200  # nothing charged
+
+    with pytest.raises(openai.BadRequestError):
+        client.images.generate(prompt="forbidden 2")
+    # second offence: now throttled to one request per cooldown
+    client.images.generate(prompt="fine", size="256x256")
+    with pytest.raises(openai.RateLimitError) as e:
+        client.images.generate(prompt="fine again", size="256x256")
+    assert e.value.response.headers["retry-after"]
+    live.sv.limiter._cooldowns.clear()
+    with pytest.raises(openai.BadRequestError):
+        client.images.generate(prompt="forbidden 3")
+    live.sv.limiter._cooldowns.clear()
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        client.images.generate(prompt="fine", size="256x256")
+    assert e.value.response.json()["error"]["code"] == "account_suspended"
+
+    _, admin_key = live.user("admin")
+    audit = httpx.get(live.url + "/v1/admin/audit", params={"user_id": uid}, headers=H(admin_key)).json()[
+        "data"
+    ]
+    assert [a["action"] for a in audit] == ["suspended", "throttled", "refused"]
+    assert all(
+        a["category"] == "violence" and a["score"] > 0.9 and len(a["prompt_hash"]) == 64 for a in audit
+    )
+    assert "forbidden" not in str(audit)
+    assert httpx.get(live.url + "/v1/admin/audit", headers=H(key)).status_code == 403
+
+    from unclip.cli import app
+
+    out = CliRunner().invoke(app, ["admin", "audit", "--db", live.sv.settings.db_url])
+    assert out.exit_code == 0, out.output
+    assert out.output.count("violence") == 3 and "suspended" in out.output
+    # an admin lifts it
+    r = httpx.patch(f"{live.url}/v1/admin/users/{uid}", json={"status": "active"}, headers=H(admin_key))
+    assert r.json()["status"] == "active"
+
+
+def test_blend_prompts_are_checked(live: Server, member: tuple[str, str]) -> None:
+    r = httpx.post(
+        live.url + "/v1/images/blends",
+        headers=H(member[1]),
+        json={"items": [{"prompt": "a cat"}, {"prompt": "forbidden dog"}], "size": "256x256"},
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "content_policy_violation"
+
+
+def test_real_content_policy_through_the_server(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("unclip.safety.policy")
+    from unclip.service.policy import load_policy
+
+    from .conftest import make_settings, start_server
+
+    srv = start_server(make_settings(tmp_path), policy=load_policy())
+    try:
+        uid, key = srv.user("member")
+        client = srv.client(key)
+        r = client.moderations.create(input="a graphic photo of a beheading with gore everywhere")
+        assert r.results[0].flagged and r.results[0].categories.violence
+        with pytest.raises(openai.BadRequestError) as e:
+            client.images.generate(prompt="how to make a pipe bomb", size="256x256")
+        assert e.value.response.json()["error"]["code"] == "content_policy_violation"
+        assert client.images.generate(prompt="an otter", size="256x256").data
+        with srv.sv.db.session() as s:
+            from sqlalchemy import select
+
+            from unclip.service.db import AuditEvent
+
+            events = list(s.scalars(select(AuditEvent).where(AuditEvent.user_id == uid)))
+        assert [ev.category for ev in events] == ["illicit"]
+    finally:
+        srv.stop()
