@@ -51,7 +51,7 @@ def make_settings(tmp: Path, **kw: Any) -> Settings:
 class Server:
     app: Any
     url: str
-    engine: FakeEngine
+    engine: Any  # the FakeEngine, or None on the real engine
     server: Any = None
     thread: threading.Thread | None = None
 
@@ -72,7 +72,8 @@ class Server:
     def client(self, key: str, **kw: Any) -> Any:
         import openai
 
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=30, **kw)
+        kw.setdefault("timeout", 30)
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, **kw)
 
     def stop(self) -> None:
         if self.server is not None:
@@ -92,11 +93,18 @@ def start_server(
     engine: FakeEngine | None = None,
     policy: Any = None,
     engines: dict[str, Any] | None = None,
+    *,
+    real_engine: bool = False,
 ) -> Server:
+    """A live server on a free port. `real_engine`: the production loader (`Engine.load` on `settings.model`)
+    instead of the fake engine."""
     import uvicorn
 
-    engine = engine or FakeEngine()
-    app = create_app(settings, engines=engines or {"unclip-test": engine}, policy=policy or FakePolicy())
+    engine = None if real_engine else engine or FakeEngine()
+    if real_engine:
+        app = create_app(settings, policy=policy or FakePolicy())
+    else:
+        app = create_app(settings, engines=engines or {"unclip-test": engine}, policy=policy or FakePolicy())
     port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=10
@@ -104,7 +112,7 @@ def start_server(
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120  # startup warms the policy and loads the default model
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("server did not start")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from PIL import Image
 
+from unclip.safety.policy import PolicyDecision
 from unclip.service.engines import Cancelled, InvalidInput
 
 
@@ -81,14 +82,6 @@ class FakeEngine:
 
 
 @dataclass
-class Decision:
-    flagged: bool
-    categories: dict[str, bool] = field(default_factory=dict)
-    category_scores: dict[str, float] = field(default_factory=dict)
-    category: str | None = None
-
-
-@dataclass
 class Offenders:
     throttle_after: int = 2
     suspend_after: int = 3
@@ -100,9 +93,9 @@ class FakePolicy:
 
     offenders = Offenders()
 
-    def check(self, text: str) -> Decision:
+    def check(self, text: str) -> PolicyDecision:
         bad = "forbidden" in text.lower()
-        return Decision(
+        return PolicyDecision(
             flagged=bad,
             categories={"violence": bad, "hate": False},
             category_scores={"violence": 0.97 if bad else 0.01, "hate": 0.0},

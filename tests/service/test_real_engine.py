@@ -1,51 +1,150 @@
-"""The real Engine on a tiny random-weight model, through the server (skipped until both exist)."""
+"""The real Engine on the tiny random-weight model, through a live server and the official `openai` client:
+every OpenAI image endpoint, provenance of each output, engine errors, progress over SSE and cancellation."""
 
 from __future__ import annotations
 
 import base64
 import io
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import openai
 import pytest
 from PIL import Image
 
-from .conftest import make_settings
+from unclip.safety.provenance import verify
+
+from .conftest import Server, make_settings, start_server
+from .fakes import FakePolicy
+
+STEPS = {"steps": 2}  # decoder steps: enough to run every stage of the engine, cheap on a shared CPU
 
 
-def test_real_engine_tiny_model(tmp_path: Path) -> None:
-    tiny = pytest.importorskip("unclip.models.tiny")
-    pytest.importorskip("unclip.engine")
-    import threading
-    import time
+def H(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
-    import openai
-    import uvicorn
 
-    from unclip.service.app import create_app
-    from unclip.service.auth import create_key, create_user
+@pytest.fixture(scope="module")
+def real(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    settings = make_settings(
+        tmp_path_factory.mktemp("real-engine"), model=str(tiny_model), request_timeout_s=300
+    )
+    # the real engine (create_app's loader: Engine.load on the model folder) behind the real HTTP stack
+    srv = start_server(settings, policy=FakePolicy(), real_engine=True)
+    yield srv
+    srv.stop()
 
-    from .conftest import free_port
-    from .fakes import FakePolicy
 
-    model_dir = Path(tiny.make_tiny_model(tmp_path / "tiny"))
-    app = create_app(make_settings(tmp_path / "data", model=str(model_dir)), policy=FakePolicy())
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            time.sleep(0.05)
-        with app.state.services.db.session() as s:
-            _, key = create_key(s, create_user(s, "t@example.test", role="member"))
-        client = openai.OpenAI(
-            base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=600
-        )
-        assert [m.id for m in client.models.list()] == ["dall-e-2", model_dir.name]
-        r = client.images.generate(
-            prompt="a smiling face", size="256x256", response_format="b64_json", extra_body={"steps": 2}
-        )
-        assert Image.open(io.BytesIO(base64.b64decode(r.data[0].b64_json))).size == (256, 256)
-    finally:
-        server.should_exit = True
-        thread.join(30)
+def _png(data: bytes, size: int) -> Image.Image:
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    img = Image.open(io.BytesIO(data))
+    assert img.format == "PNG" and img.size == (size, size)
+    return img
+
+
+def _check_provenance(srv: Server, key: str, data: bytes, request_id: str, model: str) -> None:
+    result = verify(data)
+    assert result.from_unclip and result.metadata_valid and result.watermark
+    assert result.request_id_matches is True
+    meta = result.metadata
+    assert meta["model"] == model and meta["request_id"] == request_id
+    assert meta["seed"].isdigit() and meta["created"] and meta["job_id"]
+    r = httpx.post(srv.url + "/v1/images/verify", headers=H(key), files={"image": ("x.png", data)})
+    assert r.status_code == 200 and r.json()["from_unclip"] is True
+    assert r.json()["metadata"]["request_id"] == request_id
+
+
+def test_openai_client_on_the_real_engine(real: Server, tiny_model: Path) -> None:
+    _, key = real.user("trusted")
+    client = real.client(key, timeout=300)
+    assert [m.id for m in client.models.list()] == ["dall-e-2", tiny_model.name]
+
+    raw = client.images.with_raw_response.generate(
+        model="dall-e-2",
+        prompt="a smiling face",
+        size="256x256",
+        response_format="b64_json",
+        extra_body={**STEPS, "seed": 11},
+    )
+    data = base64.b64decode(raw.parse().data[0].b64_json)
+    _png(data, 256)
+    _check_provenance(real, key, data, raw.headers["x-request-id"], tiny_model.name)
+    assert verify(data).metadata["seed"] == "11"
+    job = httpx.get(real.url + "/v1/jobs?limit=1", headers=H(key)).json()["data"][0]
+    assert job["status"] == "succeeded" and job["progress"] == {"step": 14, "total": 14}  # 12 prior + 2
+
+    source = Image.new("RGBA", (64, 64), (230, 180, 20, 255))
+    source.paste((0, 0, 0, 0), (16, 16, 48, 48))  # the transparent region is what the engine repaints
+    buf = io.BytesIO()
+    source.save(buf, format="PNG")
+    raw = client.images.with_raw_response.edit(
+        image=("in.png", buf.getvalue(), "image/png"), prompt="a hat", size="256x256", extra_body=STEPS
+    )
+    url = raw.parse().data[0].url
+    assert url
+    data = httpx.get(url).content
+    _png(data, 256)
+    _check_provenance(real, key, data, raw.headers["x-request-id"], tiny_model.name)
+
+    raw = client.images.with_raw_response.create_variation(
+        image=("in.png", buf.getvalue(), "image/png"), size="256x256", response_format="b64_json",
+        extra_body=STEPS,
+    )  # fmt: skip
+    data = base64.b64decode(raw.parse().data[0].b64_json)
+    _png(data, 256)
+    _check_provenance(real, key, data, raw.headers["x-request-id"], tiny_model.name)
+
+
+def test_engine_invalid_input_is_a_400_naming_the_parameter(real: Server) -> None:
+    _, key = real.user("member")
+    client = real.client(key, timeout=300)
+    for name, value in (("steps", 500), ("guidance", 99.0)):
+        with pytest.raises(openai.BadRequestError) as e:
+            client.images.generate(prompt="a cat", size="256x256", extra_body={name: value})
+        error = e.value.response.json()["error"]
+        assert error["param"] == name and error["code"] == "invalid_value", error
+        assert error["type"] == "invalid_request_error"
+    jobs = httpx.get(real.url + "/v1/jobs", headers=H(key)).json()["data"]
+    assert [j["status"] for j in jobs] == ["failed", "failed"]
+    assert jobs[0]["error"]["param"] == "guidance"
+    assert httpx.get(real.url + "/v1/me", headers=H(key)).json()["credits"] == 200  # refunded
+
+
+def test_progress_events_then_cancel_on_the_real_engine(real: Server) -> None:
+    """The engine's progress callback feeds the SSE stream; a cancel raises `Cancelled` inside the engine."""
+    _, key = real.user("member")
+    r = httpx.post(
+        real.url + "/v1/images/generations",
+        json={"prompt": "a slow cat", "size": "256x256", "steps": 200},
+        headers={**H(key), "Prefer": "respond-async"},
+    )
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    progress: list[dict] = []
+    done = None
+    cancelled = False
+    with httpx.stream("GET", f"{real.url}/v1/jobs/{job_id}/events", headers=H(key), timeout=120) as resp:
+        event = None
+        for line in resp.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+                if event == "done":
+                    done = data
+                    break
+                progress.append(data)
+                # past the prior (12 steps) and into the decoder: cancel mid-run
+                if not cancelled and data["status"] == "running" and data["step"] > 12:
+                    cancelled = True
+                    c = httpx.post(f"{real.url}/v1/jobs/{job_id}/cancel", headers=H(key), timeout=60)
+                    assert c.status_code == 200, c.text
+    assert cancelled and done is not None
+    running = [p for p in progress if p["status"] == "running" and p["step"]]
+    assert running and all(p["total"] == 212 for p in running)  # 12 prior steps + 200 decoder steps
+    steps = [p["step"] for p in running]
+    assert steps == sorted(steps) and 12 < steps[-1] < 212
+    assert done["status"] == "cancelled" and done["result"] is None
+    assert httpx.get(real.url + "/v1/me", headers=H(key)).json()["credits"] == 200  # refunded

@@ -22,7 +22,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     """unclip command line."""
 
@@ -31,7 +33,7 @@ def _register() -> None:
     # Each module adds its commands to `app`; imports inside commands stay lazy so `unclip --help` is fast.
     import importlib
 
-    for name in ("data", "train", "generate", "bench", "serve", "admin", "safety"):
+    for name in ("data", "train", "evaluate", "generate", "bench", "serve", "admin", "safety"):
         try:
             importlib.import_module(f"unclip.cli.{name}")
         except ModuleNotFoundError as exc:  # a module not written yet

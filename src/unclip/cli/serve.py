@@ -21,6 +21,9 @@ def serve(
     data_dir: Path = typer.Option(None, "--data-dir", help="Images, database and secret (default ./var)."),
     device: str = typer.Option(None, help="Torch device for the engine (cpu, cuda)."),
     workers: int = typer.Option(None, help="Engine worker threads (default 1)."),
+    policy: Path = typer.Option(
+        None, "--policy", help="Content policy file (default: the bundled one; edits apply at once)."
+    ),
 ) -> None:
     """Serve the Images API (OpenAI dall-e-2 contract) under /v1 and the web app at /."""
     import uvicorn
@@ -38,6 +41,7 @@ def serve(
         data_dir=data_dir,
         device=device,
         workers=workers,
+        policy_file=str(policy) if policy else None,
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.db_url)

@@ -14,9 +14,13 @@ STAGE_HELP = "tokenizer, clip, prior, movq, decoder, inpaint, upsampler-256, ups
 @app.command("train")
 def train_cmd(
     stage: str = typer.Argument(..., help=STAGE_HELP),
-    config: str = typer.Option("emoji-mini", "--config", "-c", help="Config name in configs/ or a JSON path."),
+    config: str = typer.Option(
+        "emoji-mini", "--config", "-c", help="Config name in configs/ or a JSON path."
+    ),
     data: Path = typer.Option(Path("data/emoji"), help="Dataset folder (from `unclip data build`)."),
-    run_dir: Path | None = typer.Option(None, help="Where checkpoints, logs and the model go (default runs/CONFIG)."),
+    run_dir: Path | None = typer.Option(
+        None, help="Where checkpoints, logs and the model go (default runs/CONFIG)."
+    ),
     max_steps: int | None = typer.Option(None, help="Override the stage's step limit."),
     max_minutes: float | None = typer.Option(None, help="Override the stage's time limit."),
     batch_size: int | None = typer.Option(None, help="Override the batch size."),
@@ -35,8 +39,10 @@ def train_cmd(
     console = Console()
     for s in stages:
         metrics = run.train(s, {"max_steps": max_steps, "max_minutes": max_minutes, "batch_size": batch_size})
-        console.print(f"[green]{s}[/] " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                  for k, v in metrics.items()))  # fmt: skip
+        console.print(
+            f"[green]{s}[/] "
+            + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+        )
     console.print(f"model folder: {run.model_dir}")
 
 

@@ -11,9 +11,35 @@ from pathlib import Path
 
 SKIN_TONES = {"1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF"}
 LOCALES = (
-    "bn", "da", "de", "en", "en-gb", "es", "es-mx", "et", "fi", "fr", "hi", "hu", "it", "ja",
-    "ko", "lt", "ms", "nb", "nl", "pl", "pt", "ru", "sv", "th", "uk", "vi", "zh", "zh-hant",
-)  # fmt: skip
+    "bn",
+    "da",
+    "de",
+    "en",
+    "en-gb",
+    "es",
+    "es-mx",
+    "et",
+    "fi",
+    "fr",
+    "hi",
+    "hu",
+    "it",
+    "ja",
+    "ko",
+    "lt",
+    "ms",
+    "nb",
+    "nl",
+    "pl",
+    "pt",
+    "ru",
+    "sv",
+    "th",
+    "uk",
+    "vi",
+    "zh",
+    "zh-hant",
+)
 
 
 def normalize_hexcode(code: str) -> str:

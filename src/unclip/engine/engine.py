@@ -29,6 +29,28 @@ def _seeds(seed: int | None, n: int) -> list[int]:
     return [(seed + i) & 0x7FFFFFFFFFFFFFFF for i in range(n)]
 
 
+def upscale_cascade(upsamplers: dict[int, torch.nn.Module], x: torch.Tensor, size: int) -> torch.Tensor:
+    """Carry decoder output (N×3×h×w in [-1, 1]) up to size×size with the learned 4× stages: 64 → 256 with
+    `upsampler-256`, 256 → 512/1024 with `upsampler-1024` (2× or 4×); bicubic where no stage fits."""
+    from unclip.training.upsampler import upsample
+
+    while x.shape[-1] < size:
+        cur = x.shape[-1]
+        if cur < 256 and 256 in upsamplers:
+            if cur != 64:
+                x = F.interpolate(x, size=(64, 64), mode="area")
+            x = upsample(upsamplers[256], x, 4)
+        elif 1024 in upsamplers and size in (512, 1024):
+            if cur != 256:
+                x = F.interpolate(x, size=(256, 256), mode="bicubic", antialias=True).clamp(-1, 1)
+            x = upsample(upsamplers[1024], x, size // 256)
+        else:
+            x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True).clamp(-1, 1)
+    return x
+
+
 class Engine:
     """Generate, edit, outpaint, vary, blend and upscale with one unCLIP model folder."""
 
@@ -118,24 +140,7 @@ class Engine:
 
     def _upscale_to(self, x: torch.Tensor, size: int) -> torch.Tensor:
         """Carry decoder output up the cascade: 64 → 256 → 512/1024 with the learned stages."""
-        from unclip.training.upsampler import upsample
-
-        ups = self.c.upsamplers
-        while x.shape[-1] < size:
-            cur = x.shape[-1]
-            if cur < 256 and 256 in ups:
-                if cur != 64:
-                    x = F.interpolate(x, size=(64, 64), mode="area")
-                x = upsample(ups[256], x, 4)
-            elif 1024 in ups and size in (512, 1024):
-                if cur != 256:
-                    x = F.interpolate(x, size=(256, 256), mode="bicubic", antialias=True).clamp(-1, 1)
-                x = upsample(ups[1024], x, size // 256)
-            else:
-                x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
-        if x.shape[-1] != size:
-            x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True).clamp(-1, 1)
-        return x
+        return upscale_cascade(self.c.upsamplers, x, size)
 
     def _decode(self, embeds, negative, seeds, size, guidance, steps, sampler, hook, *, unet=None,
                 inpaint: D.Inpainting | None = None, init=None, strength=1.0) -> torch.Tensor:  # fmt: skip

@@ -7,7 +7,9 @@ from typing import Any
 import torch
 
 
-def text_encoder(cfg: dict[str, Any], vocab_size: int, max_length: int, eos_id: int, pad_id: int, bos_id: int):
+def text_encoder(
+    cfg: dict[str, Any], vocab_size: int, max_length: int, eos_id: int, pad_id: int, bos_id: int
+):
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     return CLIPTextModelWithProjection(
@@ -101,7 +103,9 @@ def movq(cfg: dict[str, Any]):
     )
 
 
-def decoder_unet(cfg: dict[str, Any], embedding_dim: int, latent_channels: int, sample_size: int, inpaint: bool = False):
+def decoder_unet(
+    cfg: dict[str, Any], embedding_dim: int, latent_channels: int, sample_size: int, inpaint: bool = False
+):
     """UNet2DConditionModel in the Kandinsky 2.2 configuration: the CLIP image embedding enters both as
     cross-attention tokens (image_proj) and added to the time embedding (addition_embed_type="image")."""
     from diffusers import UNet2DConditionModel
@@ -111,7 +115,8 @@ def decoder_unet(cfg: dict[str, Any], embedding_dim: int, latent_channels: int, 
     return UNet2DConditionModel(
         sample_size=sample_size,
         in_channels=latent_channels * 2 + 1 if inpaint else latent_channels,
-        out_channels=latent_channels * 2,  # Kandinsky's layout predicts noise and variance; we train the noise half
+        out_channels=latent_channels
+        * 2,  # Kandinsky's layout predicts noise and variance; we train the noise half
         down_block_types=("ResnetDownsampleBlock2D",) + ("SimpleCrossAttnDownBlock2D",) * (n - 1),
         up_block_types=("SimpleCrossAttnUpBlock2D",) * (n - 1) + ("ResnetUpsampleBlock2D",),
         mid_block_type="UNetMidBlock2DSimpleCrossAttn",

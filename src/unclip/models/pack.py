@@ -27,7 +27,10 @@ def pack_model(src: Path, dst: Path, dtype: torch.dtype = torch.float16) -> dict
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".safetensors":
-            tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in load_file(path).items()}
+            tensors = {
+                k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
+                for k, v in load_file(path).items()
+            }
             save_file(tensors, target, metadata={"format": "pt"})
         else:
             shutil.copy2(path, target)

@@ -20,7 +20,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, max_length: int, out_
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(
-                Regex(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
+                Regex(
+                    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+                ),
                 behavior="removed",
                 invert=True,
             ),
@@ -30,9 +32,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, max_length: int, out_
     tok.decoder = decoders.ByteLevel()
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[BOS, EOS], initial_alphabet=alphabet, end_of_word_suffix="</w>",
+        vocab_size=vocab_size,
+        special_tokens=[BOS, EOS],
+        initial_alphabet=alphabet,
+        end_of_word_suffix="</w>",
         show_progress=False,
-    )  # fmt: skip
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     state = tok.model
     vocab: dict[str, int] = dict(sorted(tok.get_vocab().items(), key=lambda kv: kv[1]))

@@ -131,12 +131,20 @@ def _embed_ll(ll: np.ndarray, bits: np.ndarray, scale: float = SCALE, margin: fl
     return out
 
 
+def _headroom(rgb: np.ndarray, low: float = 16.0, high: float = 235.0, slope: float = 0.4) -> np.ndarray:
+    """Soft-knee the extremes (255 → 243, 0 → 10) so the mark can move pixels both ways: on pure white or
+    black, clipping to 8 bits would erase it, and most emoji art sits on white."""
+    out = rgb.copy()
+    out = np.where(out > high, high + (out - high) * slope, out)
+    return np.where(out < low, low - (low - out) * slope, out)
+
+
 def embed_watermark(image: Image.Image, payload: bytes) -> Image.Image:
     """Embed `payload` (8 bytes) with the dwtDct scheme; returns a new image of the same mode."""
     if min(image.size) < MIN_WATERMARK_SIDE:
         return image.copy()
     alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float64)
+    rgb = _headroom(np.asarray(image.convert("RGB"), dtype=np.float64))
     h4, w4 = rgb.shape[0] // 4 * 4, rgb.shape[1] // 4 * 4
     bits = _bits(payload)
     out = rgb.copy()

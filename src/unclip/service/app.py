@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,7 +20,14 @@ from unclip.service.db import ApiKey, Database, User
 from unclip.service.engines import Loader, ModelRegistry, real_loader
 from unclip.service.images import ImageService
 from unclip.service.jobs import JobManager
-from unclip.service.policy import OffenderRules, Policy, load_policy, offender_rules
+from unclip.service.policy import (
+    OffenderRules,
+    Policy,
+    face_detector_ready,
+    load_policy,
+    offender_rules,
+    provenance_key_configured,
+)
 from unclip.service.ratelimit import RateLimiter
 from unclip.service.settings import Settings
 from unclip.service.storage import BlobStore, UrlSigner, load_secret
@@ -38,8 +46,12 @@ class Services:
     jobs: JobManager
     limiter: RateLimiter
     policy: Policy
-    offenders: OffenderRules
     images: ImageService
+
+    @property
+    def offenders(self) -> OffenderRules:
+        """Repeat-offender thresholds from the policy as it is now (edits to the file apply at once)."""
+        return offender_rules(self.policy)
 
 
 def build_services(
@@ -65,7 +77,7 @@ def build_services(
         default, settings.models_path, engine_loader or real_loader(settings.device), engines
     )
     jobs = JobManager(db, store, registry, workers=settings.workers, queue_size=settings.queue_size)
-    policy = policy if policy is not None else load_policy()
+    policy = policy if policy is not None else load_policy(settings.policy_file or None)
     sv = Services(
         settings=settings,
         db=db,
@@ -75,11 +87,31 @@ def build_services(
         jobs=jobs,
         limiter=RateLimiter(),
         policy=policy,
-        offenders=offender_rules(policy),
         images=None,
     )  # type: ignore[arg-type]
     sv.images = ImageService(sv)
     return sv
+
+
+def prepare(sv: Services) -> None:
+    """Startup work before the first request (blocking, a few seconds): the content policy's classifier, the
+    face detector, the default model. A default model that does not load stops the server here."""
+    warm_up = getattr(sv.policy, "warm_up", None)
+    if warm_up is not None:
+        warm_up()
+    problem = face_detector_ready()
+    if problem:
+        log.error(
+            "the face detector does not work (%s): uploads that need the realistic-face check will be "
+            "answered 503; install unclip[safety] (opencv-python-headless<5)",
+            problem,
+        )
+    if not provenance_key_configured():
+        log.warning(
+            "UNCLIP_PROVENANCE_KEY is not set: output metadata is signed with a built-in key that anyone "
+            "can use to forge it; set a secret key"
+        )
+    sv.registry.get(sv.registry.default)
 
 
 def bootstrap_admin(db: Database, settings: Settings) -> str | None:
@@ -113,12 +145,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import anyio
+
+        await anyio.to_thread.run_sync(prepare, sv)
         sv.jobs.start()
         try:
             yield
         finally:
-            import anyio
-
             await anyio.to_thread.run_sync(sv.jobs.stop, settings.shutdown_grace_s)
             sv.db.dispose()
 
@@ -134,6 +167,14 @@ def create_app(
     )
     app.state.services = sv
     errors.install(app)
+
+    @app.middleware("http")
+    async def _request_id(request: Request, call_next: Any) -> Any:
+        # as OpenAI's x-request-id; image jobs keep it and it goes into each output's provenance metadata
+        request.state.request_id = f"req_{secrets.token_hex(16)}"
+        response = await call_next(request)
+        response.headers["x-request-id"] = request.state.request_id
+        return response
 
     @app.middleware("http")
     async def _limit_body(request: Request, call_next: Any) -> Any:

@@ -1,4 +1,5 @@
-"""Installed models: the default (bundled) model plus folders under the models dir, loaded lazily."""
+"""Installed models: the default (bundled) model, loaded at startup, plus folders under the models dir, loaded
+on first use."""
 
 from __future__ import annotations
 
@@ -7,18 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from unclip.engine import Cancelled, InvalidInput
 from unclip.service.errors import APIError
 
-try:  # the engine layer may not be installed while the server is developed
-    from unclip.engine import Cancelled, InvalidInput
-except ImportError:  # pragma: no cover - replaced by the real classes once unclip.engine exists
-
-    class Cancelled(Exception):  # type: ignore[no-redef]
-        """The job's cancel event was set."""
-
-    class InvalidInput(ValueError):  # type: ignore[no-redef]
-        param: str | None = None
-
+__all__ = ["ALIASES", "Cancelled", "InvalidInput", "Loader", "ModelRegistry", "real_loader"]
 
 ALIASES = ("dall-e-2",)
 Loader = Callable[[Path], Any]

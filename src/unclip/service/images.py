@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,8 +15,9 @@ from unclip.service import credits
 from unclip.service.auth import Principal, require_active, require_feature
 from unclip.service.db import AuditEvent, ImageRecord, Job, User, now
 from unclip.service.errors import APIError, content_policy, invalid, missing, rate_limited
-from unclip.service.policy import has_real_face, prompt_hash
+from unclip.service.policy import has_real_face, prompt_hash, real_face_refusal
 
+log = logging.getLogger("unclip.service")
 SIZES = ("256x256", "512x512", "1024x1024")
 FORMATS = ("url", "b64_json")
 MAX_PROMPT = 1000
@@ -126,6 +128,7 @@ class Submission:
     refs: dict[str, str] = field(default_factory=dict)  # param → sha of the user's own stored image
     prompts: list[str] = field(default_factory=list)  # more text to check (blend items)
     user: str | None = None
+    request_id: str | None = None  # the HTTP request's x-request-id, kept in the outputs' provenance
 
 
 class ImageService:
@@ -237,14 +240,18 @@ class ImageService:
         st = self.sv.settings
         feature = FEATURE_OF[sub.kind]
         require_feature(p, feature, st.features, WHAT[feature])
-        for param, (data, img) in sub.uploads.items():
-            if sub.kind in ("edit", "outpaint") and param == "image" and not self.is_own_image(p, data):
-                require_feature(p, "edit_upload", st.features, WHAT["edit_upload"])
-            if param != "mask" and not self.is_own_image(p, data) and has_real_face(img):
-                require_feature(p, "real_face_upload", st.features, WHAT["real_face_upload"])
+        # content-addressed storage: a result downloaded and uploaded again counts as the caller's own
+        own = {k: self.is_own_image(p, data) for k, (data, _img) in sub.uploads.items() if k != "mask"}
+        if sub.kind in ("edit", "outpaint") and own.get("image") is False:
+            require_feature(p, "edit_upload", st.features, WHAT["edit_upload"])
         model = self.sv.registry.resolve(sub.model)
         texts = [t for t in [sub.prompt, *sub.prompts] if t]
         self.check_policy(p, texts, endpoint)  # before any compute
+        if p.role not in st.features.get("real_face_upload", []):
+            for param, is_own in own.items():
+                if not is_own and has_real_face(sub.uploads[param][1]):
+                    log.info("refused an upload with a realistic face: user %s, %s", p.user_id, endpoint)
+                    raise real_face_refusal(param)
 
         params: dict[str, Any] = {
             "prompt": sub.prompt,
@@ -252,6 +259,7 @@ class ImageService:
             "size": sub.size,
             "response_format": sub.response_format,
             "user": sub.user,
+            "request_id": sub.request_id,
             **sub.params,
         }
         for param, (data, _img) in sub.uploads.items():

@@ -62,10 +62,12 @@ def run_engine(
 ) -> list[Image.Image]:
     """Call the engine for one job. `load(sha)` opens a stored input image."""
     p = dict(job.params)
-    extra = {k: p[k] for k in ("seed", "steps", "guidance", "negative_prompt") if p.get(k) is not None}
+    extra = {k: p[k] for k in ("seed", "steps", "guidance") if p.get(k) is not None}
     common = {"progress": progress, "cancel": cancel, **extra}
     kind = job.kind
     if kind == "generation":
+        if p.get("negative_prompt"):
+            common["negative_prompt"] = p["negative_prompt"]
         return list(engine.generate(p["prompt"], n=p["n"], size=_size(p["size"]), **common))
     if kind == "edit":
         mask = load(p["mask"]) if p.get("mask") else None
@@ -265,8 +267,9 @@ class JobManager:
             status, result = "succeeded", {"images": ids}
         except Cancelled:
             status = "queued" if h.requeue else "cancelled"
-        except InvalidInput as exc:
-            error = APIError(400, str(exc), param=getattr(exc, "param", None), code="invalid_value").body()
+        except InvalidInput as exc:  # the engine refused a parameter: 400 naming it
+            message = getattr(exc, "message", None) or str(exc)
+            error = APIError(400, message, param=getattr(exc, "param", None), code="invalid_value").body()
         except Exception:
             log.exception("job %s failed", job_id)
             error = APIError(
@@ -287,18 +290,21 @@ class JobManager:
             h.done.set()
 
     def _store_results(self, job: Job, images: list[Image.Image]) -> list[str]:
+        """Encode each image with provenance (signed metadata + watermark), store it, then add its row."""
         prompt = str(job.params.get("prompt") or "")
+        request_id = job.params.get("request_id") or job.id
         records = []
         for i, img in enumerate(images):
+            info = img.info.get("unclip") if isinstance(img.info.get("unclip"), dict) else {}
+            seed = info.get("seed", job.params.get("seed"))
             meta = {
                 "model": job.model,
+                "seed": seed,
+                "request_id": request_id,
+                "job_id": job.id,
                 "kind": job.kind,
-                "job": job.id,
                 "index": i,
-                "prompt": prompt,
-                "seed": job.params.get("seed"),
-                "created": int(time.time()),
-            }
+            }  # + "created" (UTC), "size", "watermark" and the HMAC "signature", added by encode_png
             sha = self.store.put(encode(img, meta))  # on disk (fsync) before the row that points to it
             records.append(
                 ImageRecord(

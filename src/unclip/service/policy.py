@@ -1,24 +1,31 @@
-"""Bridge to `unclip.safety`: content policy, upload checks and provenance, with repeat-offender handling.
-
-The imports are guarded so the server still imports while `unclip.safety` is missing; the fallbacks
-are minimal (the policy flags nothing and logs a warning) and are replaced as soon as the package exists.
-"""
+"""Bridge to `unclip.safety`: the content policy (re-read when its file changes), repeat-offender rules,
+upload checks (safe PNG decoding, realistic faces) and provenance (signed PNG metadata, watermark)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import logging
-from dataclasses import dataclass, field
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+from unclip.safety.policy import ContentPolicy, default_policy_path
+from unclip.safety.provenance import VerifyResult, encode_png, verify
+from unclip.safety.uploads import (
+    MAX_PIXELS,
+    UploadError,
+    contains_real_face,
+    read_image_upload,
+    read_mask_upload,
+)
 from unclip.service.errors import APIError
 
 log = logging.getLogger("unclip.service")
-
-MAX_UPLOAD_BYTES = 4 * 1024 * 1024
 
 
 class Policy(Protocol):
@@ -26,46 +33,71 @@ class Policy(Protocol):
 
 
 @dataclass
-class Decision:
-    flagged: bool = False
-    categories: dict[str, bool] = field(default_factory=dict)
-    category_scores: dict[str, float] = field(default_factory=dict)
-    category: str | None = None
-
-
-class _AllowAll:
-    """Used only when `unclip.safety` is not installed: flags nothing."""
-
-    def check(self, text: str) -> Decision:
-        return Decision()
-
-
-@dataclass
 class OffenderRules:
     throttle_after: int = 3
-    suspend_after: int = 6
+    suspend_after: int = 10
     window_hours: float = 24.0
     throttle_seconds: float = 60.0  # a throttled user may make one request per this many seconds
 
 
-def load_policy() -> Policy:
+class LivePolicy:
+    """The content policy file, re-read when it changes.
+
+    `ContentPolicy.load` caches by path and modification time, so calling it per request costs a `stat` and
+    picks up an admin's edits. A file that no longer parses is logged and the last good policy stays in force.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else default_policy_path()
+        self._lock = threading.Lock()
+        self._good = ContentPolicy.load(self.path)  # a broken file at startup is an error: raise
+        self._failed_mtime: int | None = None
+
+    def current(self) -> ContentPolicy:
+        try:
+            policy = ContentPolicy.load(self.path)
+        except Exception:
+            mtime = _mtime(self.path)
+            if mtime != self._failed_mtime:
+                self._failed_mtime = mtime
+                log.exception("content policy %s could not be loaded; keeping the previous one", self.path)
+            return self._good
+        if policy is not self._good:
+            with self._lock:
+                if policy is not self._good:
+                    log.info("content policy %s (re)loaded, version %s", self.path, policy.version)
+                    self._good = policy
+        return policy
+
+    def check(self, text: str) -> Any:
+        return self.current().check(text)
+
+    @property
+    def offenders(self) -> Any:
+        return self.current().offenders
+
+    def warm_up(self) -> None:
+        self.current().warm_up()
+
+
+def _mtime(path: Path) -> int | None:
     try:
-        from unclip.safety.policy import ContentPolicy
-    except ImportError:
-        log.warning("unclip.safety is not installed: prompts are NOT checked against a content policy")
-        return _AllowAll()
-    return ContentPolicy.load()
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def load_policy(path: str | Path | None = None) -> LivePolicy:
+    """The server's content policy: `path` (default: the policy file shipped in `unclip.safety`)."""
+    return LivePolicy(path)
 
 
 def offender_rules(policy: Any) -> OffenderRules:
     """Thresholds from `policy.offenders` (object or dict) when the policy defines them, else defaults."""
     src = getattr(policy, "offenders", None)
-    if src is None:
-        settings = getattr(policy, "settings", None)
-        src = getattr(settings, "offenders", None) if settings is not None else None
-        if src is None and isinstance(settings, dict):
-            src = settings.get("offenders")
     rules = OffenderRules()
+    if src is None:
+        return rules
     for name in ("throttle_after", "suspend_after", "window_hours", "throttle_seconds"):
         value = src.get(name) if isinstance(src, dict) else getattr(src, name, None)
         if value is not None:
@@ -80,29 +112,12 @@ def prompt_hash(text: str) -> str:
 # --- uploads --------------------------------------------------------------------------------------------
 
 
-def _fallback_image(data: bytes, param: str) -> Image.Image:
-    if len(data) >= MAX_UPLOAD_BYTES or not data.startswith(b"\x89PNG\r\n\x1a\n"):
-        raise APIError(
-            400, "Uploaded image must be a PNG and less than 4 MB.", param=param, code="invalid_image"
-        )
-    try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except Exception as exc:
-        raise APIError(
-            400, "Invalid input image - could not decode the PNG.", param=param, code="invalid_image"
-        ) from exc
-    if img.width != img.height:
-        raise APIError(400, "Uploaded image must be square.", param=param, code="invalid_image_shape")
-    return img.convert("RGBA") if img.mode in ("RGBA", "LA", "PA", "P") else img.convert("RGB")
+def _upload_error(exc: UploadError, param: str) -> APIError:
+    return APIError(400, exc.message, param=exc.param or param, code=exc.code)
 
 
 def read_image(data: bytes, param: str = "image") -> Image.Image:
-    """A square PNG under 4 MB, or a 400 answer naming `param`."""
-    try:
-        from unclip.safety.uploads import UploadError, read_image_upload
-    except ImportError:
-        return _fallback_image(data, param)
+    """A square PNG under 4 MB as 8-bit RGB(A), or a 400 answer naming `param` (`unclip.safety.uploads`)."""
     try:
         return read_image_upload(data, param=param)
     except UploadError as exc:
@@ -110,52 +125,101 @@ def read_image(data: bytes, param: str = "image") -> Image.Image:
 
 
 def read_mask(data: bytes, size: tuple[int, int], param: str = "mask") -> Image.Image:
-    try:
-        from unclip.safety.uploads import UploadError, read_mask_upload
-    except ImportError:
-        img = _fallback_image(data, param)
-        if img.size != tuple(size):
-            raise APIError(
-                400,
-                "Invalid mask - the mask and the image must have the same dimensions.",
-                param=param,
-                code="invalid_mask",
-            ) from None
-        return img.convert("RGBA")
+    """A mask PNG of the image's size as RGBA (transparent = edit), or a 400 answer naming `param`."""
     try:
         return read_mask_upload(data, size=size, param=param)
     except UploadError as exc:
         raise _upload_error(exc, param) from exc
 
 
-def _upload_error(exc: Exception, param: str) -> APIError:
-    message = getattr(exc, "message", None) or str(exc)
-    return APIError(400, message, param=getattr(exc, "param", None) or param, code=getattr(exc, "code", None))
+def real_face_refusal(param: str = "image") -> APIError:
+    """The answer to an edit or variation of a photo of a real person (same code as prompt refusals)."""
+    return APIError(
+        400,
+        "Your request was rejected as a result of our safety system. The uploaded image appears to be a "
+        "photo of a real person: edits and variations of realistic faces are not allowed.",
+        param=param,
+        code="content_policy_violation",
+    )
 
 
 def has_real_face(img: Image.Image) -> bool:
-    try:
-        from unclip.safety.uploads import contains_real_face
-    except ImportError:
-        return False
+    """Whether `img` is a photo with a realistic human face. Fails closed: when the detector cannot run
+    (OpenCV missing or without its cascades), the request is answered 503 rather than let through."""
     try:
         return bool(contains_real_face(img))
-    except Exception:  # the detector is optional (opencv); never fail a request on it
-        log.exception("face detector failed")
-        return False
+    except Exception as exc:
+        log.exception("the face detector failed")
+        raise APIError(
+            503,
+            "The image safety check is unavailable on this server; please try again later.",
+            type="server_error",
+            code="safety_check_unavailable",
+        ) from exc
+
+
+def face_detector_ready() -> str | None:
+    """None when the face detector works, else why not (checked at startup)."""
+    try:
+        contains_real_face(Image.new("RGB", (64, 64), (128, 128, 128)))
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+# --- provenance -----------------------------------------------------------------------------------------
+
+
+def provenance_key_configured() -> bool:
+    return bool(os.environ.get("UNCLIP_PROVENANCE_KEY"))
 
 
 def encode(image: Image.Image, metadata: dict[str, Any]) -> bytes:
-    """PNG bytes with provenance (text chunks + watermark) when `unclip.safety` is present."""
-    try:
-        from unclip.safety.provenance import encode_png
-    except ImportError:
-        from PIL import PngImagePlugin
-
-        info = PngImagePlugin.PngInfo()
-        for k, v in metadata.items():
-            info.add_text(f"unclip:{k}", str(v))
-        buf = io.BytesIO()
-        image.save(buf, format="PNG", pnginfo=info)
-        return buf.getvalue()
+    """PNG bytes with signed provenance metadata (`unclip:*` text chunks) and the invisible watermark."""
     return encode_png(image, metadata)
+
+
+VERIFY_FORMATS = ("PNG", "JPEG", "WEBP")
+
+
+def verify_image(data: bytes, param: str = "image") -> VerifyResult:
+    """`unclip.safety.provenance.verify` on an upload (PNG, JPEG or WebP), with 400 answers for bad input."""
+    if not data:
+        raise APIError(400, f"The uploaded '{param}' is empty.", param=param, code="invalid_image")
+    try:
+        # header only: refuse other formats (and their decoders) and oversized images before decoding
+        img = Image.open(io.BytesIO(data), formats=list(VERIFY_FORMATS))
+    except UnidentifiedImageError as exc:
+        raise APIError(
+            400,
+            f"Invalid input image - '{param}' must be a PNG, JPEG or WebP image.",
+            param=param,
+            code="invalid_image_format",
+        ) from exc
+    except Image.DecompressionBombError as exc:
+        raise APIError(
+            400, f"Invalid input image - '{param}' is too large.", param=param, code="image_too_large"
+        ) from exc
+    except Exception as exc:
+        raise APIError(
+            400, f"Invalid input image - '{param}' could not be read.", param=param, code="invalid_image"
+        ) from exc
+    if img.width * img.height > MAX_PIXELS:
+        raise APIError(
+            400,
+            f"Invalid input image - '{param}' is {img.width}x{img.height}; the limit is 4096x4096 pixels.",
+            param=param,
+            code="image_too_large",
+        )
+    try:
+        img.load()
+        return verify(img)
+    except ValueError as exc:  # verify's own size limit
+        raise APIError(400, str(exc), param=param, code="image_too_large") from exc
+    except Exception as exc:  # truncated or corrupt data
+        raise APIError(
+            400,
+            f"Invalid input image - '{param}' could not be decoded.",
+            param=param,
+            code="invalid_image",
+        ) from exc

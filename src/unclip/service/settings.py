@@ -42,6 +42,7 @@ class Settings:
     model: str = ""  # default model folder; empty: unclip.BUNDLED_MODEL_DIR
     models_dir: str = ""  # extra model folders; empty: data_dir/models
     device: str = "cpu"
+    policy_file: str = ""  # content policy file; empty: the one shipped in unclip.safety (re-read on change)
     public_url: str = ""  # base of image URLs; empty: taken from each request
     secret_key: str = ""  # signs image URLs; empty: generated once into data_dir/secret.key
     url_ttl_s: int = 3600

@@ -18,7 +18,9 @@ class ClipModel(torch.nn.Module):
         self.logit_scale = torch.nn.Parameter(torch.tensor(2.659))  # log(1/0.07), as in CLIP
 
 
-def clip_targets(images: ImageSet, captions: CaptionSet, idx: torch.Tensor, cap: torch.Tensor) -> torch.Tensor:
+def clip_targets(
+    images: ImageSet, captions: CaptionSet, idx: torch.Tensor, cap: torch.Tensor
+) -> torch.Tensor:
     """Caption i matches image j when they show the same emoji and the caption names no other style: the
     batch holds the same emoji in several styles, and 'grinning face' fits all of them."""
     same_emoji = images.base_ids[idx][:, None] == images.base_ids[idx][None, :]
@@ -36,12 +38,15 @@ class ClipStage:
 
     def model(self) -> torch.nn.Module:
         c, tok = self.cfg["clip"], self.tokenizer
-        text = builders.text_encoder(c, len(tok), tok.model_max_length, tok.eos_token_id, tok.pad_token_id,
-                                     tok.bos_token_id)  # fmt: skip
+        text = builders.text_encoder(
+            c, len(tok), tok.model_max_length, tok.eos_token_id, tok.pad_token_id, tok.bos_token_id
+        )
         return ClipModel(text, builders.image_encoder(c))
 
     def loss(self, model, step: int, gen: torch.Generator, batch_size: int):
-        idx = torch.randint(len(self.images), (batch_size,), generator=gen, device=gen.device).to(self.images.images.device)
+        idx = torch.randint(len(self.images), (batch_size,), generator=gen, device=gen.device).to(
+            self.images.images.device
+        )
         cap = self.captions.sample(idx, gen)
         pixels = augment(to_unit(self.images.images[idx]), gen)
         txt = F.normalize(model.text(input_ids=self.captions.ids[cap].long()).text_embeds.float(), dim=-1)

@@ -39,7 +39,9 @@ class Stage(Protocol):
 
     def model(self) -> torch.nn.Module: ...
 
-    def loss(self, model: torch.nn.Module, step: int, gen: torch.Generator, batch_size: int) -> tuple[torch.Tensor, dict]: ...
+    def loss(
+        self, model: torch.nn.Module, step: int, gen: torch.Generator, batch_size: int
+    ) -> tuple[torch.Tensor, dict]: ...
 
     def export(self, model: torch.nn.Module) -> None: ...
 
@@ -80,9 +82,11 @@ def train(
     log_every: int = 25,
     show_progress: bool = True,
     resume: bool = True,
+    stop_at_step: int | None = None,
 ) -> dict[str, float]:
     """Train `stage` until spec.max_steps or spec.max_minutes (training time, summed over resumes), then
-    export the EMA weights. Returns the last logged metrics."""
+    export the EMA weights. Returns the last logged metrics. `stop_at_step` checkpoints and returns early
+    without exporting, as an interrupted run would have left things."""
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
 
@@ -99,12 +103,17 @@ def train(
             (no_decay if p.ndim < 2 or "norm" in name or "embedding" in name else decay).append(p)
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=spec.lr, betas=(0.9, 0.99),
-    )  # fmt: skip
+        lr=spec.lr,
+        betas=(0.9, 0.99),
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(spec))
     model, opt, sched = acc.prepare(model, opt, sched)
-    ema = EMAModel([p for p in acc.unwrap_model(model).parameters() if p.requires_grad], decay=ema_decay,
-                   use_ema_warmup=True, power=0.75)  # fmt: skip
+    ema = EMAModel(
+        [p for p in acc.unwrap_model(model).parameters() if p.requires_grad],
+        decay=ema_decay,
+        use_ema_warmup=True,
+        power=0.75,
+    )
     ema.to(acc.device)
     progress = _Progress()
     acc.register_for_checkpointing(ema, progress)
@@ -134,8 +143,13 @@ def train(
     if show_progress and acc.is_main_process:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        bar = Progress(TextColumn(f"[bold]{stage.name}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                       TextColumn("{task.fields[info]}"), TimeElapsedColumn())  # fmt: skip
+        bar = Progress(
+            TextColumn(f"[bold]{stage.name}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+        )
         task = bar.add_task(stage.name, total=spec.max_steps, completed=progress.step, info="")
         bar.start()
 
@@ -165,9 +179,14 @@ def train(
             if progress.step % log_every == 0 or progress.step == spec.max_steps:
                 rate = window_items / max(time.time() - window_start, 1e-6)
                 window_start, window_items = time.time(), 0
-                last = {"step": progress.step, "loss": float(loss.detach()), "lr": sched.get_last_lr()[0],
-                        "items_per_s": rate, "minutes": progress.seconds / 60,
-                        **{k: float(v) for k, v in info.items()}}  # fmt: skip
+                last = {
+                    "step": progress.step,
+                    "loss": float(loss.detach()),
+                    "lr": sched.get_last_lr()[0],
+                    "items_per_s": rate,
+                    "minutes": progress.seconds / 60,
+                    **{k: float(v.detach() if torch.is_tensor(v) else v) for k, v in info.items()},
+                }
                 if log_file is not None:
                     if writer is None:
                         writer = csv.DictWriter(log_file, fieldnames=list(last), extrasaction="ignore")
@@ -182,6 +201,9 @@ def train(
             if time.time() - last_save > save_every_minutes * 60:
                 save()
                 last_save = time.time()
+            if stop_at_step is not None and progress.step >= stop_at_step:
+                save()
+                return {"step": progress.step, "interrupted": 1.0}
     finally:
         if bar is not None:
             bar.stop()

@@ -37,8 +37,13 @@ class ImageSet:
         return len(self.meta)
 
     def to(self, device: torch.device | str) -> ImageSet:
-        return ImageSet(self.images.to(device), self.alpha.to(device), self.meta, self.base_ids.to(device),
-                        self.style_ids.to(device))  # fmt: skip
+        return ImageSet(
+            self.images.to(device),
+            self.alpha.to(device),
+            self.meta,
+            self.base_ids.to(device),
+            self.style_ids.to(device),
+        )
 
 
 def _png(data: bytes) -> np.ndarray:
@@ -58,7 +63,9 @@ def load_images(
     imgs, alphas, metas = [], [], []
     for sample in iter_samples(shard_paths(data_dir, size, split)):
         imgs.append(_png(sample["png"]))
-        alphas.append(_png(sample["alpha.png"]) if "alpha.png" in sample else np.full(imgs[-1].shape[:2], 255, np.uint8))
+        alphas.append(
+            _png(sample["alpha.png"]) if "alpha.png" in sample else np.full(imgs[-1].shape[:2], 255, np.uint8)
+        )
         metas.append(json.loads(sample["json"]))
     base_index = base_index if base_index is not None else {}
     style_index = style_index if style_index is not None else {s: i for i, s in enumerate(STYLES)}
@@ -110,14 +117,24 @@ def load_captions(images: ImageSet, tokenizer, locales: list[str] | None = None)
                 owner.append(i)
                 names.append(any(p in c.lower() for p in phrases))
         count.append(len(texts) - start[-1])
-    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
-                    return_tensors="pt")  # fmt: skip
+    enc = tokenizer(
+        texts,
+        padding="max_length",
+        truncation=True,
+        max_length=tokenizer.model_max_length,
+        return_tensors="pt",
+    )
     empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
     return CaptionSet(
-        ids=enc.input_ids.int(), mask=enc.attention_mask.bool(), owner=torch.tensor(owner),
-        names_style=torch.tensor(names), start=torch.tensor(start), count=torch.tensor(count),
-        empty_ids=empty.input_ids.int(), empty_mask=empty.attention_mask.bool(),
-    )  # fmt: skip
+        ids=enc.input_ids.int(),
+        mask=enc.attention_mask.bool(),
+        owner=torch.tensor(owner),
+        names_style=torch.tensor(names),
+        start=torch.tensor(start),
+        count=torch.tensor(count),
+        empty_ids=empty.input_ids.int(),
+        empty_mask=empty.attention_mask.bool(),
+    )
 
 
 def to_unit(images_u8: torch.Tensor) -> torch.Tensor:
@@ -125,7 +142,9 @@ def to_unit(images_u8: torch.Tensor) -> torch.Tensor:
     return images_u8.float().div(127.5).sub(1.0)
 
 
-def augment(x: torch.Tensor, gen: torch.Generator, max_shift: float = 0.08, scale: tuple[float, float] = (0.85, 1.05)):
+def augment(
+    x: torch.Tensor, gen: torch.Generator, max_shift: float = 0.08, scale: tuple[float, float] = (0.85, 1.05)
+):
     """Random scale and shift on a white background (no flips: emoji direction carries meaning)."""
     n = x.shape[0]
     s = torch.empty(n, device=gen.device).uniform_(*scale, generator=gen).to(x.device)
@@ -135,5 +154,7 @@ def augment(x: torch.Tensor, gen: torch.Generator, max_shift: float = 0.08, scal
     theta[:, :, 2] = t
     grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
     # shifted so that white is 0: the zero padding of grid_sample then fills with white
-    out = torch.nn.functional.grid_sample(x - 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = torch.nn.functional.grid_sample(
+        x - 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
     return out + 1.0

@@ -39,7 +39,9 @@ class DecoderStage:
         vision = vision.eval().requires_grad_(False)
         self.latents, self.emb = encode_all(self.movq, vision, images)
         self.zero = zero_image_embed(vision)
-        self.noise = builders.NoiseSchedule(builders.decoder_scheduler().alphas_cumprod).to(self.latents.device)
+        self.noise = builders.NoiseSchedule(builders.decoder_scheduler().alphas_cumprod).to(
+            self.latents.device
+        )
 
     def model(self) -> torch.nn.Module:
         c = self.cfg["decoder"]
@@ -48,7 +50,9 @@ class DecoderStage:
         if self.inpaint:  # start from the decoder: copy its weights, extra input channels start at zero
             from diffusers import UNet2DConditionModel
 
-            base = UNet2DConditionModel.from_pretrained(self.out / "decoder" / "unet", torch_dtype=torch.float32).state_dict()
+            base = UNet2DConditionModel.from_pretrained(
+                self.out / "decoder" / "unet", torch_dtype=torch.float32
+            ).state_dict()
             w = base["conv_in.weight"]
             base["conv_in.weight"] = torch.cat([w, torch.zeros(w.shape[0], ch + 1, *w.shape[2:])], 1)
             unet.load_state_dict(base)

@@ -12,7 +12,9 @@ def _rand(gen: torch.Generator, *shape: int) -> torch.Tensor:
 
 def random_masks(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
     dev = gen.device
-    ys, xs = torch.meshgrid(torch.linspace(0, 1, size, device=dev), torch.linspace(0, 1, size, device=dev), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.linspace(0, 1, size, device=dev), torch.linspace(0, 1, size, device=dev), indexing="ij"
+    )
     kind = (_rand(gen, n) * 4).long()  # 0 brush, 1 box, 2 outpaint border, 3 full
 
     # brush: the union of 3 thick segments
@@ -20,7 +22,9 @@ def random_masks(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
     width = 0.04 + 0.12 * _rand(gen, n, 3)
     d = p1 - p0
     px = torch.stack([xs, ys], -1)[None, None]  # 1,1,H,W,2
-    tt = (((px - p0[:, :, None, None]) * d[:, :, None, None]).sum(-1) / (d * d).sum(-1).clamp_min(1e-6)[..., None, None])
+    tt = ((px - p0[:, :, None, None]) * d[:, :, None, None]).sum(-1) / (d * d).sum(-1).clamp_min(1e-6)[
+        ..., None, None
+    ]
     closest = p0[:, :, None, None] + tt.clamp(0, 1)[..., None] * d[:, :, None, None]
     brush = (((px - closest) ** 2).sum(-1).sqrt() < width[..., None, None]).any(1)
 

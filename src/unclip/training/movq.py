@@ -29,7 +29,9 @@ class MovqStage:
         return builders.movq(self.cfg["movq"])
 
     def loss(self, model, step: int, gen: torch.Generator, batch_size: int):
-        idx = torch.randint(len(self.images), (batch_size,), generator=gen, device=gen.device).to(self.images.images.device)
+        idx = torch.randint(len(self.images), (batch_size,), generator=gen, device=gen.device).to(
+            self.images.images.device
+        )
         x = augment(to_unit(self.images.images[idx]), gen, max_shift=0.04, scale=(0.95, 1.05))
         h = model.encode(x).latents
         quantized = model.decode(h)
@@ -37,9 +39,11 @@ class MovqStage:
         direct = model.decode(h, force_not_quantize=True).sample
         rec_q, rec_h = quantized.sample.float(), direct.float()
         loss = (
-            F.l1_loss(rec_q, x) + F.l1_loss(rec_h, x) + 0.5 * (gradient_l1(rec_q, x) + gradient_l1(rec_h, x))
+            F.l1_loss(rec_q, x)
+            + F.l1_loss(rec_h, x)
+            + 0.5 * (gradient_l1(rec_q, x) + gradient_l1(rec_h, x))
             + quantized.commit_loss.float().mean()
-        )  # fmt: skip
+        )
         psnr = 10 * torch.log10(4.0 / F.mse_loss(rec_h.clamp(-1, 1), x).clamp_min(1e-8))
         return loss, {"psnr": psnr}
 

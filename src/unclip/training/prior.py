@@ -22,7 +22,9 @@ def image_embeddings(vision, images: ImageSet, batch: int = 512) -> torch.Tensor
 class PriorStage:
     name = "prior"
 
-    def __init__(self, cfg: dict, images: ImageSet, captions: CaptionSet, tokenizer, text, vision, out: Path) -> None:
+    def __init__(
+        self, cfg: dict, images: ImageSet, captions: CaptionSet, tokenizer, text, vision, out: Path
+    ) -> None:
         self.cfg, self.captions, self.tokenizer, self.out = cfg, captions, tokenizer, out
         self.text, self.vision = text.eval().requires_grad_(False), vision.eval().requires_grad_(False)
         self.emb = image_embeddings(self.vision, images)
@@ -31,7 +33,9 @@ class PriorStage:
         self.noise = builders.NoiseSchedule(builders.prior_scheduler().alphas_cumprod).to(self.emb.device)
 
     def model(self) -> torch.nn.Module:
-        p = builders.prior(self.cfg["prior"], self.text.config.projection_dim, self.tokenizer.model_max_length)
+        p = builders.prior(
+            self.cfg["prior"], self.text.config.projection_dim, self.tokenizer.model_max_length
+        )
         with torch.no_grad():
             p.clip_mean.copy_(self.mean.cpu())
             p.clip_std.copy_(self.std.cpu())
@@ -42,7 +46,9 @@ class PriorStage:
         idx = torch.randint(len(self.emb), (batch_size,), generator=gen, device=gen.device).to(dev)
         cap = self.captions.sample(idx, gen)
         ids, mask = self.captions.ids[cap].long(), self.captions.mask[cap]
-        drop = torch.rand(batch_size, generator=gen, device=gen.device).to(dev) < self.cfg["prior"]["cond_drop"]
+        drop = (
+            torch.rand(batch_size, generator=gen, device=gen.device).to(dev) < self.cfg["prior"]["cond_drop"]
+        )
         ids = torch.where(drop[:, None], self.captions.empty_ids.long(), ids)
         mask = torch.where(drop[:, None], self.captions.empty_mask, mask)
         with torch.no_grad():
@@ -51,8 +57,13 @@ class PriorStage:
         t = torch.randint(0, 1000, (batch_size,), generator=gen, device=gen.device).to(dev)
         noise = torch.randn(x0.shape, generator=gen, device=gen.device).to(dev)
         xt = self.noise.add_noise(x0, noise, t)
-        pred = model(xt, timestep=t, proj_embedding=enc.text_embeds, encoder_hidden_states=enc.last_hidden_state,
-                     attention_mask=mask).predicted_image_embedding  # fmt: skip
+        pred = model(
+            xt,
+            timestep=t,
+            proj_embedding=enc.text_embeds,
+            encoder_hidden_states=enc.last_hidden_state,
+            attention_mask=mask,
+        ).predicted_image_embedding
         loss = F.mse_loss(pred.float(), x0)
         cos = F.cosine_similarity(pred.float() * self.std + self.mean, self.emb[idx]).mean()
         return loss, {"cos": cos}
@@ -61,7 +72,11 @@ class PriorStage:
         from diffusers import KandinskyV22PriorPipeline
 
         pipe = KandinskyV22PriorPipeline(
-            prior=model, image_encoder=self.vision, text_encoder=self.text, tokenizer=self.tokenizer,
-            scheduler=builders.prior_scheduler(), image_processor=builders.image_processor(self.vision.config.image_size),
-        )  # fmt: skip
+            prior=model,
+            image_encoder=self.vision,
+            text_encoder=self.text,
+            tokenizer=self.tokenizer,
+            scheduler=builders.prior_scheduler(),
+            image_processor=builders.image_processor(self.vision.config.image_size),
+        )
         pipe.save_pretrained(self.out / "prior", max_shard_size="15MB")

@@ -25,12 +25,16 @@ def load_config(name_or_path: str) -> dict[str, Any]:
     if not path.exists():
         path = REPO_ROOT / "configs" / f"{name_or_path}.json"
     if not path.exists():
-        raise FileNotFoundError(f"no config {name_or_path!r} (looked for a file and for configs/{name_or_path}.json)")
+        raise FileNotFoundError(
+            f"no config {name_or_path!r} (looked for a file and for configs/{name_or_path}.json)"
+        )
     return json.loads(path.read_text())
 
 
 class Run:
-    def __init__(self, config: dict[str, Any], data_dir: Path, run_dir: Path, device: str | None = None) -> None:
+    def __init__(
+        self, config: dict[str, Any], data_dir: Path, run_dir: Path, device: str | None = None
+    ) -> None:
         self.cfg, self.data_dir, self.run_dir = config, data_dir, run_dir
         self.model_dir = run_dir / "model"
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -62,15 +66,22 @@ class Run:
 
         p = self.model_dir / "prior"
         f32 = {"torch_dtype": torch.float32}  # shipped weights are fp16; train and encode in fp32
-        return (CLIPTextModelWithProjection.from_pretrained(p / "text_encoder", **f32).to(self.device),
-                CLIPVisionModelWithProjection.from_pretrained(p / "image_encoder", **f32).to(self.device))  # fmt: skip
+        return (
+            CLIPTextModelWithProjection.from_pretrained(p / "text_encoder", **f32).to(self.device),
+            CLIPVisionModelWithProjection.from_pretrained(p / "image_encoder", **f32).to(self.device),
+        )
 
     def train_tokenizer(self) -> dict[str, float]:
         from unclip.models.tokenizer import train_tokenizer
 
         locales = self.locales()
-        texts = [c for m in self.images().meta for loc, caps in m["captions"].items() if not locales or loc in locales
-                 for c in caps]  # fmt: skip
+        texts = [
+            c
+            for m in self.images().meta
+            for loc, caps in m["captions"].items()
+            if not locales or loc in locales
+            for c in caps
+        ]
         t = self.cfg["tokenizer"]
         tok = train_tokenizer(texts, t["vocab_size"], t["max_length"], self.model_dir / "prior" / "tokenizer")
         return {"vocab_size": len(tok), "captions": len(texts)}
@@ -95,28 +106,50 @@ class Run:
 
             from unclip.training.decoder import DecoderStage
 
-            movq = VQModel.from_pretrained(out / "decoder" / "movq", torch_dtype=torch.float32).to(self.device)
-            return DecoderStage(self.cfg, self.images(), movq, self._clip()[1], out, inpaint=name == "inpaint")
+            movq = VQModel.from_pretrained(out / "decoder" / "movq", torch_dtype=torch.float32).to(
+                self.device
+            )
+            return DecoderStage(
+                self.cfg, self.images(), movq, self._clip()[1], out, inpaint=name == "inpaint"
+            )
         if name.startswith("upsampler"):
             from unclip.training.upsampler import UpsamplerStage
 
             key = name.replace("-", "_")
-            return UpsamplerStage(self.cfg, key, self.data_dir, out, self.device, self.workers, self.cfg["seed"])
+            return UpsamplerStage(
+                self.cfg, key, self.data_dir, out, self.device, self.workers, self.cfg["seed"]
+            )
         raise ValueError(f"unknown stage {name!r}; choose from {', '.join(STAGES)}")
 
-    def train(self, name: str, overrides: dict[str, Any] | None = None, show_progress: bool = True) -> dict[str, float]:
+    def train(
+        self, name: str, overrides: dict[str, Any] | None = None, show_progress: bool = True
+    ) -> dict[str, float]:
         if name == "tokenizer":
             return self.train_tokenizer()
         section = self.cfg["inpaint" if name == "inpaint" else name.replace("-", "_")]["train"]
         spec = TrainSpec.from_config(section, overrides)
         metrics = train(
-            self.stage(name), spec, self.run_dir / name, seed=self.cfg["seed"], ema_decay=self.cfg["ema_decay"],
-            mixed_precision=self.cfg["mixed_precision"], save_every_minutes=self.cfg["save_every_minutes"],
-            log_every=self.cfg["log_every"], show_progress=show_progress,
-        )  # fmt: skip
+            self.stage(name),
+            spec,
+            self.run_dir / name,
+            seed=self.cfg["seed"],
+            ema_decay=self.cfg["ema_decay"],
+            mixed_precision=self.cfg["mixed_precision"],
+            save_every_minutes=self.cfg["save_every_minutes"],
+            log_every=self.cfg["log_every"],
+            show_progress=show_progress,
+        )
         (self.run_dir / name / "summary.json").write_text(
-            json.dumps({"stage": name, "config": self.cfg["name"], "device": _device_name(self.device),
-                        "batch_size": spec.batch_size, **metrics}, indent=2)  # fmt: skip
+            json.dumps(
+                {
+                    "stage": name,
+                    "config": self.cfg["name"],
+                    "device": _device_name(self.device),
+                    "batch_size": spec.batch_size,
+                    **metrics,
+                },
+                indent=2,
+            )
         )
         return metrics
 

@@ -43,8 +43,16 @@ def _pair(args: tuple[str, int, int, int, int]) -> tuple[np.ndarray, np.ndarray]
     return low_crop, high
 
 
-def make_pairs(data_dir: Path, split: str, n: int, low_size: int, scales: tuple[int, ...], crop: int,
-               seed: int, workers: int) -> list[tuple[torch.Tensor, torch.Tensor, int]]:  # fmt: skip
+def make_pairs(
+    data_dir: Path,
+    split: str,
+    n: int,
+    low_size: int,
+    scales: tuple[int, ...],
+    crop: int,
+    seed: int,
+    workers: int,
+) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
     with gzip.open(data_dir / "svg" / f"{split}.jsonl.gz", "rt", encoding="utf-8") as f:
         svgs = [json.loads(line)["svg"] for line in f]
     rng = random.Random(seed)
@@ -58,18 +66,24 @@ def make_pairs(data_dir: Path, split: str, n: int, low_size: int, scales: tuple[
 
 
 class UpsamplerStage:
-    def __init__(self, cfg: dict, key: str, data_dir: Path, out: Path, device, workers: int, seed: int = 0) -> None:
+    def __init__(
+        self, cfg: dict, key: str, data_dir: Path, out: Path, device, workers: int, seed: int = 0
+    ) -> None:
         self.cfg, self.key, self.out = cfg[key], key, out
         self.name = key.replace("_", "-")
         c = self.cfg
         # the 256→1024 stage also learns 2× (for 512 px outputs); every scale shares one model
         self.scales = (2, 4) if c["low_size"] >= 256 else (4,)
-        pairs = make_pairs(data_dir, "train", c["pairs"], c["low_size"], self.scales, c["crop"], seed, workers)
+        pairs = make_pairs(
+            data_dir, "train", c["pairs"], c["low_size"], self.scales, c["crop"], seed, workers
+        )
         self.groups = {
-            s: (torch.stack([p[0] for p in pairs if p[2] == s]).to(device),
-                torch.stack([p[1] for p in pairs if p[2] == s]).to(device))
+            s: (
+                torch.stack([p[0] for p in pairs if p[2] == s]).to(device),
+                torch.stack([p[1] for p in pairs if p[2] == s]).to(device),
+            )
             for s in self.scales
-        }  # fmt: skip
+        }
 
     def model(self) -> torch.nn.Module:
         return builders.upsampler(self.cfg)

@@ -25,7 +25,7 @@ from unclip.service.images import (
     check_prompt,
     check_unsupported,
 )
-from unclip.service.policy import read_image, read_mask
+from unclip.service.policy import read_image, read_mask, verify_image
 from unclip.service.routers.deps import admitted, base_url, respond, services
 
 router = APIRouter(prefix="/v1", tags=["images"])
@@ -49,6 +49,7 @@ OTHER_MODEL_PARAMS: dict[str, tuple[Any, ...]] = {
     "markup": (),
 }
 EXTENSIONS = ("seed", "steps", "guidance", "negative_prompt")  # unclip's own, e.g. via extra_body
+ENGINE_OPTIONS = ("seed", "steps", "guidance")  # the extensions edits, variations and outpaints take
 COMMON = ("model", "n", "size", "response_format", "user", "safety_identifier")
 
 
@@ -89,6 +90,12 @@ def _extensions(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+async def _submit(request: Request, p: Principal, sub: Submission, endpoint: str) -> str:
+    """Checks, charge and queue (in a worker thread); the job keeps the request id for provenance."""
+    sub.request_id = getattr(request.state, "request_id", None)
+    return await run_in_threadpool(services(request).images.submit, p, sub, endpoint)
+
+
 @router.post("/images/generations", summary="Create image (OpenAI createImage, dall-e-2)")
 async def generations(
     request: Request, body: GenerationRequest, p: Principal = Depends(admitted)
@@ -108,7 +115,7 @@ async def generations(
         params=_extensions(values),
         user=body.user,
     )
-    job_id = await run_in_threadpool(services(request).images.submit, p, sub, "images.generations")
+    job_id = await _submit(request, p, sub, "images.generations")
     return await respond(request, p, job_id)
 
 
@@ -253,7 +260,7 @@ async def _image_or_ref(request: Request, p: Principal, form: Form, sub: Submiss
 )
 async def edits(request: Request, p: Principal = Depends(admitted)) -> JSONResponse:
     form = await _form(request)
-    form.check_names(("image", "mask", "prompt", *COMMON, *EXTENSIONS))
+    form.check_names(("image", "mask", "prompt", *COMMON, *ENGINE_OPTIONS))
     data = await form.file("image")
     prompt = check_prompt(form.text("prompt"))
     c = _common(form)
@@ -280,7 +287,7 @@ async def edits(request: Request, p: Principal = Depends(admitted)) -> JSONRespo
             "image",
             "invalid_image_format",
         )
-    job_id = await run_in_threadpool(services(request).images.submit, p, sub, "images.edits")
+    job_id = await _submit(request, p, sub, "images.edits")
     return await respond(request, p, job_id)
 
 
@@ -291,7 +298,7 @@ async def edits(request: Request, p: Principal = Depends(admitted)) -> JSONRespo
 )
 async def variations(request: Request, p: Principal = Depends(admitted)) -> JSONResponse:
     form = await _form(request)
-    form.check_names(("image", *COMMON, "seed"))
+    form.check_names(("image", *COMMON, *ENGINE_OPTIONS))
     data = await form.file("image")
     c = _common(form)
     assert data is not None
@@ -307,7 +314,7 @@ async def variations(request: Request, p: Principal = Depends(admitted)) -> JSON
         user=c["user"],
     )
     sub.uploads["image"] = (data, img)
-    job_id = await run_in_threadpool(services(request).images.submit, p, sub, "images.variations")
+    job_id = await _submit(request, p, sub, "images.variations")
     return await respond(request, p, job_id)
 
 
@@ -330,7 +337,9 @@ async def variations(request: Request, p: Principal = Depends(admitted)) -> JSON
 )
 async def outpaints(request: Request, p: Principal = Depends(admitted)) -> JSONResponse:
     form = await _form(request)
-    form.check_names(("image", "image_id", "prompt", "left", "right", "top", "bottom", *COMMON, *EXTENSIONS))
+    form.check_names(
+        ("image", "image_id", "prompt", "left", "right", "top", "bottom", *COMMON, *ENGINE_OPTIONS)
+    )
     prompt = check_prompt(form.text("prompt"))
     c = _common(form)
     sides = {k: form.int(k) or 0 for k in ("left", "right", "top", "bottom")}
@@ -350,7 +359,7 @@ async def outpaints(request: Request, p: Principal = Depends(admitted)) -> JSONR
         user=c["user"],
     )
     await _image_or_ref(request, p, form, sub)
-    job_id = await run_in_threadpool(services(request).images.submit, p, sub, "images.outpaints")
+    job_id = await _submit(request, p, sub, "images.outpaints")
     return await respond(request, p, job_id)
 
 
@@ -375,7 +384,7 @@ async def upscales(request: Request, p: Principal = Depends(admitted)) -> JSONRe
         kind="upscale", prompt=None, model=form.text("model"), n=1, size="1024x1024", response_format=fmt
     )
     await _image_or_ref(request, p, form, sub)
-    job_id = await run_in_threadpool(services(request).images.submit, p, sub, "images.upscales")
+    job_id = await _submit(request, p, sub, "images.upscales")
     return await respond(request, p, job_id)
 
 
@@ -423,8 +432,24 @@ async def blends(request: Request, body: BlendRequest, p: Principal = Depends(ad
             sha, _ = await run_in_threadpool(sv.images.owned_sha, p, item.image_id, f"items.{i}.image_id")
             items.append({"image": sha, "weight": item.weight})
     sub.params["items"] = items
-    job_id = await run_in_threadpool(sv.images.submit, p, sub, "images.blends")
+    job_id = await _submit(request, p, sub, "images.blends")
     return await respond(request, p, job_id)
+
+
+@router.post(
+    "/images/verify",
+    summary="Did this server make an image? Signed provenance metadata and the invisible watermark (unclip)",
+    openapi_extra=_multipart_schema({"image": _FILE}, ["image"]),
+)
+async def verify(request: Request, p: Principal = Depends(admitted)) -> dict[str, Any]:
+    """`{from_unclip, metadata, metadata_valid, watermark, watermark_found_by, request_id_matches, …}` for a
+    PNG, JPEG or WebP image (a re-encoded copy loses the metadata but usually keeps the watermark)."""
+    form = await _form(request)
+    form.check_names(("image",))
+    data = await form.file("image")
+    assert data is not None
+    result = await run_in_threadpool(verify_image, data, "image")
+    return result.to_dict()
 
 
 # --- history and files ----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Moderations in OpenAI's shape, answered by unclip's content policy."""
+"""Moderations in OpenAI's shape (every OpenAI category key, plus `political` and `real-people`), answered by
+unclip's content policy through `unclip.safety.moderation`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict
 
+from unclip.safety.moderation import MODEL_NAME, moderation_result
 from unclip.service.auth import Principal
 from unclip.service.errors import invalid
 from unclip.service.routers.deps import admitted, services
@@ -43,18 +45,5 @@ async def moderations(
     request: Request, body: ModerationRequest, p: Principal = Depends(admitted)
 ) -> dict[str, Any]:
     policy = services(request).policy
-    results = []
-    for text in _texts(body.input):
-        d = await run_in_threadpool(policy.check, text)
-        results.append(
-            {
-                "flagged": bool(d.flagged),
-                "categories": dict(d.categories or {}),
-                "category_scores": {k: float(v) for k, v in (d.category_scores or {}).items()},
-            }
-        )
-    return {
-        "id": f"modr-{secrets.token_hex(12)}",
-        "model": body.model or "unclip-content-policy",
-        "results": results,
-    }
+    results = [moderation_result(await run_in_threadpool(policy.check, t)) for t in _texts(body.input)]
+    return {"id": f"modr-{secrets.token_hex(12)}", "model": body.model or MODEL_NAME, "results": results}

@@ -1,0 +1,57 @@
+"""Image and retrieval metrics: PSNR, SSIM, sharpness, top-k retrieval, Fréchet distance."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean PSNR in dB of images in [-1, 1] (N×C×H×W)."""
+    mse = ((a.float() - b.float()) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return float((10 * torch.log10(4.0 / mse)).mean())
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> float:
+    """Mean SSIM (Wang et al. 2004) on images in [-1, 1], with a Gaussian window, per channel."""
+    x, y = (a.float() + 1) / 2, (b.float() + 1) / 2
+    sigma = 1.5
+    g = torch.exp(-((torch.arange(window) - window // 2) ** 2) / (2 * sigma**2))
+    k = (g[:, None] * g[None, :]) / g.sum() ** 2
+    k = k.expand(x.shape[1], 1, window, window).to(x)
+
+    def blur(t):
+        return F.conv2d(t, k, groups=x.shape[1])
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
+def sharpness(x: torch.Tensor) -> float:
+    """Mean gradient magnitude of images in [-1, 1]: higher is sharper."""
+    g = x.float().mean(1, keepdim=True)
+    gx, gy = g[..., :, 1:] - g[..., :, :-1], g[..., 1:, :] - g[..., :-1, :]
+    return float((gx[..., :-1, :] ** 2 + gy[..., :, :-1] ** 2).sqrt().mean())
+
+
+def topk(similarity: torch.Tensor, correct: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """similarity: queries × candidates; correct: bool mask of the same shape (several may be right)."""
+    order = similarity.argsort(dim=1, descending=True)
+    hits = correct.gather(1, order)
+    return {f"top{k}": float(hits[:, :k].any(1).float().mean()) for k in ks}
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (as FID, in any feature space)."""
+    from scipy import linalg
+
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    if np.iscomplexobj(covmean):
+        covmean = covmean.real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))

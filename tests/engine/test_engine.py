@@ -1,0 +1,164 @@
+"""The engine on a tiny random-weight model: every capability, seeds, progress, cancel and input errors."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from unclip.engine import Cancelled, Engine, InvalidInput
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model: Path) -> Engine:
+    e = Engine.load(tiny_model)
+    e.prior_steps, e.decoder_steps = 3, 3
+    return e
+
+
+def _rgba_with_hole(size: int = 256) -> Image.Image:
+    rng = np.random.default_rng(0)
+    a = np.concatenate([rng.integers(0, 255, (size, size, 3)), np.full((size, size, 1), 255)], -1).astype(
+        np.uint8
+    )
+    a[size // 4 : size // 2, size // 4 : size // 2, 3] = 0
+    return Image.fromarray(a, "RGBA")
+
+
+@pytest.mark.parametrize(("size", "n"), [(256, 1), (512, 2), (1024, 1)])
+def test_generate_sizes_and_batch(engine: Engine, size: int, n: int) -> None:
+    images = engine.generate("a red apple", n=n, size=size, seed=3)
+    assert [im.size for im in images] == [(size, size)] * n
+    meta = images[-1].info["unclip"]
+    assert meta["seed"] == 3 + n - 1 and meta["prompt"] == "a red apple" and meta["sampler"] == "dpm++"
+
+
+def test_same_seed_same_images_and_other_seed_differs(engine: Engine) -> None:
+    a = engine.generate("a cat", n=2, seed=11)
+    b = engine.generate("a cat", n=2, seed=11)
+    c = engine.generate("a cat", n=2, seed=12)
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b, strict=True))
+    assert not np.array_equal(np.asarray(a[0]), np.asarray(c[0]))
+
+
+@pytest.mark.parametrize("sampler", ["dpm++", "unipc", "ddim", "ddpm"])
+def test_samplers(engine: Engine, sampler: str) -> None:
+    assert engine.generate("a dog", sampler=sampler, steps=2, seed=0)[0].size == (256, 256)
+
+
+def test_progress_and_cancel(engine: Engine) -> None:
+    seen: list[tuple[int, int]] = []
+    engine.generate("a sun", progress=lambda s, t: seen.append((s, t)), seed=0)
+    assert seen[-1][0] == seen[-1][1] and [s for s, _ in seen] == sorted(s for s, _ in seen)
+    cancel = threading.Event()
+
+    def stop(step: int, total: int) -> None:
+        if step == 2:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        engine.generate("a sun", progress=stop, cancel=cancel, seed=0)
+
+
+def test_edit_keeps_pixels_outside_the_mask(engine: Engine) -> None:
+    image = _rgba_with_hole()
+    out = engine.edit(image, "a heart", n=2, seed=1)
+    assert len(out) == 2 and out[0].size == (256, 256)
+    src = np.asarray(image)
+    keep = src[..., 3] == 255
+    for im in out:
+        assert np.array_equal(np.asarray(im)[keep], src[..., :3][keep])
+    # an explicit mask of the same size means the same thing
+    mask = Image.fromarray(np.where(keep[..., None], 255, 0).repeat(4, -1).astype(np.uint8), "RGBA")
+    out2 = engine.edit(image.convert("RGB"), "a heart", mask=mask, seed=1)
+    assert np.array_equal(np.asarray(out2[0])[keep], src[..., :3][keep])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"mask": Image.new("RGBA", (128, 128))}, "mask"),
+        ({"mask": Image.new("RGB", (256, 256))}, "mask"),
+        ({"mask": Image.new("RGBA", (256, 256), (0, 0, 0, 255))}, "mask"),
+    ],
+)
+def test_edit_mask_errors(engine: Engine, kwargs: dict, param: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        engine.edit(Image.new("RGB", (256, 256)), "x", **kwargs)
+    assert err.value.param == param
+
+
+def test_input_errors(engine: Engine) -> None:
+    cases = [
+        (lambda: engine.generate("x", size=300), "size"),
+        (lambda: engine.generate("x", n=11), "n"),
+        (lambda: engine.generate("x", n=0), "n"),
+        (lambda: engine.generate(""), "prompt"),
+        (lambda: engine.generate("x" * 1001), "prompt"),
+        (lambda: engine.generate("x", sampler="euler-z"), "sampler"),
+        (lambda: engine.edit(Image.new("RGBA", (256, 128)), "x"), "image"),
+        (lambda: engine.edit(Image.new("RGB", (256, 256)), "x"), "image"),
+        (lambda: engine.vary(Image.new("RGB", (300, 200))), "image"),
+        (lambda: engine.vary(Image.new("RGB", (256, 256)), strength=0), "strength"),
+        (lambda: engine.blend([("a cat", 1.0)]), "items"),
+        (lambda: engine.blend([("a cat", -1.0), ("a dog", 1.0)]), "weights"),
+        (lambda: engine.outpaint(Image.new("RGB", (256, 256)), "x"), "extend"),
+        (lambda: engine.outpaint(Image.new("RGB", (256, 256)), "x", canvas=(128, 512)), "canvas"),
+        (lambda: engine.outpaint(Image.new("RGB", (256, 256)), "x", right=5000), "canvas"),
+        (lambda: engine.upscale(Image.new("RGB", (512, 512))), "image"),
+    ]
+    for call, param in cases:
+        with pytest.raises(InvalidInput) as err:
+            call()
+        assert err.value.param == param, param
+
+
+def test_outpaint_grows_the_canvas_and_keeps_the_original(engine: Engine) -> None:
+    src = engine.generate("a tree", seed=5)[0]
+    wide = engine.outpaint(src, "a forest", left=128, right=256, seed=1)
+    assert wide.size == (640, 256)
+    assert np.array_equal(np.asarray(wide)[:, 128:384], np.asarray(src))
+    pano = engine.outpaint(src, "a forest", canvas=(1024, 512), seed=1)
+    assert pano.size == (1024, 512) and pano.info["unclip"]["frames"] >= 6
+    assert np.array_equal(np.asarray(pano)[128:384, 384:640], np.asarray(src))
+
+
+def test_vary_blend_upscale(engine: Engine) -> None:
+    src = engine.generate("a star", seed=2)[0]
+    close = engine.vary(src, n=2, strength=0.3, seed=1)
+    free = engine.vary(src, n=1, size=512, seed=1)
+    assert [im.size for im in close] == [(256, 256)] * 2 and free[0].size == (512, 512)
+    mixed = engine.blend([("a star", 0.5), (src, 0.5)], n=2, seed=1)
+    assert len(mixed) == 2 and mixed[0].info["unclip"]["items"] == ["a star", "<image>"]
+    three = engine.blend([("a star", 1), ("a moon", 1), (src, 2)], seed=1)
+    assert three[0].size == (256, 256)
+    assert engine.upscale(src.resize((64, 64))).size == (256, 256)
+    assert engine.upscale(src).size == (1024, 1024)
+    assert engine.upscale(src.resize((200, 100))).size == (800, 400)
+
+
+def test_public_kandinsky_folder_names_and_no_upsamplers(tiny_model: Path, tmp_path: Path) -> None:
+    root = tmp_path / "kandinsky"
+    root.mkdir()
+    shutil.copytree(tiny_model / "prior", root / "kandinsky-2-2-prior")
+    shutil.copytree(tiny_model / "decoder", root / "kandinsky-2-2-decoder")
+    e = Engine.load(root)
+    e.prior_steps, e.decoder_steps = 2, 2
+    assert "upscale" not in e.capabilities and e.c.inpaint_unet is None
+    # without learned upsamplers the decoder renders the requested size directly
+    assert e.generate("a cat", size=512, seed=0)[0].size == (512, 512)
+    hole = _rgba_with_hole()
+    out = e.edit(hole, "a cat", seed=0)[0]  # the decoder repaints alone
+    keep = np.asarray(hole)[..., 3] == 255
+    assert np.array_equal(np.asarray(out)[keep], np.asarray(hole)[..., :3][keep])
+
+
+def test_not_a_model_folder(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput):
+        Engine.load(tmp_path)
+    with pytest.raises(InvalidInput):
+        Engine.load(tmp_path / "missing")
