@@ -19,7 +19,9 @@ def rules_only_policy(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
     from unclip.safety.policy import ContentPolicy
 
     base = ContentPolicy.load()
-    policy = ContentPolicy({**base.config, "classifier": {**base.config.get("classifier", {}), "enabled": False}})
+    policy = ContentPolicy(
+        {**base.config, "classifier": {**base.config.get("classifier", {}), "enabled": False}}
+    )
     monkeypatch.setattr(generate, "_policy", lambda: policy)
 
 

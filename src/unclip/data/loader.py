@@ -94,6 +94,13 @@ def dataset_shards(data: Path | str, size: int, split: str = "train") -> list[Pa
     above = [s for s in have if s >= size]
     # the large renders cover a capped subset only: prefer the complete smaller sizes when one is big enough
     chosen = min(above) if above else max(have)
+    manifest = data / "manifest.json"
+    if chosen >= 1024 and manifest.exists():
+        limit = json.loads(manifest.read_text()).get("large_limit_per_split")
+        if limit:
+            log.warning(
+                "%s px shards of %s hold a subset only: at most %s images per split", chosen, data, limit
+            )
     return sorted((data / "shards" / str(chosen)).glob(f"{split}-*.tar"))
 
 
