@@ -67,7 +67,9 @@ Guidance = Annotated[
     float | None,
     typer.Option("--guidance", help="Decoder classifier-free guidance scale, 0 to 30 (default 4)."),
 ]
-Steps = Annotated[int | None, typer.Option("--steps", help="Decoder sampling steps, 1 to 200 (default 16).")]
+Steps = Annotated[
+    int | None, typer.Option("--steps", help="Decoder sampling steps, 1 to 200 (default: the engine's, 12).")
+]
 Sampler = Annotated[
     str | None, typer.Option("--sampler", help=f"Sampler: {', '.join(SAMPLERS)} (default dpm++).")
 ]
@@ -82,6 +84,10 @@ Threads = Annotated[
 @contextmanager
 def _errors() -> Iterator[None]:
     """Turn every expected failure into one line on stderr and an exit code."""
+    import os
+
+    # before anything loads torch (the policy's classifier does): see unclip.engine for why
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from unclip.safety.uploads import UploadError
 
     try:

@@ -5,7 +5,9 @@ Stock: `KandinskyV22PriorPipeline.from_pretrained(model/prior)` (its defaults: 2
 decoder's native size (64 px for the bundled model). Stock diffusers has no learned upsampling stage, so
 both sides then go through the same cascade, `unclip.engine.engine.upscale_cascade` over
 `unclip.training.upsampler.upsample`, with the model's `upsampler-256`/`upsampler-1024` weights (the stock
-side loads its own copies with plain `UNet2DModel.from_pretrained`). Engine: `Engine.generate`, defaults.
+side loads its own copies with `UNet2DModel.from_pretrained` and prepares them as the engine does, so this
+stage is the same code on the same weights on both sides and the speed ratio measures the prior and the
+decoder). Engine: `Engine.generate` with its defaults.
 
 Runs are interleaved (stock and engine alternate, in alternating order per repeat) so both see the same
 machine load. Per run: wall time, process CPU time and the peak resident memory during the run (sampled).
@@ -30,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from unclip.engine.engine import upscale_cascade
+from unclip.engine.engine import prepare_upsamplers, upscale_cascade
 
 #: Real emoji labels (emojibase) with the caption style phrases used in training; visually distinct.
 PROMPTS = (
@@ -61,11 +63,13 @@ class Stock:
         for pipe in (self.prior, self.decoder):
             pipe.set_progress_bar_config(disable=True)
         self.native = int(self.decoder.unet.config.sample_size) * self.decoder.movq_scale_factor
-        self.upsamplers = {
-            s: UNet2DModel.from_pretrained(parts[f"upsampler-{s}"]).eval()
-            for s in (256, 1024)
-            if f"upsampler-{s}" in parts
-        }
+        self.upsamplers = prepare_upsamplers(
+            {
+                s: UNet2DModel.from_pretrained(parts[f"upsampler-{s}"]).eval()
+                for s in (256, 1024)
+                if f"upsampler-{s}" in parts
+            }
+        )
 
     @torch.inference_mode()
     def generate(self, prompt: str, n: int, size: int, seed: int) -> list[Image.Image]:

@@ -29,38 +29,57 @@ def _seeds(seed: int | None, n: int) -> list[int]:
     return [(seed + i) & 0x7FFFFFFFFFFFFFFF for i in range(n)]
 
 
-def upscale_cascade(upsamplers: dict[int, torch.nn.Module], x: torch.Tensor, size: int) -> torch.Tensor:
+def prepare_upsamplers(upsamplers: dict[int, torch.nn.Module]) -> dict[int, torch.nn.Module]:
+    """Keep the upsampler weights channels-last: oneDNN's NHWC convolutions are ~20% faster on CPU."""
+    for m in upsamplers.values():
+        m.to(memory_format=torch.channels_last)
+    return upsamplers
+
+
+def upscale_cascade(upsamplers: dict[int, torch.nn.Module], x: torch.Tensor, size: int,
+                    chunk: int | None = None) -> torch.Tensor:  # fmt: skip
     """Carry decoder output (N×3×h×w in [-1, 1]) up to size×size with the learned 4× stages: 64 → 256 with
-    `upsampler-256`, 256 → 512/1024 with `upsampler-1024` (2× or 4×); bicubic where no stage fits."""
+    `upsampler-256`, 256 → 512/1024 with `upsampler-1024` (2× or 4×); bicubic where no stage fits.
+
+    The stages run `chunk` images at a time (default: one at a time on CPU, where the full-resolution
+    activations of a whole batch overflow the caches and the memory-bound norms and activations slow down
+    by ~1.5×; the whole batch elsewhere). Each image's result does not depend on the batch it came in."""
     from unclip.training.upsampler import upsample
+
+    if chunk is None:
+        chunk = 1 if x.device.type == "cpu" else max(1, x.shape[0])
+
+    def run(model, y: torch.Tensor, scale: int) -> torch.Tensor:
+        return torch.cat([upsample(model, y[i : i + chunk], scale) for i in range(0, y.shape[0], chunk)])
 
     while x.shape[-1] < size:
         cur = x.shape[-1]
         if cur < 256 and 256 in upsamplers:
             if cur != 64:
                 x = F.interpolate(x, size=(64, 64), mode="area")
-            x = upsample(upsamplers[256], x, 4)
+            x = run(upsamplers[256], x, 4)
         elif 1024 in upsamplers and size in (512, 1024):
             if cur != 256:
                 x = F.interpolate(x, size=(256, 256), mode="bicubic", antialias=True).clamp(-1, 1)
-            x = upsample(upsamplers[1024], x, size // 256)
+            x = run(upsamplers[1024], x, size // 256)
         else:
             x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True).clamp(-1, 1)
-    return x
+    return x.contiguous()
 
 
 class Engine:
     """Generate, edit, outpaint, vary, blend and upscale with one unCLIP model folder."""
 
     prior_steps = 12
-    decoder_steps = 16
+    decoder_steps = 12  # DPM-Solver++(2M): CLIP retrieval as at 16 steps (docs/performance.md), 25% less time
     prior_guidance = 4.0
     guidance = 4.0
 
     def __init__(self, components: Components, device: torch.device) -> None:
         self.c, self.device = components, device
+        prepare_upsamplers(components.upsamplers)
         self.name = components.root.name
         self._text_cache: OrderedDict[str, D.TextFeatures] = OrderedDict()
         self._lock = threading.Lock()
@@ -98,9 +117,12 @@ class Engine:
             for i, p in enumerate(missing):
                 self._text_cache[p] = D.TextFeatures(out.text_embeds[i : i + 1], out.last_hidden_state[i : i + 1],
                                                      enc.attention_mask[i : i + 1].bool().to(self.device))  # fmt: skip
-                while len(self._text_cache) > 512:
-                    self._text_cache.popitem(last=False)
-        return D.TextFeatures.cat([self._text_cache[p] for p in prompts])
+        for p in prompts:
+            self._text_cache.move_to_end(p)
+        result = D.TextFeatures.cat([self._text_cache[p] for p in prompts])
+        while len(self._text_cache) > 512:  # least recently used first, after this call's own are read
+            self._text_cache.popitem(last=False)
+        return result
 
     def _image_embeds(self, images: Sequence[Image.Image]) -> torch.Tensor:
         x = to_tensor(list(images), self.c.image_size).to(self.device)

@@ -31,11 +31,25 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> float:
     return float(s.mean())
 
 
-def sharpness(x: torch.Tensor) -> float:
-    """Mean gradient magnitude of images in [-1, 1]: higher is sharper."""
+def _gradient(x: torch.Tensor) -> torch.Tensor:
     g = x.float().mean(1, keepdim=True)
     gx, gy = g[..., :, 1:] - g[..., :, :-1], g[..., 1:, :] - g[..., :-1, :]
-    return float((gx[..., :-1, :] ** 2 + gy[..., :, :-1] ** 2).sqrt().mean())
+    return (gx[..., :-1, :] ** 2 + gy[..., :, :-1] ** 2).sqrt()
+
+
+def sharpness(x: torch.Tensor) -> float:
+    """Mean gradient magnitude of images in [-1, 1] (ringing and noise raise it too)."""
+    return float(_gradient(x).mean())
+
+
+def edge_sharpness(x: torch.Tensor, reference: torch.Tensor, level: float = 0.25) -> float:
+    """How steep `x` is where the reference has its edges: the mean gradient magnitude of `x` over the
+    reference's edge pixels (gradient at least `level` of that image's steepest), divided by the reference's
+    own (1.0: as sharp as the reference). Blur spreads an edge and lowers it; ringing away from edges does not
+    raise it."""
+    gx, gr = _gradient(x), _gradient(reference)
+    edges = gr >= level * gr.flatten(1).amax(1).view(-1, 1, 1, 1).clamp_min(1e-6)
+    return float((gx * edges).sum() / (gr * edges).sum())
 
 
 def topk(similarity: torch.Tensor, correct: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:

@@ -19,7 +19,7 @@ from unclip.data.sources import STYLES
 from unclip.engine import Engine
 from unclip.engine import diffusion as D
 from unclip.engine.samplers import DEFAULT_SAMPLER, make_scheduler
-from unclip.evaluation.metrics import frechet_distance, psnr, sharpness, ssim, topk
+from unclip.evaluation.metrics import edge_sharpness, frechet_distance, psnr, sharpness, ssim, topk
 from unclip.training.data import ImageSet, load_images, to_unit
 from unclip.training.upsampler import upsample
 
@@ -203,11 +203,8 @@ def eval_upsampler(engine: Engine, data: Path, n: int = 48, seed: int = 0) -> di
             "images": len(low),
             "psnr": {"learned": psnr(ours, high), "lanczos": psnr(lanczos, high)},
             "ssim": {"learned": ssim(ours, high), "lanczos": ssim(lanczos, high)},
-            "sharpness": {
-                "learned": sharpness(ours),
-                "lanczos": sharpness(lanczos),
-                "ground_truth": sharpness(high),
-            },
+            "edge_sharpness": {"learned": edge_sharpness(ours, high), "lanczos": edge_sharpness(lanczos, high)},
+            "mean_gradient": {"learned": sharpness(ours), "lanczos": sharpness(lanczos), "ground_truth": sharpness(high)},
         }
     return result
 

@@ -1,0 +1,44 @@
+"""The evaluation metrics on cases with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from unclip.evaluation.metrics import edge_sharpness, frechet_distance, psnr, ssim, topk
+
+
+def _edges() -> torch.Tensor:
+    x = -torch.ones(2, 3, 64, 64)
+    x[:, :, 16:48, 16:48] = 1.0
+    return x
+
+
+def test_psnr_and_ssim() -> None:
+    x = _edges()
+    assert psnr(x, x) > 90 and abs(ssim(x, x) - 1) < 1e-6
+    noisy = (x + 0.1 * torch.randn_like(x)).clamp(-1, 1)
+    assert 15 < psnr(noisy, x) < 30 and ssim(noisy, x) < ssim(x, x)
+
+
+def test_edge_sharpness_penalises_blur_not_ringing() -> None:
+    x = _edges()
+    blurred = F.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
+    assert abs(edge_sharpness(x, x) - 1) < 1e-6
+    assert edge_sharpness(blurred, x) < 0.6
+    ringing = x + 0.05 * torch.sign(torch.sin(torch.arange(64.0)))  # texture away from the edges
+    assert edge_sharpness(ringing, x) > 0.9
+
+
+def test_topk_with_several_right_answers() -> None:
+    sim = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.3, 0.8]])
+    correct = torch.tensor([[False, True, False], [False, False, True]])
+    assert topk(sim, correct, ks=(1, 3)) == {"top1": 0.5, "top3": 1.0}
+
+
+def test_frechet_distance() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 4))
+    assert frechet_distance(a, a) < 1e-6
+    assert frechet_distance(a, a + 3) > 30
