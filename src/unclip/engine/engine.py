@@ -206,7 +206,8 @@ class Engine:
     def generate(self, prompt: str, n: int = 1, size: int = 256, seed: int | None = None,
                  guidance: float | None = None, steps: int | None = None, negative_prompt: str | None = None,
                  sampler: str | None = None, prior_steps: int | None = None, prior_guidance: float | None = None,
-                 progress: Progress | None = None, cancel: threading.Event | None = None) -> list[Image.Image]:  # fmt: skip
+                 progress: Progress | None = None,
+                 cancel: threading.Event | None = None) -> list[Image.Image]:  # fmt: skip
         """n images for a caption: prior (caption → CLIP image embedding), decoder, upsamplers."""
         prompt = self._prompt(prompt)
         check_size(size)
@@ -262,8 +263,8 @@ class Engine:
         canvas = flatten(image)
         if canvas.width != size:
             canvas = canvas.resize((size, size), Image.Resampling.LANCZOS)
-            m = np.asarray(Image.fromarray((m * 255).astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST)) / 255.0
-            m = m.astype(np.float32)
+            small = Image.fromarray((m * 255).astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST)
+            m = (np.asarray(small) / 255.0).astype(np.float32)
         seeds = _seeds(seed, n)
         total = self.prior_steps + steps
         hook, _ = D.cancel_hook(cancel, progress, total)

@@ -204,7 +204,11 @@ def eval_upsampler(engine: Engine, data: Path, n: int = 48, seed: int = 0) -> di
             "psnr": {"learned": psnr(ours, high), "lanczos": psnr(lanczos, high)},
             "ssim": {"learned": ssim(ours, high), "lanczos": ssim(lanczos, high)},
             "edge_sharpness": {"learned": edge_sharpness(ours, high), "lanczos": edge_sharpness(lanczos, high)},
-            "mean_gradient": {"learned": sharpness(ours), "lanczos": sharpness(lanczos), "ground_truth": sharpness(high)},
+            "mean_gradient": {
+                "learned": sharpness(ours),
+                "lanczos": sharpness(lanczos),
+                "ground_truth": sharpness(high),
+            },
         }
     return result
 
