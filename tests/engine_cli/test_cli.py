@@ -14,7 +14,8 @@ from unclip.cli import app
 from unclip.cli.generate import CliError, make_grid, parse_blend_items
 
 runner = CliRunner()
-FAST = ["--steps", "2", "--quiet"]
+# --threads 1: the tiny model gains nothing from threads, and one thread never spin-waits on a busy machine
+FAST = ["--steps", "2", "--quiet", "--threads", "1"]
 
 
 def invoke(*args: str | Path, ok: bool = True):
@@ -36,6 +37,18 @@ def text_chunks(path: Path) -> dict[str, str]:
 def pixels(path: Path) -> np.ndarray:
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB")).astype(np.int16)
+
+
+def watermark_noise(path: Path) -> float:
+    """How much provenance marking alone moves the pixels of this image (mean over pixels of the max over
+    channels): the yardstick for "unchanged" once the CLI has written a file."""
+    import io
+
+    from unclip.safety.provenance import encode_png
+
+    src = pixels(path)
+    marked = Image.open(io.BytesIO(encode_png(Image.open(path).convert("RGB"), {})))
+    return float(np.abs(np.asarray(marked.convert("RGB")).astype(np.int16) - src).max(-1).mean())
 
 
 def fails(result, code: int, *needles: str) -> str:
@@ -121,10 +134,10 @@ def test_generate_progress_bar_on_stderr(tiny_model: Path, tmp_path: Path) -> No
         "pizza",
         "-n",
         "1",
-        "--seed",
-        "1",
         "--steps",
         "2",
+        "--threads",
+        "1",
         "--model",
         tiny_model,
         "--out",
@@ -195,14 +208,15 @@ def test_edit_keeps_pixels_outside_the_mask(
     src = pixels(images["square.png"])
     with Image.open(images["mask.png"]) as m:
         edit = np.asarray(m)[..., 3] < 128
+    noise = watermark_noise(images["square.png"])
     for p in files[:2]:
         out = pixels(p)
         assert out.shape == src.shape
         diff = np.abs(out - src).max(-1)
-        # outside the mask: unchanged but for the invisible watermark (a level or two on average)
-        assert diff[~edit].mean() < 3.0
+        # outside the mask: unchanged but for the invisible watermark
+        assert diff[~edit].mean() <= 1.5 * noise + 0.5
         # inside: repainted by the (random) model
-        assert diff[edit].mean() > 10.0
+        assert diff[edit].mean() > 3 * diff[~edit].mean()
         meta = text_chunks(p)
         assert meta["unclip:mode"] == "edit" and meta["unclip:mask"] == "mask.png"
         assert meta["unclip:source"] == "square.png"
@@ -213,7 +227,9 @@ def test_edit_exact_outside_mask_in_engine(tiny_model: Path, images: dict[str, P
     from unclip.cli.generate import engine_for, read_image
 
     img, mask = read_image(images["square.png"]), read_image(images["mask.png"])
-    out = np.asarray(engine_for(tiny_model, quiet=True).edit(img, "cat", mask=mask, seed=1, steps=2)[0])
+    out = np.asarray(
+        engine_for(tiny_model, threads=1, quiet=True).edit(img, "cat", mask=mask, seed=1, steps=2)[0]
+    )
     keep = np.asarray(mask)[..., 3] >= 128
     assert np.array_equal(out[keep], np.asarray(img.convert("RGB"))[keep])
 
@@ -252,7 +268,10 @@ def test_edit_with_image_alpha_and_grey_mask(
     )
     out, src = pixels(paths(r)[0]), pixels(images["square.png"])
     diff = np.abs(out - src).max(-1)
-    assert diff[128:, 128:].mean() < 3.0 and diff[:128, :128].mean() > 10.0
+    noise = watermark_noise(images["square.png"])
+    assert (
+        diff[128:, 128:].mean() <= 1.5 * noise + 0.5 and diff[:128, :128].mean() > 3 * diff[128:, 128:].mean()
+    )
 
 
 def test_edit_errors(tiny_model: Path, images: dict[str, Path], tmp_path: Path) -> None:
@@ -300,7 +319,8 @@ def test_outpaint_grows_the_canvas(tiny_model: Path, images: dict[str, Path], tm
     (p,) = paths(r)
     out, src = pixels(p), pixels(images["square.png"])
     assert out.shape == (256, 384, 3)
-    assert np.abs(out[:, 128:] - src).mean() < 3.0  # the original sits on the right, kept
+    kept = np.abs(out[:, 128:] - src).max(-1).mean()  # the original sits on the right, kept
+    assert kept <= 1.5 * watermark_noise(images["square.png"]) + 0.5
     meta = text_chunks(p)
     assert (
         meta["unclip:mode"] == "outpaint"
@@ -456,7 +476,7 @@ def test_parse_blend_items(images: dict[str, Path]) -> None:
 
 # ----------------------------------------------------------------------------------------------- upscale
 def test_upscale(tiny_model: Path, images: dict[str, Path], tmp_path: Path) -> None:
-    (p,) = paths(invoke("upscale", images["small.png"], "--model", tiny_model, "--out", tmp_path, "--quiet"))
+    (p,) = paths(invoke("upscale", images["small.png"], "--model", tiny_model, "--out", tmp_path, *FAST[2:]))
     with Image.open(p) as im:
         assert im.size == (256, 256)
     meta = text_chunks(p)

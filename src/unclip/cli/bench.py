@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -45,6 +44,12 @@ def bench_cmd(
     quality: Annotated[
         bool, typer.Option("--quality/--no-quality", help="Also measure CLIP retrieval of the outputs.")
     ] = True,
+    upsampling: Annotated[
+        bool,
+        typer.Option(
+            "--upsampling/--no-upsampling", help="Also time the upsampling stage alone, plain vs engine."
+        ),
+    ] = True,
     threads: Annotated[
         int | None, typer.Option("--threads", help="torch threads (default: all cores).")
     ] = None,
@@ -75,18 +80,17 @@ def bench_cmd(
     _quiet_loading()
     console = Console(stderr=True)
     cfg = BenchConfig(
-        model=model, sizes=size_list, ns=n_list, repeats=repeats, threads=threads, quality=quality
+        model=model,
+        sizes=size_list,
+        ns=n_list,
+        repeats=repeats,
+        threads=threads,
+        quality=quality,
+        upsampling=upsampling,
     )
     result = run_bench(cfg, log=lambda s: console.print(s, highlight=False))
-    command = (
-        "unclip " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        if sys.argv[1:2] == ["bench"]
-        else (
-            "unclip bench "
-            + " ".join(
-                shlex.quote(a) for a in _argv(model, size_list, n_list, repeats, quality, threads, out)
-            )
-        )
+    command = "unclip bench " + shlex.join(
+        _argv(model, size_list, n_list, repeats, quality, upsampling, threads, out)
     )
     md = to_markdown(result, command)
     typer.echo(md)
@@ -97,12 +101,14 @@ def bench_cmd(
         console.print(f"wrote {out}")
 
 
-def _argv(model, sizes, ns, repeats, quality, threads, out) -> list[str]:
+def _argv(model, sizes, ns, repeats, quality, upsampling, threads, out) -> list[str]:
     args = ["--sizes", ",".join(map(str, sizes)), "--n", ",".join(map(str, ns)), "--repeats", str(repeats)]
     if model is not None:
         args += ["--model", str(model)]
     if not quality:
         args.append("--no-quality")
+    if not upsampling:
+        args.append("--no-upsampling")
     if threads is not None:
         args += ["--threads", str(threads)]
     if out is not None:

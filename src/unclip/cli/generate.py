@@ -149,13 +149,18 @@ def _policy():
 
 def _check_prompts(prompts: Sequence[str]) -> None:
     """Refuse a flagged prompt before any model is loaded, as the server does."""
+    _quiet_loading()  # the policy's classifier loads a transformers model
     policy = _policy()
     for text in prompts:
         if not text.strip():
             raise CliError("the prompt is empty")
         if len(text) > 1000:
             raise CliError(f"the prompt is {len(text)} characters; the limit is 1000")
-        decision = policy.check(text)
+        try:
+            decision = policy.check(text)
+        except Exception as exc:  # fail closed: no generation without a policy decision
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise Refused(f"the content policy could not check the prompt ({first})") from exc
         if decision.flagged:
             why = decision.category or "policy"
             raise Refused(
