@@ -8,17 +8,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from shutil import which as real_which  # read at import, before the session's `no_npm` fixture stubs it
 
 import pytest
 
 from unclip import REPO_ROOT
+from unclip.data import sources
 from unclip.data.build import BuildConfig, build
 from unclip.data.sources import STYLES
 from unclip.data.stats import DEFAULT_HOLDOUT, dataset_stats
 
 
 @pytest.mark.slow
-def test_build_from_the_real_packages(tmp_path: Path) -> None:
+def test_build_from_the_real_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources.shutil, "which", real_which)  # npm may be needed here, whatever ran before
     cache = Path(os.environ.get("UNCLIP_TEST_CACHE", REPO_ROOT / "cache"))
     out = tmp_path / "emoji"
     m = build(BuildConfig(out=out, cache=cache, holdout=DEFAULT_HOLDOUT, sizes=(64,)))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from unclip.cli import app
-from unclip.cli.bench import MARKER_END, MARKER_START, write_section
+from unclip.cli.bench import MARKER, write_section
 
 
 def test_bench_on_tiny_model(tiny_model: Path) -> None:
@@ -45,15 +45,18 @@ def test_bench_on_tiny_model(tiny_model: Path) -> None:
 def test_write_section_replaces_only_its_block(tmp_path: Path) -> None:
     doc = tmp_path / "performance.md"
     doc.write_text("# Performance\n\nIntro kept.\n")
-    write_section(doc, "## Run 1\n")
-    write_section(doc, "## Run 2\n")
+    write_section(doc, "## Run 1\n", key="--sizes 256")
+    write_section(doc, "## Run 2\n", key="--sizes 256")
+    write_section(doc, "## Other config\n", key="--sizes 1024")
     text = doc.read_text()
     assert text.startswith("# Performance\n\nIntro kept.\n")
-    assert text.count(MARKER_START) == 1 and text.count(MARKER_END) == 1
-    assert "## Run 2" in text and "## Run 1" not in text
+    assert text.count(MARKER.format(key="--sizes 256")) == 1
+    assert "## Run 2" in text and "## Run 1" not in text and "## Other config" in text
+    assert text.index("## Run 2") < text.index("## Other config")
     doc.write_text(text + "\nAfterword.\n")
-    write_section(doc, "## Run 3\n")
-    assert doc.read_text().endswith("Afterword.\n") and "## Run 3" in doc.read_text()
+    write_section(doc, "## Run 3\n", key="--sizes 256")
+    text = doc.read_text()
+    assert text.endswith("Afterword.\n") and "## Run 3" in text and "## Other config" in text
 
 
 def test_bench_rejects_bad_options() -> None:

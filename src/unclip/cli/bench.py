@@ -11,8 +11,8 @@ import typer
 
 from unclip.cli import app
 
-MARKER_START = "<!-- unclip bench: start -->"
-MARKER_END = "<!-- unclip bench: end -->"
+MARKER = "<!-- unclip bench: {key} -->"
+MARKER_END = "<!-- /unclip bench: {key} -->"
 
 
 def _ints(values: list[str], flag: str) -> tuple[int, ...]:
@@ -57,8 +57,8 @@ def bench_cmd(
         Path | None,
         typer.Option(
             "--out",
-            help="Markdown file to write the results into (e.g. docs/performance.md); the "
-            "section between the bench markers is replaced, the rest kept.",
+            help="Markdown file to write the results into (e.g. docs/performance.md): one section per "
+            "configuration, replaced when the same configuration runs again; the rest of the file is kept.",
         ),
     ] = None,
 ) -> None:
@@ -97,7 +97,11 @@ def bench_cmd(
     for name, ok, detail in targets(result):
         console.print(f"{'[green]met[/]' if ok else '[red]missed[/]'}  {name}: {detail}")
     if out is not None:
-        write_section(out, md)
+        write_section(
+            out,
+            md,
+            key=shlex.join(_argv(model, size_list, n_list, repeats, quality, upsampling, threads, None)),
+        )
         console.print(f"wrote {out}")
 
 
@@ -116,13 +120,15 @@ def _argv(model, sizes, ns, repeats, quality, upsampling, threads, out) -> list[
     return args
 
 
-def write_section(path: Path, section: str) -> None:
-    """Put `section` between the bench markers of `path` (appended when the markers are missing)."""
-    block = f"{MARKER_START}\n{section.rstrip()}\n{MARKER_END}\n"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Performance\n\n"
-    if MARKER_START in text and MARKER_END in text:
-        head, rest = text.split(MARKER_START, 1)
-        tail = rest.split(MARKER_END, 1)[1].lstrip("\n")
+def write_section(path: Path, section: str, key: str = "default") -> None:
+    """Put `section` between the markers for `key` in `path` (appended when they are missing), so that each
+    benchmark configuration keeps one section, replaced when it is run again, and the rest of the file stays."""
+    start, end = MARKER.format(key=key), MARKER_END.format(key=key)
+    block = f"{start}\n{section.rstrip()}\n{end}\n"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Performance\n"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
         text = head + block + ("\n" + tail if tail else "")
     else:
         text = text.rstrip("\n") + "\n\n" + block
