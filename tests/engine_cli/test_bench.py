@@ -16,7 +16,7 @@ def test_bench_on_tiny_model(tiny_model: Path) -> None:
     cfg = BenchConfig(
         model=tiny_model,
         sizes=(256,),
-        ns=(2,),
+        ns=(1,),
         repeats=1,
         threads=1,
         quality_prompts=("grinning face", "pizza"),
@@ -36,7 +36,7 @@ def test_bench_on_tiny_model(tiny_model: Path) -> None:
     assert set(result.quality) == {"stock", "engine"} and result.quality["engine"]["images"] == 2
     assert 256 in result.upsampling
     md = to_markdown(result, "unclip bench --model tiny")
-    assert "`unclip bench --model tiny`" in md and "| 256 | 2 |" in md and "Where the time goes" in md
+    assert "`unclip bench --model tiny`" in md and "| 256 | 1 |" in md and "Where the time goes" in md
     names = [t[0] for t in targets(result)]
     assert any("3×" in n for n in names) and any("quality" in n for n in names)
     assert any("stock" in line and "wall" in line for line in lines)

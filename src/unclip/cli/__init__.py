@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads (commands import it lazily): spinning OpenMP threads stall for whole time slices when the
+# CPU is shared, e.g. `unclip serve` beside other work; an explicit OMP_WAIT_POLICY wins. See unclip.engine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import typer
 
 from unclip import __version__

@@ -32,13 +32,11 @@ def bench_cmd(
     ] = None,
     sizes: Annotated[
         list[str] | None,
-        typer.Option(
-            "--sizes", help="Output sizes (repeat, or comma-separated: 256,512,1024). [default: 256]"
-        ),
+        typer.Option("--sizes", help="Output sizes (repeat, or comma-separated: 256,512,1024; default 256)"),
     ] = None,
     ns: Annotated[
         list[str] | None,
-        typer.Option("--n", help="Batch sizes (repeat, or comma-separated: 1,4). [default: 1,4]"),
+        typer.Option("--n", help="Batch sizes (repeat, or comma-separated: 1,4; default 1,4)"),
     ] = None,
     repeats: Annotated[int, typer.Option("--repeats", help="Timed runs per side, size and n.")] = 2,
     quality: Annotated[

@@ -400,7 +400,8 @@ def targets(result: BenchResult) -> list[tuple[str, bool, str]]:
 def to_markdown(result: BenchResult, command: str) -> str:
     env = result.env
     lines = [
-        "## Engine vs stock diffusers",
+        f"## Engine vs stock diffusers: {', '.join(map(str, result.config.sizes))} px, "
+        f"n = {', '.join(map(str, result.config.ns))}",
         "",
         f"Command: `{command}`",
         "",

@@ -227,8 +227,11 @@ class Engine:
                                        "size": size, "negative_prompt": negative_prompt or ""})  # fmt: skip
 
     def _repaint(self, canvas: Image.Image, mask: np.ndarray, embeds: torch.Tensor, seeds: list[int], size: int,
-                 guidance: float, steps: int, sampler: str, hook) -> torch.Tensor:  # fmt: skip
-        """Repaint the masked region (mask 1 = repaint) of a square RGB canvas; returns N×3×size×size."""
+                 guidance: float, steps: int, sampler: str, hook, feather: bool = False) -> torch.Tensor:  # fmt: skip
+        """Repaint the masked region (mask 1 = repaint) of a square RGB canvas; returns N×3×size×size.
+        `feather`: the canvas's pixels under the mask are real content (an opaque image with a separate mask),
+        so the new content fades in from the mask's border; otherwise they are only the white fill of
+        transparent or not-yet-painted pixels, and blending towards them would draw a light seam."""
         work = self._work_size(size)
         x = to_tensor([canvas], work).to(self.device)
         known = self._encode(x)
@@ -246,7 +249,9 @@ class Engine:
         m_full = torch.from_numpy(mask)[None, None].to(self.device)
         if m_full.shape[-1] != size:
             m_full = (F.interpolate(m_full, size=(size, size), mode="area") > 0.5).float()
-        soft = m_full * F.avg_pool2d(m_full, 2 * (size // 64) + 1, stride=1, padding=size // 64)
+        soft = m_full
+        if feather:
+            soft = m_full * F.avg_pool2d(m_full, 2 * (size // 64) + 1, stride=1, padding=size // 64)
         return orig * (1 - soft) + out * soft
 
     @torch.inference_mode()
@@ -260,6 +265,8 @@ class Engine:
         size = check_size(size or (image.width if image.width in (256, 512, 1024) else 256))
         steps, guidance, sampler = self._common(n, steps, guidance, sampler)
         m = repaint_mask(image, mask)
+        # fade in from the border only where the image has real pixels under the mask (not transparent ones)
+        feather = mask is not None and bool((np.asarray(image.convert("RGBA"))[..., 3] >= 128)[m > 0].all())
         canvas = flatten(image)
         if canvas.width != size:
             canvas = canvas.resize((size, size), Image.Resampling.LANCZOS)
@@ -270,7 +277,7 @@ class Engine:
         hook, _ = D.cancel_hook(cancel, progress, total)
         with self._lock:
             embeds = self._prior(prompt, seeds, self.prior_guidance, self.prior_steps, hook)
-            x = self._repaint(canvas, m, embeds, seeds, size, guidance, steps, sampler, hook)
+            x = self._repaint(canvas, m, embeds, seeds, size, guidance, steps, sampler, hook, feather=feather)
         if progress:
             progress(total, total)
         return self._finish(x, seeds, {"prompt": prompt, "steps": steps, "sampler": sampler, "mode": "edit",
