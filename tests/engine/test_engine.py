@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from unclip.engine import Cancelled, Engine, InvalidInput
@@ -122,6 +123,7 @@ def test_outpaint_grows_the_canvas_and_keeps_the_original(engine: Engine) -> Non
     wide = engine.outpaint(src, "a forest", left=128, right=256, seed=1)
     assert wide.size == (640, 256)
     assert np.array_equal(np.asarray(wide)[:, 128:384], np.asarray(src))
+    assert np.asarray(wide)[:, :128].std() > 1  # painted, not a blank (or NaN-black) fill
     pano = engine.outpaint(src, "a forest", canvas=(1024, 512), seed=1)
     assert pano.size == (1024, 512) and pano.info["unclip"]["frames"] >= 6
     assert np.array_equal(np.asarray(pano)[128:384, 384:640], np.asarray(src))
@@ -162,3 +164,14 @@ def test_not_a_model_folder(tmp_path: Path) -> None:
         Engine.load(tmp_path)
     with pytest.raises(InvalidInput):
         Engine.load(tmp_path / "missing")
+
+
+def test_slerp_keeps_norms_and_survives_zero_vectors() -> None:
+    from unclip.engine.diffusion import slerp
+
+    a, b = torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 5.0]])
+    mid = slerp(a, b, 0.5)
+    assert torch.allclose(mid.norm(), torch.tensor(4.0)) and torch.allclose(mid[0, 0], mid[0, 1])
+    assert torch.allclose(slerp(a, b, 0.0), a) and torch.allclose(slerp(a, b, 1.0), b, atol=1e-5)
+    zero = torch.zeros(1, 2)
+    assert torch.equal(slerp(zero, b, 0.25), 0.25 * b)  # no direction to turn from: linear, not NaN

@@ -79,7 +79,7 @@ def test_diffusers_pipelines_load_and_run(trained: Run) -> None:
         output_type="np",
     ).images
     assert img.shape == (1, 64, 64, 3)
-    assert UNet2DModel.from_pretrained(model / "upsampler-256").config.in_channels == 3
+    assert UNet2DModel.from_pretrained(model / "upsampler-256").config.in_channels == 3 * 4 * 4  # 4×4 blocks
 
 
 def test_rerun_resumes_instead_of_restarting(trained: Run) -> None:

@@ -67,6 +67,10 @@ Guidance = Annotated[
     float | None,
     typer.Option("--guidance", help="Decoder classifier-free guidance scale, 0 to 30 (default 4)."),
 ]
+OutpaintGuidance = Annotated[
+    float | None,
+    typer.Option("--guidance", help="Guidance scale of the frames, 0 to 30 (default 1: continue what is there)."),
+]
 Steps = Annotated[
     int | None, typer.Option("--steps", help="Decoder sampling steps, 1 to 200 (default: the engine's, 12).")
 ]
@@ -584,7 +588,7 @@ def outpaint_cmd(
     ] = None,
     n: Annotated[int, typer.Option("-n", "--n", help=f"Number of versions (seeds), 1 to {MAX_N}.")] = 1,
     seed: Seed = None,
-    guidance: Guidance = None,
+    guidance: OutpaintGuidance = None,
     steps: Steps = None,
     sampler: Sampler = None,
     model: Model = None,

@@ -115,13 +115,15 @@ def sample_decoder(unet, scheduler, embeds: torch.Tensor, negative: torch.Tensor
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
-    """Spherical interpolation of embeddings (keeps the norm path of CLIP embeddings, as DALL·E 2 does)."""
+    """Spherical interpolation of embeddings (keeps the norm path of CLIP embeddings, as DALL·E 2 does).
+    Rows where either side has no direction (a zero vector) are interpolated linearly."""
     na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
-    ua, ub = a / na, b / nb
+    ua, ub = a / na.clamp_min(1e-12), b / nb.clamp_min(1e-12)
     omega = torch.arccos((ua * ub).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
     so = torch.sin(omega)
     direction = (torch.sin((1 - w) * omega) / so) * ua + (torch.sin(w * omega) / so) * ub
-    return direction * ((1 - w) * na + w * nb)
+    spherical = direction * ((1 - w) * na + w * nb)
+    return torch.where((na > 1e-12) & (nb > 1e-12), spherical, (1 - w) * a + w * b)
 
 
 def cancel_hook(cancel, progress, total: int) -> tuple[StepHook, Callable[[], int]]:

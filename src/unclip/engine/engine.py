@@ -227,17 +227,22 @@ class Engine:
                                        "size": size, "negative_prompt": negative_prompt or ""})  # fmt: skip
 
     def _repaint(self, canvas: Image.Image, mask: np.ndarray, embeds: torch.Tensor, seeds: list[int], size: int,
-                 guidance: float, steps: int, sampler: str, hook, feather: bool = False) -> torch.Tensor:  # fmt: skip
+                 guidance: float, steps: int, sampler: str, hook, feather: bool = False, grow: bool = True,
+                 alpha: np.ndarray | None = None) -> torch.Tensor:  # fmt: skip
         """Repaint the masked region (mask 1 = repaint) of a square RGB canvas; returns N×3×size×size.
         `feather`: the canvas's pixels under the mask are real content (an opaque image with a separate mask),
         so the new content fades in from the mask's border; otherwise they are only the white fill of
-        transparent or not-yet-painted pixels, and blending towards them would draw a light seam."""
+        transparent or not-yet-painted pixels, and blending towards them would draw a light seam.
+        `grow`: repaint one more latent pixel around the mask, as diffusers' inpainting pipeline does.
+        `alpha`: how much of the new content to take at each pixel (size×size), instead of the mask."""
         work = self._work_size(size)
         x = to_tensor([canvas], work).to(self.device)
         known = self._encode(x)
         m = torch.from_numpy(mask)[None, None].to(self.device)
         repaint = F.interpolate(m, size=known.shape[-2:], mode="area")
-        repaint = F.max_pool2d((repaint > 0.01).float(), 3, stride=1, padding=1)
+        repaint = (repaint > 0.01).float()
+        if grow:
+            repaint = F.max_pool2d(repaint, 3, stride=1, padding=1)
         n = len(seeds)
         inpaint = D.Inpainting(known.repeat(n, 1, 1, 1), (1 - repaint).repeat(n, 1, 1, 1))
         # Without an inpaint UNet the decoder repaints alone, replacing the known region at every step.
@@ -250,7 +255,9 @@ class Engine:
         if m_full.shape[-1] != size:
             m_full = (F.interpolate(m_full, size=(size, size), mode="area") > 0.5).float()
         soft = m_full
-        if feather:
+        if alpha is not None:
+            soft = torch.from_numpy(alpha.astype(np.float32))[None, None].to(self.device)
+        elif feather:
             soft = m_full * F.avg_pool2d(m_full, 2 * (size // 64) + 1, stride=1, padding=size // 64)
         return orig * (1 - soft) + out * soft
 
@@ -289,21 +296,25 @@ class Engine:
                  frame: int = 256, overlap: float = 0.5, guidance: float | None = None, steps: int | None = None,
                  sampler: str | None = None, progress: Progress | None = None,
                  cancel: threading.Event | None = None) -> Image.Image:  # fmt: skip
-        from unclip.engine.outpaint import plan_canvas, run_frames
+        """Extend the image to a larger canvas with overlapping frames. Frames sample with weak guidance by
+        default (`outpaint.GUIDANCE`): continuing what is there matters more than the prompt's pull."""
+        from unclip.engine import outpaint
 
         prompt = self._prompt(prompt)
-        steps, guidance, sampler = self._common(1, steps, guidance, sampler)
-        plan = plan_canvas(image, left, right, top, bottom, canvas, frame, overlap)
+        steps, guidance, sampler = self._common(1, steps, outpaint.GUIDANCE if guidance is None else guidance,
+                                                sampler)  # fmt: skip
+        plan = outpaint.plan_canvas(image, left, right, top, bottom, canvas, frame, overlap)
         seed = _seeds(seed, 1)[0]
         total = self.prior_steps + steps * len(plan.frames)
         hook, _ = D.cancel_hook(cancel, progress, total)
         with self._lock:
             embed = self._prior(prompt, [seed], self.prior_guidance, self.prior_steps, hook)
-            result = run_frames(self, plan, embed, seed, guidance, steps, sampler, hook)
+            result = outpaint.run_frames(self, plan, embed, seed, guidance, steps, sampler, hook)
         if progress:
             progress(total, total)
         result.info["unclip"] = {"model": self.name, "seed": seed, "prompt": prompt, "steps": steps,
-                                 "sampler": sampler, "mode": "outpaint", "frames": len(plan.frames)}  # fmt: skip
+                                 "sampler": sampler, "guidance": guidance, "mode": "outpaint",
+                                 "frames": len(plan.frames)}  # fmt: skip
         return result
 
     @torch.inference_mode()
@@ -377,7 +388,7 @@ class Engine:
     @torch.inference_mode()
     def upscale(self, image: Image.Image) -> Image.Image:
         """4× with the learned upsampler: up to 64 px → 256 px, up to 256 px → 1024 px."""
-        from unclip.training.upsampler import upsample
+        from unclip.training.upsampler import input_multiple, upsample
 
         ups = self.c.upsamplers
         longest = max(image.size)
@@ -395,7 +406,8 @@ class Engine:
         if scale != 1.0:  # small inputs are taken to the stage's size first (keeping the aspect ratio)
             rgb = rgb.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BICUBIC)
         w, h = rgb.size
-        pw, ph = -w % 8, -h % 8
+        step = max(8, -(-input_multiple(model) // 4))  # the 4× enlargement must fit the UNet's blocks
+        pw, ph = -w % step, -h % step
         arr = np.pad(np.asarray(rgb), ((0, ph), (0, pw), (0, 0)), mode="edge")
         x = torch.from_numpy(arr).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(self.device)
         y = upsample(model, x, 4)[..., : h * 4, : w * 4]

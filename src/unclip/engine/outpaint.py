@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from unclip.engine import diffusion as D
@@ -13,6 +14,12 @@ from unclip.engine.errors import InvalidInput
 from unclip.engine.images import flatten, to_pil
 
 MAX_CANVAS = 4096
+# Chosen with `unclip eval outpaint` (docs/performance.md, "Outpainting seams"): frames that look at what is
+# already there, with weak guidance, and fade into earlier frames, continue the picture instead of each
+# drawing a new object against the frame border.
+LOOK = 0.85
+BAND = 24
+GUIDANCE = 1.0
 
 
 @dataclass
@@ -69,22 +76,46 @@ def plan_canvas(image: Image.Image, left: int, right: int, top: int, bottom: int
     return CanvasPlan(base, known, f, frames, (left, top))
 
 
-def run_frames(engine, plan: CanvasPlan, prompt_embed: torch.Tensor, seed: int, guidance: float, steps: int,
-               sampler: str, hook) -> Image.Image:  # fmt: skip
-    canvas = np.asarray(plan.canvas).copy()
-    known = plan.known.copy()
+def paint_order(plan: CanvasPlan) -> np.ndarray:
+    """Which frame paints each canvas pixel: -1 for the original, k for the k-th frame of `plan.frames`.
+    Frame borders (the seams) are where neighbouring pixels carry different numbers."""
+    order = np.where(plan.known, -1, len(plan.frames)).astype(np.int32)
     f = plan.frame
     for k, (x, y) in enumerate(plan.frames):
-        window_known = known[y : y + f, x : x + f]
-        if window_known.all():
+        window = order[y : y + f, x : x + f]
+        window[window == len(plan.frames)] = k
+    return order
+
+
+def blend_weights(window: np.ndarray, k: int, band: int) -> np.ndarray:
+    """How much of frame k's output to take in its window: all of it where it paints, fading out over `band`
+    pixels into what earlier frames painted (their content and the new frame's agree there, both decoded
+    from the same latents), none over the original image."""
+    fill = (window == k).astype(np.float32)
+    if band <= 0:
+        return fill
+    near = F.avg_pool2d(torch.from_numpy(fill)[None, None], 2 * band + 1, stride=1, padding=band,
+                        count_include_pad=False)[0, 0].numpy()  # fmt: skip
+    ramp = np.clip(2 * near, 0, 1) * ((window >= 0) & (window < k))
+    return np.maximum(fill, ramp)
+
+
+def run_frames(engine, plan: CanvasPlan, prompt_embed: torch.Tensor, seed: int, guidance: float, steps: int,
+               sampler: str, hook, look: float = LOOK, band: int = BAND) -> Image.Image:  # fmt: skip
+    """Paint the frames in order. Each is conditioned on the prompt pulled `look` of the way towards the CLIP
+    embedding of what the frame already shows, repaints exactly its new pixels in latent space (no grown
+    border, so the latents it continues are the ones it keeps) and fades into earlier frames over `band` px."""
+    canvas = np.asarray(plan.canvas).copy()
+    order = paint_order(plan)
+    f = plan.frame
+    for k, (x, y) in enumerate(plan.frames):
+        window = order[y : y + f, x : x + f]
+        fill = window == k
+        if not fill.any():
             continue
         crop = Image.fromarray(canvas[y : y + f, x : x + f])
-        # condition on the prompt, pulled towards what the frame already shows, for a coherent whole
-        embed = D.slerp(prompt_embed, engine._image_embeds([crop]), 0.3) if window_known.mean() > 0.25 else prompt_embed
-        mask = (~window_known).astype(np.float32)
-        out = engine._repaint(crop, mask, embed, [seed + k], f, guidance, steps, sampler, hook)
-        result = np.asarray(to_pil(out)[0])
-        fill = ~window_known
-        canvas[y : y + f, x : x + f][fill] = result[fill]
-        known[y : y + f, x : x + f] = True
+        embed = D.slerp(prompt_embed, engine._image_embeds([crop]), look) if fill.mean() < 0.75 else prompt_embed
+        out = engine._repaint(crop, fill.astype(np.float32), embed, [seed + k], f, guidance, steps, sampler, hook,
+                              grow=False, alpha=blend_weights(window, k, band))  # fmt: skip
+        canvas[y : y + f, x : x + f] = np.asarray(to_pil(out)[0])
     return Image.fromarray(canvas)

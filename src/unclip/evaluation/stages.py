@@ -213,9 +213,9 @@ def eval_upsampler(engine: Engine, data: Path, n: int = 48, seed: int = 0) -> di
     return result
 
 
-def _gen_prompts(imgs: ImageSet, n: int, seed: int) -> list[int]:
-    rng = random.Random(seed)
-    return sorted(rng.sample(range(len(imgs)), min(n, len(imgs))))
+def sample_indices(count: int, n: int, seed: int) -> list[int]:
+    """n of range(count), the same for the same seed."""
+    return sorted(random.Random(seed).sample(range(count), min(n, count)))
 
 
 def eval_generation(
@@ -231,7 +231,7 @@ def eval_generation(
     result = {}
     for split in ("test", "holdout"):
         imgs = load_images(data, 64, split)
-        idx = _gen_prompts(imgs, n, seed)
+        idx = sample_indices(len(imgs), n, seed)
         gen, real, correct_rows, cand_sims_gen, cand_sims_real = [], [], [], [], []
         by_style: dict[str, torch.Tensor] = {}
         for i in idx:

@@ -152,15 +152,20 @@ def decoder_scheduler():
 
 
 def upsampler(cfg: dict[str, Any]):
-    """A learned 4× super-resolution stage: a UNet2DModel refining a bicubic 4× enlargement (residual output)."""
+    """A learned 4× super-resolution stage: a UNet2DModel refining a bicubic 4× enlargement (residual output).
+
+    With `space_to_depth: f` the UNet sees the enlargement folded into f×f blocks (3·f² channels at 1/f of the
+    resolution) and unfolds its output the same way: the same receptive field at 1/f² of the positions, which
+    on a CPU is what the memory-bound norms and activations of a full-resolution UNet cost."""
     from diffusers import UNet2DModel
 
     chans = tuple(cfg["block_out_channels"])
     n = len(chans)
+    f = int(cfg.get("space_to_depth", 1))
     return UNet2DModel(
-        sample_size=cfg["low_size"] * cfg["scale"],
-        in_channels=3,
-        out_channels=3,
+        sample_size=cfg["low_size"] * cfg["scale"] // f,
+        in_channels=3 * f * f,
+        out_channels=3 * f * f,
         down_block_types=("DownBlock2D",) * n,
         up_block_types=("UpBlock2D",) * n,
         block_out_channels=chans,
