@@ -15,6 +15,8 @@ from unclip.training.data import load_images
 
 # a pixel pair is "content" when one of the four pixels around it is visibly off the white background
 CONTENT_LEVEL = 235
+# the frames eval_outpaint plans its seams with and asks the engine to paint with
+FRAME, OVERLAP = 256, 0.5
 
 
 def _pairs(img: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -94,10 +96,10 @@ def eval_outpaint(engine: Engine, data: Path, n: int = 8, canvas: tuple[int, int
     for i, prompt in enumerate(prompts):
         gens = engine.generate(prompt, n=4, size=256, seed=seed + 100 * i)
         start, others = gens[0], gens[1:]
-        plan = plan_canvas(start, 0, 0, 0, 0, canvas, frame=256, overlap=0.5)
+        plan = plan_canvas(start, 0, 0, 0, 0, canvas, frame=FRAME, overlap=OVERLAP)
         order = paint_order(plan)
         frames_per_canvas = len(plan.frames)
-        result = engine.outpaint(start, prompt, canvas=canvas, seed=seed + 100 * i)
+        result = engine.outpaint(start, prompt, canvas=canvas, seed=seed + 100 * i, frame=FRAME, overlap=OVERLAP)
         naive = naive_paste(plan, order, others)
         rows["outpaint"].append(discontinuity(result, order))
         rows["outpaint_interior"].append(discontinuity(result, order, across=False))
