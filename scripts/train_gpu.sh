@@ -3,6 +3,9 @@
 # Three chains run side by side on the one GPU: tokenizer→clip→prior, movq→decoder→inpaint, and the two
 # upsamplers. UNCLIP_DEADLINE makes every stage stop and export in time.
 #   CONFIG=emoji-base RUN=/tmp/run DATA=/tmp/data CACHE=cache BUDGET_SECONDS=510 scripts/train_gpu.sh
+# STAGES="upsampler-256 upsampler-1024" trains just those stages, all side by side, for the whole box (the
+# upsamplers need only the build's svg/ folder and manifest.json, no cache). MAX_MINUTES and MAX_STEPS, when
+# set, override every stage's limits (the cosine schedule follows MAX_STEPS).
 set -uo pipefail
 CONFIG=${CONFIG:-emoji-base}
 RUN=${RUN:-runs/$CONFIG}
@@ -18,9 +21,19 @@ t0=$(date +%s)
 [ -f "$DATA/manifest.json" ] || $PY -m unclip data build emoji --out "$DATA" --cache "$CACHE" --sizes 64 || exit 1
 echo "data ready after $(( $(date +%s) - t0 )) s"
 
-stage() { $PY -m unclip train "$1" --config "$CONFIG" --data "$DATA" --run-dir "$RUN" > "$RUN/log-$1.txt" 2>&1 \
+stage() { $PY -m unclip train "$1" --config "$CONFIG" --data "$DATA" --run-dir "$RUN" \
+  ${MAX_MINUTES:+--max-minutes "$MAX_MINUTES"} ${MAX_STEPS:+--max-steps "$MAX_STEPS"} > "$RUN/log-$1.txt" 2>&1 \
   && echo "$1 done after $(( $(date +%s) - t0 )) s" || { echo "$1 FAILED"; tail -20 "$RUN/log-$1.txt"; return 1; }; }
 wait_for() { while [ ! -f "$1" ]; do [ "$(date +%s)" -lt "$UNCLIP_DEADLINE" ] || return 1; sleep 2; done; }
+
+if [ -n "${STAGES:-}" ]; then
+  pids=()
+  for s in $STAGES; do stage "$s" & pids+=($!); done
+  status=0
+  for p in "${pids[@]}"; do wait "$p" || status=1; done
+  for s in $STAGES; do echo "== $s"; cat "$RUN/$s/summary.json"; echo; done
+  exit $status
+fi
 
 ( stage tokenizer && stage clip && stage prior ) &
 a=$!

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
 import torch
 
 from unclip.training.core import TrainSpec, train
@@ -80,3 +81,75 @@ def test_time_limit_stops_and_exports(tmp_path: Path) -> None:
     spec = TrainSpec(batch_size=16, lr=1e-2, max_steps=10**9, max_minutes=0.002)
     metrics = train(stage, spec, tmp_path, show_progress=False, log_every=1)
     assert 0 < metrics["step"] < 10**9 and stage.exported
+
+
+def test_time_schedule_spans_the_time_budget() -> None:
+    from unclip.training.core import _lr_lambda, _Progress
+
+    spec = TrainSpec(batch_size=1, lr=1.0, warmup=2, max_steps=10**9, max_minutes=1, schedule="time")
+    progress, horizon = _Progress(), {"seconds": 60.0}
+    f = _lr_lambda(spec, progress, horizon)
+    assert f(0) == 0.5  # warm-up goes by steps
+    progress.seconds = 30.0
+    assert abs(f(5) - 0.525) < 1e-9  # half the time: half-way down the cosine, whatever the step
+    progress.seconds = 90.0
+    assert abs(f(5) - 0.05) < 1e-9
+    assert (
+        abs(_lr_lambda(TrainSpec(batch_size=1, lr=1.0, warmup=2, max_steps=12), progress, horizon)(7) - 0.525)
+        < 1e-9
+    )
+    bad = TrainSpec(batch_size=1, lr=1.0, schedule="linear")
+    with pytest.raises(ValueError, match="unknown schedule"):
+        _lr_lambda(bad, progress, horizon)
+
+
+def test_time_schedule_ends_annealed(tmp_path: Path) -> None:
+    stage = ToyStage()
+    spec = TrainSpec(batch_size=16, lr=1e-2, warmup=1, max_steps=10**9, max_minutes=0.01, schedule="time")
+    train(stage, spec, tmp_path, show_progress=False, log_every=1)
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert float(rows[-1]["lr"]) < 0.2e-2 < 0.5e-2 < float(rows[len(rows) // 4]["lr"])
+
+
+LAUNCHED = """
+import os
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_core import ToyStage
+from unclip.training.core import TrainSpec, train
+
+spec = TrainSpec(batch_size=8, lr=1e-2, warmup=1, max_steps=10**9, max_minutes=0.02, schedule="time")
+run = Path(sys.argv[1])
+m = train(ToyStage(), spec, run, show_progress=False, save_every_minutes=0.005)
+(run / f"final-{{os.environ['RANK']}}.txt").write_text(f"{{m['step']}} {{m['lr']}} {{m['minutes']}}")
+"""
+
+
+@pytest.mark.slow
+def test_processes_agree_on_when_to_stop(tmp_path: Path) -> None:
+    """Two processes (torchrun, gloo on the CPU: what `accelerate launch` starts on GPUs) stop by the clock at
+    the same step with the same learning rate (a process that stopped alone would leave the other waiting in
+    its next gradient all-reduce), and write their periodic checkpoints together."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "launched.py"
+    script.write_text(LAUNCHED.format(tests=str(Path(__file__).parent)))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([*torchrun, str(script), str(tmp_path / "run")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)  # fmt: skip
+    try:
+        _, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the workers too: a hung pair would otherwise stay behind
+        _, err = proc.communicate()
+        pytest.fail(f"the processes hung: {err[-2000:]}")
+    assert proc.returncode == 0, err[-3000:]
+    run = tmp_path / "run"
+    assert (run / "final-0.txt").read_text() == (run / "final-1.txt").read_text()  # step, lr, minutes
+    ckpt = run / "checkpoint"
+    assert {"random_states_0.pkl", "random_states_1.pkl", "done"} <= {f.name for f in ckpt.iterdir()}

@@ -27,6 +27,9 @@ class TrainSpec:
     warmup: int = 100
     max_steps: int = 1000
     max_minutes: float = 60.0
+    # "steps": the cosine spans max_steps. "time": it spans the training time the run can have (max_minutes,
+    # or less when UNCLIP_DEADLINE comes first), so a time-boxed run still ends annealed.
+    schedule: str = "steps"
 
     @classmethod
     def from_config(cls, section: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainSpec:
@@ -60,14 +63,32 @@ class _Progress:
         self.step, self.seconds = int(state["step"]), float(state["seconds"])
 
 
-def _lr_lambda(spec: TrainSpec):
+def _lr_lambda(spec: TrainSpec, progress: _Progress, horizon: dict[str, float]):
+    if spec.schedule not in ("steps", "time"):
+        raise ValueError(f"unknown schedule {spec.schedule!r}: use 'steps' or 'time'")
+
     def f(step: int) -> float:
         if step < spec.warmup:
             return (step + 1) / max(1, spec.warmup)
-        frac = min(1.0, (step - spec.warmup) / max(1, spec.max_steps - spec.warmup))
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac))
+        if spec.schedule == "time":
+            frac = progress.seconds / max(horizon["seconds"], 1e-9)
+        else:
+            frac = (step - spec.warmup) / max(1, spec.max_steps - spec.warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
     return f
+
+
+def _agree_max(acc, *values: float) -> list[float]:
+    """The largest of each value over all processes. Every process must stop at the same step (or the next
+    collective hangs) and follow the same learning-rate schedule, so what they decide by the clock is agreed."""
+    if acc.num_processes == 1:
+        return list(values)
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=acc.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
 
 
 def train(
@@ -106,7 +127,9 @@ def train(
         lr=spec.lr,
         betas=(0.9, 0.99),
     )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(spec))
+    progress = _Progress()
+    horizon = {"seconds": spec.max_minutes * 60}  # the time schedule's span, fixed once resumed
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(spec, progress, horizon))
     model, opt, sched = acc.prepare(model, opt, sched)
     ema = EMAModel(
         [p for p in acc.unwrap_model(model).parameters() if p.requires_grad],
@@ -115,7 +138,6 @@ def train(
         power=0.75,
     )
     ema.to(acc.device)
-    progress = _Progress()
     acc.register_for_checkpointing(ema, progress)
 
     ckpt = run_dir / "checkpoint"
@@ -125,15 +147,21 @@ def train(
         acc.print(f"[{stage.name}] resumed at step {progress.step} ({progress.seconds / 60:.1f} min trained)")
 
     def save() -> None:
-        acc.wait_for_everyone()
+        # every process writes its own random states into the folder, so it must exist before any writes
+        # and may only be renamed once all have written
         tmp = run_dir / "checkpoint.tmp"
+        acc.wait_for_everyone()
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+        acc.wait_for_everyone()
         acc.save_state(str(tmp))
+        acc.wait_for_everyone()
         if acc.is_main_process:
             (tmp / "done").write_text(str(progress.step))
             shutil.rmtree(ckpt, ignore_errors=True)
             tmp.rename(ckpt)
+        acc.wait_for_everyone()
 
     metrics_path = run_dir / "metrics.csv"
     log_file = metrics_path.open("a", newline="") if acc.is_main_process else None
@@ -157,10 +185,19 @@ def train(
     budget = spec.max_minutes * 60
     # UNCLIP_DEADLINE (unix time) stops every stage of a time-boxed run, such as scripts/train_gpu.sh
     deadline = float(os.environ.get("UNCLIP_DEADLINE", "inf"))
+    (horizon["seconds"],) = _agree_max(acc, min(budget, progress.seconds + max(0.0, deadline - time.time())))
     last_save = time.time()
     window_start, window_items = time.time(), 0
     try:
-        while progress.step < spec.max_steps and progress.seconds < budget and time.time() < deadline:
+        while True:
+            stop = progress.step >= spec.max_steps or progress.seconds >= budget or time.time() >= deadline
+            due = time.time() - last_save > save_every_minutes * 60
+            progress.seconds, stop, due = _agree_max(acc, progress.seconds, stop, due)
+            if stop:
+                break  # the final checkpoint is saved below
+            if due:
+                save()
+                last_save = time.time()
             t0 = time.time()
             gen = torch.Generator(device=acc.device)
             gen.manual_seed(seed * 1_000_003 + progress.step * 7919 + acc.process_index)
@@ -198,9 +235,6 @@ def train(
                     bar.update(task, completed=progress.step, info=f"loss {last['loss']:.4f}  {rate:.0f}/s")
                 elif acc.is_main_process and not show_progress:
                     acc.print(f"[{stage.name}] step {progress.step} loss {last['loss']:.4f} {rate:.0f}/s")
-            if time.time() - last_save > save_every_minutes * 60:
-                save()
-                last_save = time.time()
             if stop_at_step is not None and progress.step >= stop_at_step:
                 save()
                 return {"step": progress.step, "interrupted": 1.0}
