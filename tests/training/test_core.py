@@ -98,9 +98,8 @@ def test_time_schedule_spans_the_time_budget() -> None:
         abs(_lr_lambda(TrainSpec(batch_size=1, lr=1.0, warmup=2, max_steps=12), progress, horizon)(7) - 0.525)
         < 1e-9
     )
-    bad = TrainSpec(batch_size=1, lr=1.0, schedule="linear")
     with pytest.raises(ValueError, match="unknown schedule"):
-        _lr_lambda(bad, progress, horizon)
+        TrainSpec.from_config({"batch_size": 1, "lr": 1.0, "schedule": "linear"})
 
 
 def test_time_schedule_ends_annealed(tmp_path: Path) -> None:

@@ -31,6 +31,10 @@ class TrainSpec:
     # or less when UNCLIP_DEADLINE comes first), so a time-boxed run still ends annealed.
     schedule: str = "steps"
 
+    def __post_init__(self) -> None:
+        if self.schedule not in ("steps", "time"):
+            raise ValueError(f"unknown schedule {self.schedule!r}: use 'steps' or 'time'")
+
     @classmethod
     def from_config(cls, section: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainSpec:
         values = {**section, **{k: v for k, v in (overrides or {}).items() if v is not None}}
@@ -64,9 +68,6 @@ class _Progress:
 
 
 def _lr_lambda(spec: TrainSpec, progress: _Progress, horizon: dict[str, float]):
-    if spec.schedule not in ("steps", "time"):
-        raise ValueError(f"unknown schedule {spec.schedule!r}: use 'steps' or 'time'")
-
     def f(step: int) -> float:
         if step < spec.warmup:
             return (step + 1) / max(1, spec.warmup)
