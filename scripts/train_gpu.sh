@@ -6,6 +6,9 @@
 # STAGES="upsampler-256 upsampler-1024" trains just those stages, all side by side, for the whole box (the
 # upsamplers need only the build's svg/ folder and manifest.json, no cache). MAX_MINUTES and MAX_STEPS, when
 # set, override every stage's limits (the cosine schedule follows MAX_STEPS).
+# SHIP=<folder> (a device run's $OUT) then packs what was trained to fp16 and leaves there, as flat files that a
+# device run brings back: model.tar.part-* (15 MB each; `cat model.tar.part-* | tar -x` gives packed/), logs.tar,
+# and eval.json (`unclip eval upsampler` on the bundled model with the newly trained parts in place).
 set -uo pipefail
 CONFIG=${CONFIG:-emoji-base}
 RUN=${RUN:-runs/$CONFIG}
@@ -24,6 +27,18 @@ echo "data ready after $(( $(date +%s) - t0 )) s"
 stage() { $PY -m unclip train "$1" --config "$CONFIG" --data "$DATA" --run-dir "$RUN" \
   ${MAX_MINUTES:+--max-minutes "$MAX_MINUTES"} ${MAX_STEPS:+--max-steps "$MAX_STEPS"} > "$RUN/log-$1.txt" 2>&1 \
   && echo "$1 done after $(( $(date +%s) - t0 )) s" || { echo "$1 FAILED"; tail -20 "$RUN/log-$1.txt"; return 1; }; }
+ship() {
+  [ -n "${SHIP:-}" ] || return 0
+  mkdir -p "$SHIP" && $PY -m unclip pack-model "$RUN/model" "$RUN/packed" >/dev/null || return 1
+  tar -C "$RUN" -cf - packed | split -b 15M - "$SHIP/model.tar.part-"
+  (cd "$RUN" && tar -cf "$SHIP/logs.tar" $(ls -d log-*.txt ./*/metrics.csv ./*/summary.json 2>/dev/null))
+  local m="$RUN/eval-model" p
+  rm -rf "$m" && mkdir -p "$m"
+  for p in models/unclip-emoji/*; do ln -s "$PWD/$p" "$m/"; done
+  for p in "$RUN"/packed/*/; do p=$(basename "$p"); rm -f "$m/$p"; ln -s "$RUN/packed/$p" "$m/$p"; done
+  $PY -m unclip eval upsampler --model "$m" --data "$DATA" --out "$SHIP/eval.json" > "$RUN/log-eval.txt" 2>&1 \
+    && cat "$SHIP/eval.json" || { echo "eval FAILED"; tail -20 "$RUN/log-eval.txt"; return 1; }
+}
 wait_for() { while [ ! -f "$1" ]; do [ "$(date +%s)" -lt "$UNCLIP_DEADLINE" ] || return 1; sleep 2; done; }
 
 if [ -n "${STAGES:-}" ]; then
@@ -32,6 +47,7 @@ if [ -n "${STAGES:-}" ]; then
   status=0
   for p in "${pids[@]}"; do wait "$p" || status=1; done
   for s in $STAGES; do echo "== $s"; cat "$RUN/$s/summary.json"; echo; done
+  ship || status=1
   exit $status
 fi
 
@@ -44,4 +60,5 @@ c=$!
 status=0
 for p in $a $b $c; do wait $p || status=1; done
 for f in "$RUN"/*/summary.json; do echo "== $f"; cat "$f"; echo; done
+ship || status=1
 exit $status

@@ -1,0 +1,53 @@
+"""scripts/train_gpu.sh as a device run uses it: upsamplers only, shipped back as flat files."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_upsampler_box_ships_packed_weights_logs_and_figures(emoji64: Path, tmp_path: Path) -> None:
+    ship = tmp_path / "out"
+    env = os.environ | {
+        "CONFIG": "tiny",
+        "STAGES": "upsampler-256 upsampler-1024",
+        "DATA": str(emoji64),
+        "RUN": str(tmp_path / "run"),
+        "SHIP": str(ship),
+        "BUDGET_SECONDS": "600",
+        "PYTHON": sys.executable,
+    }
+    done = subprocess.run(
+        ["bash", "scripts/train_gpu.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    files = sorted(p.name for p in ship.iterdir())
+    assert files == ["eval.json", "logs.tar", "model.tar.part-aa"]  # flat, as a device run brings them back
+    assert all(p.stat().st_size <= 15 * 2**20 for p in ship.iterdir())
+
+    parts = b"".join(p.read_bytes() for p in sorted(ship.glob("model.tar.part-*")))
+    with tarfile.open(fileobj=io.BytesIO(parts)) as tar:
+        tar.extractall(tmp_path / "back", filter="data")
+    for stage in ("upsampler-256", "upsampler-1024"):
+        weights = load_file(tmp_path / "back" / "packed" / stage / "diffusion_pytorch_model.safetensors")
+        assert {str(t.dtype) for t in weights.values()} == {"torch.float16"}
+
+    with tarfile.open(ship / "logs.tar") as tar:
+        names = set(tar.getnames())
+    assert {"log-upsampler-256.txt", "./upsampler-1024/summary.json", "./upsampler-256/metrics.csv"} <= names
+
+    figures = json.loads((ship / "eval.json").read_text())["upsampler"]
+    assert set(figures) == {"64->256", "256->1024"}
+    assert all(f["psnr"]["learned"] > 0 for f in figures.values())
