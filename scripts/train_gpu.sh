@@ -29,6 +29,7 @@ stage() { $PY -m unclip train "$1" --config "$CONFIG" --data "$DATA" --run-dir "
   && echo "$1 done after $(( $(date +%s) - t0 )) s" || { echo "$1 FAILED"; tail -20 "$RUN/log-$1.txt"; return 1; }; }
 ship() {
   [ -n "${SHIP:-}" ] || return 0
+  SHIP=$(realpath -m "$SHIP") RUN=$(realpath -m "$RUN")
   mkdir -p "$SHIP" && $PY -m unclip pack-model "$RUN/model" "$RUN/packed" >/dev/null || return 1
   tar -C "$RUN" -cf - packed | split -b 15M - "$SHIP/model.tar.part-"
   (cd "$RUN" && tar -cf "$SHIP/logs.tar" $(ls -d log-*.txt ./*/metrics.csv ./*/summary.json 2>/dev/null))
