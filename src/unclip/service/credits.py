@@ -62,6 +62,16 @@ def refund(s: Session, user_id: str, cost: int, job_id: str | None = None) -> No
     s.add(CreditEntry(user_id=user_id, delta=cost, reason="refund", job_id=job_id))
 
 
-def adjust(s: Session, user: User, delta: int, reason: str = "admin") -> None:
-    user.credits = max(0, user.credits + delta)
-    s.add(CreditEntry(user_id=user.id, delta=delta, reason=reason))
+def adjust(s: Session, user: User, delta: int, reason: str = "admin") -> int:
+    """Add `delta` credits (a negative delta takes at most what the user has). The ledger records the change
+    that was made, so that it always sums to the balance. Returns that change."""
+    query = select(User).where(User.id == user.id).with_for_update()
+    locked = s.scalar(query.execution_options(populate_existing=True))
+    current = locked.credits if locked is not None else user.credits
+    applied = max(-current, delta)
+    s.execute(update(User).where(User.id == user.id).values(credits=User.credits + applied))
+    if applied:
+        s.add(CreditEntry(user_id=user.id, delta=applied, reason=reason))
+    s.flush()
+    s.refresh(user)
+    return applied

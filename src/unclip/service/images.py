@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +14,7 @@ from sqlalchemy import func, select
 
 from unclip.service import credits
 from unclip.service.auth import Principal, require_active, require_feature
-from unclip.service.db import AuditEvent, ImageRecord, Job, User, now
+from unclip.service.db import AuditEvent, ImageRecord, Job, User, new_id, now
 from unclip.service.errors import APIError, content_policy, invalid, missing, rate_limited
 from unclip.service.policy import has_real_face, prompt_hash, real_face_refusal
 
@@ -44,6 +45,11 @@ WHAT = {
 # --- parameter checks (OpenAI's messages and codes) -------------------------------------------------------
 
 
+def _visible(text: str) -> bool:
+    """Whether a text has any character that shows: not only spaces, zero-width or other format characters."""
+    return any(not ch.isspace() and unicodedata.category(ch) not in ("Cf", "Cc", "Zs") for ch in text)
+
+
 def check_prompt(prompt: Any, required: bool = True) -> str | None:
     if prompt is None:
         if required:
@@ -55,7 +61,15 @@ def check_prompt(prompt: Any, required: bool = True) -> str | None:
             "prompt",
             "invalid_type",
         )
-    if required and not prompt.strip():
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid(
+            "Invalid 'prompt': it contains characters that are not valid Unicode (unpaired surrogates).",
+            "prompt",
+            "invalid_value",
+        ) from None
+    if required and not _visible(prompt):
         raise invalid(
             "Invalid 'prompt': empty string. Expected a string with minimum length 1, but got an "
             "empty string instead.",
@@ -269,11 +283,11 @@ class ImageService:
         self.sv.jobs.reserve()
         try:
             with self.sv.db.session() as s:
-                job = Job(user_id=p.user_id, kind=sub.kind, model=model, params=params, cost=cost)
-                s.add(job)
-                s.flush()
-                credits.charge(s, p.user_id, cost, st.credit_grants, job.id)
-                job_id = job.id
+                # charge first: it locks the user row (FOR UPDATE) before the job's foreign key takes a
+                # share lock on it, so two submits of one user cannot deadlock on PostgreSQL
+                job_id = new_id("job")
+                credits.charge(s, p.user_id, cost, st.credit_grants, job_id)
+                s.add(Job(id=job_id, user_id=p.user_id, kind=sub.kind, model=model, params=params, cost=cost))
         except BaseException:
             self.sv.jobs.release()
             raise

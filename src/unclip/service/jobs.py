@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from unclip.service import credits
 from unclip.service.db import Database, ImageRecord, Job, now
@@ -191,29 +191,48 @@ class JobManager:
             return self._pending
 
     def cancel(self, job_id: str) -> None:
+        """Cancel a queued job at once (refunded), or ask a running one to stop."""
         h = self.handle(job_id)
         with self.db.session() as s:
-            job = s.get(Job, job_id)
-            if job is None or job.status in TERMINAL:
-                return
-            if job.status == "queued":
-                self._finish(s, job, "cancelled", error=None)
-                if h:
-                    h.status = "cancelled"
-                    h.changed = time.monotonic()
+            won = self._finish(s, job_id, ("queued",), "cancelled", error=None)
         if h:
+            if won:
+                h.status = "cancelled"
+                h.changed = time.monotonic()
             h.cancel.set()
             if h.status == "cancelled":
                 h.done.set()
 
     # --- running -----------------------------------------------------------------------------------------
 
-    def _finish(self, s: Any, job: Job, status: str, error: dict[str, Any] | None) -> None:
-        job.status = status
-        job.error = error
-        job.finished_at = now()
+    @staticmethod
+    def _move(s: Any, job_id: str, from_: tuple[str, ...], **values: Any) -> bool:
+        """Change a job's row only if its status is still one of `from_` (compare and set). Of two racing
+        transitions exactly one wins; the other changes nothing and gets False."""
+        done = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(from_))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return done.rowcount == 1
+
+    def _finish(
+        self,
+        s: Any,
+        job_id: str,
+        from_: tuple[str, ...],
+        status: str,
+        error: dict[str, Any] | None,
+        **values: Any,
+    ) -> bool:
+        """End a job, and refund it when it failed or was cancelled, only if this call made the transition."""
+        if not self._move(s, job_id, from_, status=status, error=error, finished_at=now(), **values):
+            return False
+        job = s.get(Job, job_id, populate_existing=True)
         if status in ("failed", "cancelled") and job.cost:
             credits.refund(s, job.user_id, job.cost, job.id)
+        return True
 
     def _work(self) -> None:
         while True:
@@ -238,19 +257,18 @@ class JobManager:
     def _run(self, job_id: str) -> None:
         h = self.handle(job_id) or Handle(job_id)
         with self.db.session() as s:
-            job = s.get(Job, job_id)
-            if job is None or job.status != "queued":
-                h.status = job.status if job else "failed"
-                h.done.set()
-                return
-            if h.cancel.is_set():
-                self._finish(s, job, "cancelled", None)
+            if h.cancel.is_set() and self._finish(s, job_id, ("queued",), "cancelled", None):
                 h.status = "cancelled"
                 h.done.set()
                 return
-            job.status = "running"
-            job.started_at = now()
-            job.attempts += 1
+            started = self._move(
+                s, job_id, ("queued",), status="running", started_at=now(), attempts=Job.attempts + 1
+            )
+            job = s.get(Job, job_id, populate_existing=True)
+            if not started:
+                h.status = job.status if job else "failed"
+                h.done.set()
+                return
         h.status = "running"
         h.changed = time.monotonic()
 
@@ -276,14 +294,11 @@ class JobManager:
                 500, "The server had an error while processing your request.", type="server_error"
             ).body()
         with self.db.session() as s:
-            job = s.get(Job, job_id)
-            assert job is not None
-            job.progress_step, job.progress_total = h.step, h.total
-            if status == "queued":
-                job.status = "queued"  # interrupted by shutdown: runs again after the restart
+            progress_done = {"progress_step": h.step, "progress_total": h.total}
+            if status == "queued":  # interrupted by shutdown: runs again after the restart
+                self._move(s, job_id, ("running",), status="queued", **progress_done)
             else:
-                job.result = result
-                self._finish(s, job, status, error)
+                self._finish(s, job_id, ("running",), status, error, result=result, **progress_done)
         h.status = status
         h.changed = time.monotonic()
         if status != "queued":

@@ -10,6 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from unclip.service.errors import APIError
+
 
 class BlobStore:
     """Blobs live at `<root>/<sha[:2]>/<sha[2:4]>/<sha>.png`; writes are atomic (temp + rename)."""
@@ -42,7 +44,13 @@ class BlobStore:
         return sha
 
     def get(self, sha: str) -> bytes:
-        return self.path(sha).read_bytes()
+        try:
+            return self.path(sha).read_bytes()
+        except FileNotFoundError:
+            # the row outlived its file (a deleted or restored data folder): a clear 404, not a 500
+            raise APIError(
+                404, "This image's file is missing from storage.", code="image_file_missing"
+            ) from None
 
     def exists(self, sha: str) -> bool:
         return self.path(sha).exists()
@@ -82,4 +90,5 @@ class UrlSigner:
     def verify(self, image_id: str, expires: int, sig: str, now: float | None = None) -> bool:
         if (time.time() if now is None else now) > expires:
             return False
-        return hmac.compare_digest(self._sig(image_id, expires), sig)
+        # compare bytes: compare_digest refuses str with non-ASCII characters (a TypeError, i.e. a 500)
+        return hmac.compare_digest(self._sig(image_id, expires).encode(), sig.encode("utf-8", "replace"))

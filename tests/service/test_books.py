@@ -1,0 +1,128 @@
+"""Credits under concurrency: racing cancels, parallel submits of one user and admin adjustments keep every
+balance equal to the sum of its ledger, on SQLite and (when UNCLIP_TEST_POSTGRES_URL is set) PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from unclip.service.db import CreditEntry, User
+
+from .conftest import Server, make_settings, start_server
+from .test_jobs import ASYNC, H, wait_status
+
+PG_URL = os.environ.get("UNCLIP_TEST_POSTGRES_URL", "")
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def _clean_postgres() -> str:
+    from sqlalchemy import text
+
+    from unclip.service.db import make_engine
+
+    engine = make_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    return PG_URL
+
+
+@pytest.fixture(params=DATABASES)
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    kw = {"rate_limits": {"member": 10_000, "trusted": 10_000, "admin": 10_000}, "queue_size": 200}
+    if request.param == "postgres":
+        if not PG_URL:
+            pytest.skip("UNCLIP_TEST_POSTGRES_URL is not set")
+        kw["database_url"] = _clean_postgres()
+    srv = start_server(make_settings(tmp_path, **kw))
+    yield srv
+    srv.engine.gate = None
+    srv.stop()
+
+
+def books(srv: Server, user_id: str) -> tuple[int, int]:
+    """(balance, sum of the ledger) of one user."""
+    with srv.sv.db.session() as s:
+        balance = s.scalar(select(User.credits).where(User.id == user_id))
+        ledger = s.scalar(
+            select(func.coalesce(func.sum(CreditEntry.delta), 0)).where(CreditEntry.user_id == user_id)
+        )
+        return int(balance), int(ledger)
+
+
+def submit(srv: Server, key: str) -> httpx.Response:
+    return httpx.post(
+        srv.url + "/v1/images/generations",
+        json={"prompt": "x", "size": "256x256"},
+        headers={**H(key), **ASYNC},
+    )
+
+
+def test_racing_cancels_refund_once(server: Server) -> None:
+    uid, key = server.user("member")
+    server.engine.gate = threading.Event()  # the first job holds the worker: the others stay queued
+    blocker = submit(server, key).json()["id"]
+    wait_status(server, key, blocker, "running")
+    start, _ = books(server, uid)
+    tries = 12
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(tries):
+            job_id = submit(server, key).json()["id"]
+            go = threading.Barrier(8)
+
+            def cancel(job_id: str = job_id, go: threading.Barrier = go) -> int:
+                go.wait()
+                return httpx.post(f"{server.url}/v1/jobs/{job_id}/cancel", headers=H(key)).status_code
+
+            codes = list(pool.map(lambda _: cancel(), range(8)))
+            assert set(codes) == {200}, codes
+            balance, ledger = books(server, uid)
+            assert balance == ledger == start, f"balance {balance}, ledger {ledger}, before {start}"
+    assert httpx.get(f"{server.url}/v1/jobs/{blocker}", headers=H(key)).json()["status"] == "running"
+
+
+def set_balance(srv: Server, user_id: str, credits_left: int) -> None:
+    from unclip.service import credits
+
+    with srv.sv.db.session() as s:
+        user = s.get(User, user_id)
+        credits.ensure_grant(s, user, srv.sv.settings.credit_grants)  # this month's grant is in
+        credits.adjust(s, user, credits_left - user.credits)
+
+
+def test_parallel_submits_of_one_user_charge_exactly_what_they_can(server: Server) -> None:
+    uid, key = server.user("member")
+    server.engine.gate = threading.Event()  # nothing finishes while the submits race
+    cost = server.sv.settings.credit_costs["256x256"]
+    set_balance(server, uid, 5 * cost)
+    go = threading.Barrier(12)
+
+    def one(_: int) -> int:
+        go.wait()
+        return submit(server, key).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(one, range(12)))
+    assert sorted(codes) == [202] * 5 + [429] * 7, codes
+    assert books(server, uid) == (0, 0)
+
+
+def test_negative_admin_adjustment_records_what_it_took(server: Server) -> None:
+    uid, _ = server.user("member")
+    _, admin = server.user("admin")
+    balance, _ = books(server, uid)
+    r = httpx.patch(
+        f"{server.url}/v1/admin/users/{uid}", json={"credits_delta": -(balance + 500)}, headers=H(admin)
+    )
+    assert r.status_code == 200 and r.json()["credits"] == 0
+    assert books(server, uid) == (0, 0)
+    r = httpx.patch(f"{server.url}/v1/admin/users/{uid}", json={"credits_delta": 7}, headers=H(admin))
+    assert r.json()["credits"] == 7 and books(server, uid) == (7, 7)
