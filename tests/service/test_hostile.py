@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import httpx
 
 from .conftest import Server
@@ -56,3 +58,58 @@ def test_prompts_with_lone_surrogates_or_nothing_visible_are_refused_before_the_
         assert r.status_code == 400, r.text
         assert r.json()["error"]["param"] == "prompt"
     assert books(live, uid) == before
+
+
+def test_moderations_cap_the_number_and_size_of_inputs(live: Server) -> None:
+    from unclip.service.routers.moderations import MAX_CHARS, MAX_INPUTS
+
+    _, key = live.user("member")
+    url = live.url + "/v1/moderations"
+    assert httpx.post(url, json={"input": ["a cat"] * MAX_INPUTS}, headers=H(key)).status_code == 200
+    r = httpx.post(url, json={"input": ["a cat"] * (MAX_INPUTS + 1)}, headers=H(key))
+    assert r.status_code == 400 and r.json()["error"]["code"] == "array_above_max_length"
+    r = httpx.post(url, json={"input": "a" * (MAX_CHARS + 1)}, headers=H(key))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input"
+
+
+def test_a_job_that_keeps_crashing_the_server_is_failed_and_refunded(tmp_path) -> None:
+    from sqlalchemy import update
+
+    from unclip.service.db import Job
+    from unclip.service.jobs import MAX_ATTEMPTS
+
+    from .conftest import make_settings, start_server
+
+    srv = start_server(make_settings(tmp_path))
+    uid, key = srv.user("member")
+    r = httpx.post(
+        srv.url + "/v1/images/generations", json={"prompt": "x", "size": "256x256"}, headers=H(key)
+    )
+    assert r.status_code == 200
+    before = books(srv, uid)
+    with srv.sv.db.session() as s:  # as a job left by MAX_ATTEMPTS crashes mid-run would be, charged
+        job = Job(user_id=uid, kind="generation", model="unclip-test", params={"prompt": "boom", "n": 1,
+                  "size": "256x256"}, cost=1, status="running", attempts=MAX_ATTEMPTS)  # fmt: skip
+        s.add(job)
+        s.flush()
+        job_id = job.id
+        s.execute(update(Job).where(Job.id == job_id).values(status="running"))
+    srv.stop()
+    srv2 = start_server(make_settings(tmp_path))
+    try:
+        job = httpx.get(f"{srv2.url}/v1/jobs/{job_id}", headers=H(key)).json()
+        assert job["status"] == "failed" and job["error"]["code"] == "job_crashed"
+        balance, ledger = books(srv2, uid)
+        assert balance == ledger == before[0] + 1  # the refund of a charge this test never made
+        assert srv2.engine.calls == []
+    finally:
+        srv2.stop()
+
+
+def test_the_database_file_is_private(live: Server) -> None:
+    import stat
+
+    url = live.sv.settings.db_url
+    if not url.startswith("sqlite"):
+        return  # a server database has its own access control
+    assert stat.S_IMODE(os.stat(url.split("///", 1)[-1]).st_mode) == 0o600

@@ -24,6 +24,7 @@ from unclip.service.storage import BlobStore
 
 log = logging.getLogger("unclip.service.jobs")
 TERMINAL = ("succeeded", "failed", "cancelled")
+MAX_ATTEMPTS = 3  # starts of one job cut off by a crash before it is failed and refunded
 
 
 @dataclass
@@ -125,14 +126,27 @@ class JobManager:
             self._threads.append(t)
 
     def recover(self) -> int:
-        """Re-queue the jobs a previous run accepted but did not finish."""
+        """Re-queue the jobs a previous run accepted but did not finish. A job still marked running was cut
+        off by a crash or a kill (a shutdown puts running jobs back to queued): after MAX_ATTEMPTS starts it
+        is failed and refunded instead of taking the server down again."""
         with self.db.session() as s:
-            jobs = s.scalars(
-                select(Job).where(Job.status.in_(("queued", "running"))).order_by(Job.created_at)
+            jobs = list(
+                s.scalars(select(Job).where(Job.status.in_(("queued", "running"))).order_by(Job.created_at))
             )
             ids = []
             for job in jobs:
-                job.status = "queued"
+                if job.status == "running" and job.attempts >= MAX_ATTEMPTS:
+                    error = APIError(
+                        500,
+                        f"The server stopped while running this job {job.attempts} times; it was not run again "
+                        "and its credits were refunded.",
+                        type="server_error",
+                        code="job_crashed",
+                    ).body()
+                    self._finish(s, job.id, ("running",), "failed", error)
+                    log.warning("job %s failed after %d interrupted attempts", job.id, job.attempts)
+                    continue
+                self._move(s, job.id, ("queued", "running"), status="queued")
                 ids.append(job.id)
         for job_id in ids:
             with self._lock:

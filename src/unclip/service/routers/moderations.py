@@ -16,6 +16,8 @@ from unclip.service.errors import invalid
 from unclip.service.routers.deps import admitted, services
 
 router = APIRouter(prefix="/v1", tags=["moderations"])
+MAX_INPUTS = 32  # one request may not buy unbounded policy time: other users' generations share the CPU
+MAX_CHARS = 32_000  # all inputs together
 
 
 class ModerationRequest(BaseModel):
@@ -25,16 +27,28 @@ class ModerationRequest(BaseModel):
 
 
 def _texts(value: str | list[Any]) -> list[str]:
-    if isinstance(value, str):
-        return [value]
     out = []
-    for item in value:
+    for item in [value] if isinstance(value, str) else value:
         if isinstance(item, str):
             out.append(item)
         elif isinstance(item, dict) and item.get("type") == "text" and isinstance(item.get("text"), str):
             out.append(item["text"])
         else:
             raise invalid("Only text inputs are supported by this server's moderation model.", "input")
+    if len(out) > MAX_INPUTS:
+        raise invalid(
+            f"Invalid 'input': array too long. Expected an array with maximum length {MAX_INPUTS}, but got an "
+            f"array with length {len(out)} instead.",
+            "input",
+            "array_above_max_length",
+        )
+    total = sum(len(t) for t in out)
+    if total > MAX_CHARS:
+        raise invalid(
+            f"Invalid 'input': {total} characters in all; the limit is {MAX_CHARS} per request.",
+            "input",
+            "string_above_max_length",
+        )
     return out
 
 
