@@ -113,3 +113,18 @@ def test_the_database_file_is_private(live: Server) -> None:
     if not url.startswith("sqlite"):
         return  # a server database has its own access control
     assert stat.S_IMODE(os.stat(url.split("///", 1)[-1]).st_mode) == 0o600
+
+
+def test_an_unexpected_500_closes_the_connection_cleanly(live: Server, monkeypatch) -> None:
+    _, key = live.user("member")
+    image_id, _ = _one_image(live, key)
+
+    def broken(sha: str) -> bytes:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(live.sv.store, "get", broken)
+    with httpx.Client(base_url=live.url, headers=H(key)) as client:
+        r = client.get(f"/v1/images/{image_id}/content")
+        assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
+        assert r.headers["connection"] == "close"
+        assert client.get("/v1/me").status_code == 200  # the next request goes out on a new connection

@@ -148,8 +148,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
+        # Starlette raises the error again after this answer and the server then closes the connection: say
+        # so, or a keep-alive client sends its next request into a reset
         return APIError(
             500,
             "The server had an error while processing your request. Sorry about that!",
             type="server_error",
+            headers={"Connection": "close"},
         ).response()
