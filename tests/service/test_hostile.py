@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import httpx
+import pytest
 
 from .conftest import Server
 from .test_books import books
@@ -128,3 +129,42 @@ def test_an_unexpected_500_closes_the_connection_cleanly(live: Server, monkeypat
         assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
         assert r.headers["connection"] == "close"
         assert client.get("/v1/me").status_code == 200  # the next request goes out on a new connection
+
+
+@pytest.mark.parametrize(
+    "extra,param,code",
+    [
+        ({"n": True}, "n", "invalid_type"),
+        ({"n": "2"}, "n", "invalid_type"),
+        ({"n": 1.5}, "n", "invalid_type"),
+        ({"steps": 0}, "steps", "integer_below_min_value"),
+        ({"steps": 201}, "steps", "integer_above_max_value"),
+        ({"seed": 2**70}, "seed", "integer_above_max_value"),
+        ({"seed": -1}, "seed", "integer_below_min_value"),
+        ({"guidance": 99.0}, "guidance", "number_above_max_value"),
+    ],
+)
+def test_numbers_the_contract_refuses_are_refused_before_the_charge(
+    live: Server, extra: dict, param: str, code: str
+) -> None:
+    uid, key = live.user("member")
+    before = books(live, uid)
+    body = {"prompt": "x", "size": "256x256", **extra}
+    r = httpx.post(live.url + "/v1/images/generations", json=body, headers=H(key))
+    assert r.status_code == 400, r.text
+    assert (r.json()["error"]["param"], r.json()["error"]["code"]) == (param, code)
+    assert books(live, uid) == before and live.engine.calls == []
+
+
+@pytest.mark.parametrize("a,b", [("NaN", "1"), ("Infinity", "1"), ("0", "0"), ("-1", "2")])
+def test_blend_weights_must_be_finite_and_not_all_zero(live: Server, a: str, b: str) -> None:
+    uid, key = live.user("trusted")
+    before = books(live, uid)
+    items = f'[{{"prompt": "a cat", "weight": {a}}}, {{"prompt": "a dog", "weight": {b}}}]'
+    r = httpx.post(
+        live.url + "/v1/images/blends",
+        content=f'{{"items": {items}, "size": "256x256"}}'.encode(),
+        headers={**H(key), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 400, r.text
+    assert books(live, uid) == before and live.engine.calls == []

@@ -97,19 +97,21 @@ def test_openai_client_on_the_real_engine(real: Server, tiny_model: Path) -> Non
     _check_provenance(real, key, data, raw.headers["x-request-id"], tiny_model.name)
 
 
-def test_engine_invalid_input_is_a_400_naming_the_parameter(real: Server) -> None:
+def test_values_the_engine_refuses_are_a_400_before_any_job(real: Server) -> None:
     _, key = real.user("member")
     client = real.client(key, timeout=300)
-    for name, value in (("steps", 500), ("guidance", 99.0)):
+    before = httpx.get(real.url + "/v1/me", headers=H(key)).json()["credits"]
+    for name, value, code in (
+        ("steps", 500, "integer_above_max_value"),
+        ("guidance", 99.0, "number_above_max_value"),
+    ):
         with pytest.raises(openai.BadRequestError) as e:
             client.images.generate(prompt="a cat", size="256x256", extra_body={name: value})
         error = e.value.response.json()["error"]
-        assert error["param"] == name and error["code"] == "invalid_value", error
+        assert error["param"] == name and error["code"] == code, error
         assert error["type"] == "invalid_request_error"
-    jobs = httpx.get(real.url + "/v1/jobs", headers=H(key)).json()["data"]
-    assert [j["status"] for j in jobs] == ["failed", "failed"]
-    assert jobs[0]["error"]["param"] == "guidance"
-    assert httpx.get(real.url + "/v1/me", headers=H(key)).json()["credits"] == 200  # refunded
+    assert httpx.get(real.url + "/v1/jobs", headers=H(key)).json()["data"] == []  # no queue place, no charge
+    assert httpx.get(real.url + "/v1/me", headers=H(key)).json()["credits"] == before
 
 
 def test_progress_events_then_cancel_on_the_real_engine(real: Server) -> None:

@@ -3,13 +3,14 @@ history, signed file URLs)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
@@ -61,13 +62,13 @@ class GenerationRequest(BaseModel):
     model: str | None = Field(
         None, description="`dall-e-2` (the default model) or an installed model's name."
     )
-    n: int | None = Field(1, description="1 to 10.")
+    n: StrictInt | None = Field(1, description="1 to 10.")
     size: str | None = Field("1024x1024", description="256x256, 512x512 or 1024x1024.")
     response_format: str | None = Field("url", description="url (signed, valid 60 minutes) or b64_json.")
     user: str | None = None
-    seed: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
+    seed: StrictInt | None = None
+    steps: StrictInt | None = None
+    guidance: StrictFloat | None = None
     negative_prompt: str | None = None
 
 
@@ -85,9 +86,33 @@ def _extensions(values: dict[str, Any]) -> dict[str, Any]:
             )
         except (TypeError, ValueError):
             raise invalid(f"Invalid type for '{name}'.", name, "invalid_type") from None
+        if name in RANGES:
+            check_range(out[name], name, *RANGES[name])
     if "negative_prompt" in out:
         check_prompt(out["negative_prompt"], required=False)
     return out
+
+
+# What the engine accepts, checked here before the charge and without taking a place in the queue.
+RANGES: dict[str, tuple[float, float]] = {"seed": (0, 2**63 - 1), "steps": (1, 200), "guidance": (0.0, 30.0)}
+
+
+def check_range(value: float, name: str, low: float, high: float) -> None:
+    kind = "integer" if isinstance(value, int) else "number"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise invalid(f"Invalid '{name}': expected a finite number, but got {value}.", name, "invalid_value")
+    if value < low:
+        raise invalid(
+            f"Invalid '{name}': {kind} below minimum value. Expected a value >= {low}, but got {value} instead.",
+            name,
+            f"{kind}_below_min_value",
+        )
+    if value > high:
+        raise invalid(
+            f"Invalid '{name}': {kind} above maximum value. Expected a value <= {high}, but got {value} instead.",
+            name,
+            f"{kind}_above_max_value",
+        )
 
 
 async def _submit(request: Request, p: Principal, sub: Submission, endpoint: str) -> str:
@@ -392,19 +417,19 @@ class BlendItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prompt: str | None = None
     image_id: str | None = None
-    weight: float = 1.0
+    weight: StrictFloat = 1.0
 
 
 class BlendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     items: list[BlendItem] = Field(description="2 to 4 prompts and/or your own image ids, with weights.")
     model: str | None = None
-    n: int | None = 1
+    n: StrictInt | None = 1
     size: str | None = "1024x1024"
     response_format: str | None = "url"
-    seed: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
+    seed: StrictInt | None = None
+    steps: StrictInt | None = None
+    guidance: StrictFloat | None = None
 
 
 @router.post("/images/blends", summary="Blend prompts and images in CLIP space (unclip)")
@@ -423,6 +448,7 @@ async def blends(request: Request, body: BlendRequest, p: Principal = Depends(ad
     )
     items = []
     for i, item in enumerate(body.items):
+        check_range(item.weight, f"items.{i}.weight", 0.0, 100.0)
         if (item.prompt is None) == (item.image_id is None):
             raise invalid("Each item takes exactly one of 'prompt' or 'image_id'.", f"items.{i}")
         if item.prompt is not None:
@@ -431,6 +457,8 @@ async def blends(request: Request, body: BlendRequest, p: Principal = Depends(ad
         else:
             sha, _ = await run_in_threadpool(sv.images.owned_sha, p, item.image_id, f"items.{i}.image_id")
             items.append({"image": sha, "weight": item.weight})
+    if not sum(item.weight for item in body.items) > 0:
+        raise invalid("Blend weights must not all be zero.", "items")
     sub.params["items"] = items
     job_id = await _submit(request, p, sub, "images.blends")
     return await respond(request, p, job_id)
