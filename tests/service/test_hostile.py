@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import httpx
@@ -168,3 +169,53 @@ def test_blend_weights_must_be_finite_and_not_all_zero(live: Server, a: str, b: 
     )
     assert r.status_code == 400, r.text
     assert books(live, uid) == before and live.engine.calls == []
+
+
+def _chunks(data: bytes, size: int = 1 << 16):
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+@pytest.mark.parametrize("kind", ["json", "multipart"])
+def test_a_chunked_body_over_the_limit_is_413_and_stores_nothing(tmp_path, kind: str) -> None:
+    from .conftest import make_settings, start_server
+
+    srv = start_server(make_settings(tmp_path, max_request_bytes=1 << 20))
+    try:
+        uid, key = srv.user("member")
+        before = books(srv, uid)
+        big = "u" * (3 << 20)
+        if kind == "json":
+            body = json.dumps({"prompt": "x", "size": "256x256", "user": big}).encode()
+            ctype = "application/json"
+        else:
+            boundary = "b0undary"
+            body = (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="user"\r\n\r\n{big}\r\n--{boundary}--\r\n'
+            ).encode()
+            ctype = f"multipart/form-data; boundary={boundary}"
+        r = httpx.post(
+            srv.url + "/v1/images/" + ("generations" if kind == "json" else "variations"),
+            content=_chunks(body),  # a generator: sent chunked, without Content-Length
+            headers={**H(key), "Content-Type": ctype},
+        )
+        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+        assert books(srv, uid) == before
+        with srv.sv.db.session() as s:
+            from sqlalchemy import func, select
+
+            from unclip.service.db import Job
+
+            assert s.scalar(select(func.count()).select_from(Job)) == 0
+        assert httpx.get(srv.url + "/v1/me", headers=H(key)).status_code == 200  # the server still answers
+    finally:
+        srv.stop()
+
+
+def test_free_text_fields_are_capped(live: Server) -> None:
+    _, key = live.user("member")
+    for field, limit in (("user", 256), ("model", 200)):
+        body = {"prompt": "x", "size": "256x256", field: "a" * (limit + 1)}
+        r = httpx.post(live.url + "/v1/images/generations", json=body, headers=H(key))
+        assert r.status_code == 400 and r.json()["error"]["param"] == field
+        assert r.json()["error"]["code"] == "string_above_max_length"

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from unclip.service import errors
@@ -20,6 +19,7 @@ from unclip.service.db import ApiKey, Database, User
 from unclip.service.engines import Loader, ModelRegistry, real_loader
 from unclip.service.images import ImageService
 from unclip.service.jobs import JobManager
+from unclip.service.limits import BodyLimit
 from unclip.service.policy import (
     OffenderRules,
     Policy,
@@ -176,12 +176,7 @@ def create_app(
         response.headers["x-request-id"] = request.state.request_id
         return response
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_request_bytes:
-            return JSONResponse(errors.APIError(413, "Request body too large.").body(), status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
 
     from unclip.service.routers import accounts, admin, images, jobs, models, moderations
 

@@ -86,6 +86,30 @@ def check_prompt(prompt: Any, required: bool = True) -> str | None:
     return prompt
 
 
+MAX_USER = 256  # OpenAI's end-user identifier: an id, not a document
+MAX_MODEL = 200
+
+
+def check_text(value: Any, name: str, limit: int) -> str | None:
+    """An optional free-text field: a string of at most `limit` characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid(
+            f"Invalid type for '{name}': expected a string, but got a value of another type.",
+            name,
+            "invalid_type",
+        )
+    if len(value) > limit:
+        raise invalid(
+            f"Invalid '{name}': string too long. Expected a string with maximum length {limit}, but got a string "
+            f"with length {len(value)} instead.",
+            name,
+            "string_above_max_length",
+        )
+    return value
+
+
 def check_n(n: Any) -> int:
     if n is None:
         return 1
@@ -252,6 +276,8 @@ class ImageService:
     def submit(self, p: Principal, sub: Submission, endpoint: str) -> str:
         """All checks, then charge and queue. Returns the job id. Runs in a worker thread (blocking I/O)."""
         st = self.sv.settings
+        check_text(sub.user, "user", MAX_USER)
+        check_text(sub.model, "model", MAX_MODEL)
         feature = FEATURE_OF[sub.kind]
         require_feature(p, feature, st.features, WHAT[feature])
         # content-addressed storage: a result downloaded and uploaded again counts as the caller's own

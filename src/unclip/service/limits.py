@@ -1,0 +1,80 @@
+"""The request body limit, enforced on the bytes that arrive: a chunked body has no Content-Length to check."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+Scope = dict[str, Any]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _too_large(limit: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    body = json.dumps(
+        {
+            "error": {
+                "message": f"Request body too large: the limit is {limit} bytes.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "request_too_large",
+            }
+        }
+    ).encode()
+    start = {
+        "type": "http.response.start",
+        "status": 413,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),  # the rest of the body is not read
+        ],
+    }
+    return start, {"type": "http.response.body", "body": body}
+
+
+class BodyLimit:
+    """ASGI middleware: answer 413 as soon as a body's declared or received size passes `max_bytes`, and stop
+    the request there (nothing it sent is stored, no form is parsed further)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            for message in _too_large(self.max_bytes):
+                await send(message)
+            return
+        state = {"received": 0, "started": False, "refused": False}
+
+        async def limited_receive() -> dict[str, Any]:
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > self.max_bytes:
+                    if not state["started"] and not state["refused"]:
+                        state["refused"] = True
+                        for m in _too_large(self.max_bytes):
+                            await send(m)
+                    raise BodyTooLarge()
+            return message
+
+        async def guarded_send(message: dict[str, Any]) -> None:
+            if state["refused"]:
+                return  # the app's own answer to the aborted read (FastAPI makes it a 400) is dropped
+            state["started"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except BodyTooLarge:
+            pass
+        except Exception:
+            if not state["refused"]:
+                raise
