@@ -219,3 +219,32 @@ def test_free_text_fields_are_capped(live: Server) -> None:
         r = httpx.post(live.url + "/v1/images/generations", json=body, headers=H(key))
         assert r.status_code == 400 and r.json()["error"]["param"] == field
         assert r.json()["error"]["code"] == "string_above_max_length"
+
+
+def test_a_client_that_goes_away_has_its_job_cancelled_and_refunded(live: Server) -> None:
+    import threading
+    import time
+
+    uid, key = live.user("member")
+    live.engine.gate = threading.Event()  # the job would wait forever
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            live.url + "/v1/images/generations",
+            json={"prompt": "x", "size": "256x256"},
+            headers=H(key),
+            timeout=1.0,
+        )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        jobs = httpx.get(live.url + "/v1/jobs", headers=H(key)).json()["data"]
+        if jobs and jobs[0]["status"] == "cancelled":
+            break
+        time.sleep(0.1)
+    assert jobs[0]["status"] == "cancelled"
+    balance, ledger = books(live, uid)
+    assert (
+        balance == ledger
+        and [j["cost"] for j in jobs] == [1]
+        and balance == live.sv.settings.credit_grants["member"]
+    )
+    live.engine.gate = None

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from sqlalchemy import select
 
 from unclip.service import errors
@@ -19,7 +18,7 @@ from unclip.service.db import ApiKey, Database, User
 from unclip.service.engines import Loader, ModelRegistry, real_loader
 from unclip.service.images import ImageService
 from unclip.service.jobs import JobManager
-from unclip.service.limits import BodyLimit
+from unclip.service.middleware import BodyLimit, RequestId
 from unclip.service.policy import (
     OffenderRules,
     Policy,
@@ -168,14 +167,7 @@ def create_app(
     app.state.services = sv
     errors.install(app)
 
-    @app.middleware("http")
-    async def _request_id(request: Request, call_next: Any) -> Any:
-        # as OpenAI's x-request-id; image jobs keep it and it goes into each output's provenance metadata
-        request.state.request_id = f"req_{secrets.token_hex(16)}"
-        response = await call_next(request)
-        response.headers["x-request-id"] = request.state.request_id
-        return response
-
+    app.add_middleware(RequestId)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
 
     from unclip.service.routers import accounts, admin, images, jobs, models, moderations

@@ -1,8 +1,11 @@
-"""The request body limit, enforced on the bytes that arrive: a chunked body has no Content-Length to check."""
+"""Pure ASGI middleware (Starlette's BaseHTTPMiddleware breaks `request.is_disconnected()`, which the
+waiting requests poll to cancel the jobs of clients that went away): request ids, and the body limit enforced
+on the bytes that arrive (a chunked body has no Content-Length to check)."""
 
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 Scope = dict[str, Any]
@@ -78,3 +81,25 @@ class BodyLimit:
         except Exception:
             if not state["refused"]:
                 raise
+
+
+class RequestId:
+    """An x-request-id on every answer, as OpenAI's; `request.state.request_id` for the routes (image jobs
+    keep it and it goes into each output's provenance metadata)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = f"req_{secrets.token_hex(16)}"
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
