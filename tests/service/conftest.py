@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from unclip.service.app import create_app
+from unclip.service.app import create_app, draining_server
 from unclip.service.auth import approve, create_key, create_user
 from unclip.service.settings import Settings
 
@@ -75,6 +75,12 @@ class Server:
         kw.setdefault("timeout", 30)
         return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, **kw)
 
+    def sigterm(self) -> None:
+        """What SIGTERM does to `unclip serve`: drain the job queue, then shut down."""
+        import signal
+
+        self.server.handle_exit(signal.SIGTERM, None)
+
     def stop(self) -> None:
         if self.server is not None:
             self.server.should_exit = True
@@ -98,18 +104,13 @@ def start_server(
 ) -> Server:
     """A live server on a free port. `real_engine`: the production loader (`Engine.load` on `settings.model`)
     instead of the fake engine."""
-    import uvicorn
-
     engine = None if real_engine else engine or FakeEngine()
     if real_engine:
         app = create_app(settings, policy=policy or FakePolicy())
     else:
         app = create_app(settings, engines=engines or {"unclip-test": engine}, policy=policy or FakePolicy())
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=10
-    )
-    server = uvicorn.Server(config)
+    server = draining_server(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 120  # startup warms the policy and loads the default model

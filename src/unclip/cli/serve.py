@@ -26,9 +26,7 @@ def serve(
     ),
 ) -> None:
     """Serve the Images API (OpenAI dall-e-2 contract) under /v1 and the web app at /."""
-    import uvicorn
-
-    from unclip.service.app import bootstrap_admin, create_app
+    from unclip.service.app import bootstrap_admin, create_app, draining_server
     from unclip.service.db import Database
     from unclip.service.settings import Settings
 
@@ -55,10 +53,4 @@ def serve(
         typer.secho(f"    {key}\n", bold=True)
         typer.echo("Use it as OPENAI_API_KEY (base URL http://HOST:PORT/v1) or to sign in to the web app.\n")
     application = create_app(settings)
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
-    )
+    draining_server(application, host=settings.host, port=settings.port, log_level="info").run()

@@ -180,3 +180,23 @@ def create_app(
 
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app
+
+
+def draining_server(app: FastAPI, **config: Any) -> Any:
+    """A uvicorn server for `app` whose shutdown signal first drains the job queue (JobManager.drain): no new
+    job, waiting requests of unstarted jobs answered 503 and refunded, running jobs given the grace period.
+    uvicorn then waits for open requests a little longer than that grace."""
+    import threading
+
+    import uvicorn
+
+    sv = app.state.services
+    grace = float(sv.settings.shutdown_grace_s)
+    config.setdefault("timeout_graceful_shutdown", int(grace) + 5)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            threading.Thread(target=sv.jobs.drain, args=(grace,), daemon=True).start()
+            super().handle_exit(sig, frame)
+
+    return Server(uvicorn.Config(app, **config))

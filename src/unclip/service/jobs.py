@@ -24,6 +24,10 @@ from unclip.service.storage import BlobStore
 
 log = logging.getLogger("unclip.service.jobs")
 TERMINAL = ("succeeded", "failed", "cancelled")
+SHUTDOWN_CANCELLED = (
+    "The server is shutting down: your request was cancelled before it finished and its credits were refunded. "
+    "Retry shortly."
+)
 MAX_ATTEMPTS = 3  # starts of one job cut off by a crash before it is failed and refunded
 
 
@@ -37,6 +41,8 @@ class Handle:
     total: int = 0
     status: str = "queued"
     changed: float = field(default_factory=time.monotonic)
+    waiters: int = 0  # requests waiting for this job's result (synchronous calls)
+    shutdown: bool = False  # cancelled because the server is shutting down
 
 
 class QueueFull(APIError):
@@ -47,6 +53,15 @@ class QueueFull(APIError):
             type="server_error",
             code="queue_full",
             headers={"Retry-After": "5"},
+        )
+
+
+class ShuttingDown(APIError):
+    def __init__(
+        self, message: str = "The server is shutting down and takes no new request; retry shortly."
+    ) -> None:
+        super().__init__(
+            503, message, type="server_error", code="server_shutting_down", headers={"Retry-After": "10"}
         )
 
 
@@ -113,6 +128,7 @@ class JobManager:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
+        self._draining: float | None = None  # monotonic time the shutdown began
         self._pending = 0  # accepted and not finished
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -157,12 +173,53 @@ class JobManager:
             log.info("re-queued %d unfinished job(s)", len(ids))
         return len(ids)
 
+    def drain(self, grace_s: float = 30.0) -> None:
+        """The server is shutting down (SIGTERM): accept no new job and start none. A queued job that a request
+        is waiting for is cancelled and refunded now, and the request answered 503, so that the client's retry
+        is not charged twice; a queued job nobody waits for (an async one) stays queued for the next start.
+        Running jobs get `grace_s` to finish; then those that requests wait for are cancelled and refunded,
+        the others put back in the queue."""
+        with self._lock:
+            if self._draining is not None:
+                return
+            self._draining = time.monotonic()
+            handles = list(self._handles.values())
+        for h in handles:
+            if h.status == "queued" and h.waiters:
+                self.cancel_for_shutdown(h)
+        timer = threading.Timer(grace_s, self._cut_off_running)
+        timer.daemon = True
+        timer.start()
+
+    def cancel_for_shutdown(self, h: Handle) -> None:
+        """Cancel and refund a queued job whose request waits, answering it 503 (see `drain`)."""
+        with self.db.session() as s:
+            won = self._finish(s, h.job_id, ("queued",), "cancelled", ShuttingDown(SHUTDOWN_CANCELLED).body())
+        if won:
+            h.status, h.shutdown, h.changed = "cancelled", True, time.monotonic()
+            h.done.set()
+
+    def _cut_off_running(self) -> None:
+        with self._lock:
+            running = [h for h in self._handles.values() if h.status == "running"]
+        for h in running:
+            if h.waiters:
+                h.shutdown = True
+            else:
+                h.requeue = True
+            h.cancel.set()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining is not None
+
     def stop(self, grace_s: float = 30.0) -> None:
-        """Start no new job; let running ones finish for `grace_s`, then cancel and re-queue them."""
+        """Start no new job; let running ones finish for `grace_s` (counted from `drain` when it came first),
+        then cancel and re-queue them."""
         self._stopping.set()
         for _ in self._threads:
             self._queue.put(None)
-        deadline = time.monotonic() + grace_s
+        deadline = (self._draining if self._draining is not None else time.monotonic()) + grace_s
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         if any(t.is_alive() for t in self._threads):
@@ -180,7 +237,9 @@ class JobManager:
     def reserve(self) -> None:
         """Take a place in the bounded queue or raise 503 (with Retry-After)."""
         with self._lock:
-            if self._stopping.is_set() or self._pending >= self.queue_size:
+            if self._stopping.is_set() or self._draining is not None:
+                raise ShuttingDown()
+            if self._pending >= self.queue_size:
                 raise QueueFull()
             self._pending += 1
 
@@ -253,6 +312,8 @@ class JobManager:
             job_id = self._queue.get()
             if job_id is None or self._stopping.is_set():
                 return  # queued jobs stay queued in the database and run after the restart
+            if self._draining is not None:
+                continue  # shutting down: start nothing new; it stays queued for the restart
             try:
                 self._run(job_id)
             except Exception:
@@ -299,6 +360,8 @@ class JobManager:
             status, result = "succeeded", {"images": ids}
         except Cancelled:
             status = "queued" if h.requeue else "cancelled"
+            if h.shutdown:
+                error = ShuttingDown(SHUTDOWN_CANCELLED).body()
         except InvalidInput as exc:  # the engine refused a parameter: 400 naming it
             message = getattr(exc, "message", None) or str(exc)
             error = APIError(400, message, param=getattr(exc, "param", None), code="invalid_value").body()

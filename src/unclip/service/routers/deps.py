@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from unclip.service.auth import Principal, authenticate
 from unclip.service.errors import APIError
+from unclip.service.jobs import ShuttingDown
 
 
 def services(request: Request) -> Any:
@@ -42,9 +43,39 @@ async def respond(request: Request, p: Principal, job_id: str) -> JSONResponse:
             svc.job_json(job, base_url(request)), status_code=202, headers={"Location": f"/v1/jobs/{job_id}"}
         )
     handle = sv.jobs.handle(job_id)
+    if handle is not None:
+        handle.waiters += 1
+    try:
+        await _wait(request, sv, handle, job_id)
+    finally:
+        if handle is not None:
+            handle.waiters -= 1
+    job = await run_in_threadpool(svc.job, p, job_id)
+    if job.status == "succeeded":
+        return JSONResponse(await run_in_threadpool(svc.images_response, job, base_url(request)))
+    err = (job.error or {}).get("error") or {}
+    if job.status == "cancelled" and err.get("code") == "server_shutting_down":
+        raise ShuttingDown(err["message"])
+    if job.status == "cancelled":
+        raise APIError(409, "The job was cancelled.", code="job_cancelled")
+    status = 400 if err.get("type") == "invalid_request_error" else 500
+    raise APIError(
+        status,
+        err.get("message", "The job failed."),
+        type=err.get("type", "server_error"),
+        param=err.get("param"),
+        code=err.get("code"),
+    )
+
+
+async def _wait(request: Request, sv: Any, handle: Any, job_id: str) -> None:
+    """Until the job is done; cancels it when the request times out or the client goes away."""
     deadline = time.monotonic() + sv.settings.request_timeout_s
     next_check = 0.0
     while handle is not None and not handle.done.is_set():
+        if sv.jobs.draining and handle.status == "queued":  # it came in just as the shutdown began
+            await run_in_threadpool(sv.jobs.cancel_for_shutdown, handle)
+            continue
         now = time.monotonic()
         if now > deadline:
             await run_in_threadpool(sv.jobs.cancel, job_id)
@@ -61,17 +92,3 @@ async def respond(request: Request, p: Principal, job_id: str) -> JSONResponse:
                 await run_in_threadpool(sv.jobs.cancel, job_id)
                 raise APIError(499, "Client closed the request.")
         await asyncio.sleep(0.02)
-    job = await run_in_threadpool(svc.job, p, job_id)
-    if job.status == "succeeded":
-        return JSONResponse(await run_in_threadpool(svc.images_response, job, base_url(request)))
-    if job.status == "cancelled":
-        raise APIError(409, "The job was cancelled.", code="job_cancelled")
-    err = (job.error or {}).get("error") or {}
-    status = 400 if err.get("type") == "invalid_request_error" else 500
-    raise APIError(
-        status,
-        err.get("message", "The job failed."),
-        type=err.get("type", "server_error"),
-        param=err.get("param"),
-        code=err.get("code"),
-    )
