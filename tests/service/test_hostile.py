@@ -248,3 +248,22 @@ def test_a_client_that_goes_away_has_its_job_cancelled_and_refunded(live: Server
         and balance == live.sv.settings.credit_grants["member"]
     )
     live.engine.gate = None
+
+
+def test_rate_limit_headers_on_answers_and_on_the_429(tmp_path) -> None:
+    from .conftest import make_settings, start_server
+
+    srv = start_server(make_settings(tmp_path, rate_limits={"member": 2, "trusted": 100, "admin": 100}))
+    try:
+        _, key = srv.user("member")
+        seen = []
+        for _ in range(3):
+            r = httpx.post(
+                srv.url + "/v1/images/generations", json={"prompt": "x", "size": "256x256"}, headers=H(key)
+            )
+            seen.append((r.status_code, r.headers.get("x-ratelimit-remaining-requests")))
+            assert r.headers["x-ratelimit-limit-requests"] == "2"
+            assert r.headers["x-ratelimit-reset-requests"].endswith("s")
+        assert seen == [(200, "1"), (200, "0"), (429, "0")]
+    finally:
+        srv.stop()

@@ -139,7 +139,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = (
-            f"Invalid URL ({request.method} {request.url.path})" if exc.status_code == 404 else str(exc.detail)
+            f"Invalid URL ({request.method} {request.url.path})"
+            if exc.status_code == 404
+            else str(exc.detail)
         )
         return APIError(
             exc.status_code, message, type=_status_type(exc.status_code), headers=dict(exc.headers or {})

@@ -175,6 +175,18 @@ class ImageService:
 
     # --- checks before any compute ---------------------------------------------------------------------
 
+    def rate_headers(self, p: Principal) -> dict[str, str]:
+        """OpenAI's x-ratelimit-* headers for the caller's key."""
+        rpm = int(self.sv.settings.rate_limits.get(p.role, 0))
+        if rpm <= 0:
+            return {}
+        remaining, reset = self.sv.limiter.status(p.key_id, rpm)
+        return {
+            "x-ratelimit-limit-requests": str(rpm),
+            "x-ratelimit-remaining-requests": str(remaining),
+            "x-ratelimit-reset-requests": f"{reset:.3f}s",
+        }
+
     def admit(self, p: Principal) -> None:
         """Rate limit (per key), account state, and the repeat-offender throttle."""
         st = self.sv.settings

@@ -85,7 +85,8 @@ class BodyLimit:
 
 class RequestId:
     """An x-request-id on every answer, as OpenAI's; `request.state.request_id` for the routes (image jobs
-    keep it and it goes into each output's provenance metadata)."""
+    keep it and it goes into each output's provenance metadata). Headers a route leaves in
+    `request.state.response_headers` (the rate limit's) are added to its answer, an error's included."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -95,11 +96,17 @@ class RequestId:
             await self.app(scope, receive, send)
             return
         request_id = f"req_{secrets.token_hex(16)}"
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
 
         async def send_with_id(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                extra = [(k.encode(), v.encode()) for k, v in (state.get("response_headers") or {}).items()]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                    *extra,
+                ]
             await send(message)
 
         await self.app(scope, receive, send_with_id)

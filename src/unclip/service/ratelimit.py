@@ -37,6 +37,21 @@ class RateLimiter:
                 return None
             return (1.0 - b.tokens) / rate
 
+    def status(self, key: str, per_minute: int) -> tuple[int, float]:
+        """(whole requests left now, seconds until the bucket is full again) for `key`."""
+        if per_minute <= 0:
+            return 0, 0.0
+        rate = per_minute / 60.0
+        now = self._clock()
+        with self._lock:
+            b = self._buckets.get(key)
+            tokens = (
+                float(per_minute)
+                if b is None
+                else min(float(per_minute), b.tokens + (now - b.updated) * rate)
+            )
+        return int(tokens), (per_minute - tokens) / rate
+
     def cooldown(self, user_id: str, seconds: float) -> float | None:
         """A throttled user may make one request per `seconds`. None if allowed, else the wait."""
         now = self._clock()

@@ -24,8 +24,13 @@ def base_url(request: Request) -> str:
 
 
 def admitted(request: Request, p: Principal = Depends(authenticate)) -> Principal:
-    """The caller, past the rate limit and account checks (for endpoints that cost compute)."""
-    services(request).images.admit(p)
+    """The caller, past the rate limit and account checks (for endpoints that cost compute). The answer,
+    a 429 included, carries the key's x-ratelimit-* headers."""
+    images = services(request).images
+    try:
+        images.admit(p)
+    finally:
+        request.state.response_headers = images.rate_headers(p)
     return p
 
 
