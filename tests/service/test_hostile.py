@@ -267,3 +267,14 @@ def test_rate_limit_headers_on_answers_and_on_the_429(tmp_path) -> None:
         assert seen == [(200, "1"), (200, "0"), (429, "0")]
     finally:
         srv.stop()
+
+
+def test_the_schema_documents_errors_and_the_bearer_scheme(live: Server) -> None:
+    schema = httpx.get(live.url + "/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["ApiKeyAuth"]["scheme"] == "bearer"
+    op = schema["paths"]["/v1/images/generations"]["post"]
+    assert op["security"] == [{"ApiKeyAuth": []}]
+    assert {"400", "401", "429", "503"} <= set(op["responses"]) and "422" not in op["responses"]
+    assert "security" not in schema["paths"]["/v1/signup"]["post"]
+    prompt = schema["components"]["schemas"]["GenerationRequest"]["properties"]["prompt"]
+    assert (prompt["minLength"], prompt["maxLength"]) == (1, 1000)

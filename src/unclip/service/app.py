@@ -163,9 +163,11 @@ def create_app(
         docs_url="/docs",
         openapi_url="/openapi.json",
         redoc_url=None,
+        responses=errors.ERROR_RESPONSES,
     )
     app.state.services = sv
     errors.install(app)
+    app.openapi = lambda: _openapi_with_bearer(app)  # type: ignore[method-assign]
 
     app.add_middleware(RequestId)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
@@ -200,3 +202,26 @@ def draining_server(app: FastAPI, **config: Any) -> Any:
             super().handle_exit(sig, frame)
 
     return Server(uvicorn.Config(app, **config))
+
+
+def _openapi_with_bearer(app: FastAPI) -> dict[str, Any]:
+    """The generated schema, with the API-key bearer scheme that every /v1 operation but signup takes."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "ApiKeyAuth": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An unclip API key (sk-unclip-…).",
+            }
+        }
+        open_paths = {"/v1/signup", "/v1/files/{image_id}.png"}  # signed URLs carry their own signature
+        for path, operations in schema.get("paths", {}).items():
+            for op in operations.values():
+                op.get("responses", {}).pop("422", None)  # validation errors are answered 400, as OpenAI does
+                if path.startswith("/v1") and path not in open_paths:
+                    op["security"] = [{"ApiKeyAuth": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("unclip.service")
@@ -39,6 +40,37 @@ class APIError(Exception):
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+class _ErrorFields(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """OpenAI's error shape."""
+
+    error: _ErrorFields
+
+
+# What every operation may answer besides its success, for the OpenAPI schema.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        400: "Invalid request: the parameter is named in `param`, the reason in `code`.",
+        401: "No or unknown API key.",
+        403: "Waitlisted, suspended, or a role without this feature.",
+        404: "No such object, model or route.",
+        409: "The job was cancelled while the request waited.",
+        413: "Request body too large.",
+        429: "Rate limit or credits exhausted (`Retry-After`, `x-ratelimit-*`).",
+        500: "Server error.",
+        503: "Queue full or shutting down (`Retry-After`).",
+        504: "The request timed out; its job was cancelled and refunded.",
+    }.items()
+}
 
 
 def invalid(message: str, param: str | None = None, code: str | None = "invalid_value") -> APIError:

@@ -58,11 +58,13 @@ class GenerationRequest(BaseModel):
     """`CreateImageRequest` for dall-e-2, plus unclip's `seed`, `steps`, `guidance`, `negative_prompt`."""
 
     model_config = ConfigDict(extra="allow")
-    prompt: str = Field(description="At most 1000 characters.")
+    prompt: str = Field(
+        description="At most 1000 characters.", json_schema_extra={"minLength": 1, "maxLength": 1000}
+    )
     model: str | None = Field(
         None, description="`dall-e-2` (the default model) or an installed model's name."
     )
-    n: StrictInt | None = Field(1, description="1 to 10.")
+    n: StrictInt | None = Field(1, description="1 to 10.", json_schema_extra={"minimum": 1, "maximum": 10})
     size: str | None = Field("1024x1024", description="256x256, 512x512 or 1024x1024.")
     response_format: str | None = Field("url", description="url (signed, valid 60 minutes) or b64_json.")
     user: str | None = None
