@@ -278,3 +278,16 @@ def test_the_schema_documents_errors_and_the_bearer_scheme(live: Server) -> None
     assert "security" not in schema["paths"]["/v1/signup"]["post"]
     prompt = schema["components"]["schemas"]["GenerationRequest"]["properties"]["prompt"]
     assert (prompt["minLength"], prompt["maxLength"]) == (1, 1000)
+
+
+def test_verify_refuses_a_png_cut_before_its_end(live: Server) -> None:
+    import io
+
+    from PIL import Image
+
+    _, key = live.user("member")
+    buf = io.BytesIO()
+    Image.new("RGB", (1000, 1000), (200, 10, 10)).save(buf, "PNG")
+    data = buf.getvalue()[:-12]  # every pixel there, the IEND chunk gone
+    r = httpx.post(live.url + "/v1/images/verify", files={"image": ("a.png", data, "image/png")}, headers=H(key))
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_image"

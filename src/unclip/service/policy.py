@@ -182,6 +182,9 @@ def encode(image: Image.Image, metadata: dict[str, Any]) -> bytes:
 VERIFY_FORMATS = ("PNG", "JPEG", "WEBP")
 
 
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: length 0, type, CRC
+
+
 def verify_image(data: bytes, param: str = "image") -> VerifyResult:
     """`unclip.safety.provenance.verify` on an upload (PNG, JPEG or WebP), with 400 answers for bad input."""
     if not data:
@@ -210,6 +213,13 @@ def verify_image(data: bytes, param: str = "image") -> VerifyResult:
             f"Invalid input image - '{param}' is {img.width}x{img.height}; the limit is 4096x4096 pixels.",
             param=param,
             code="image_too_large",
+        )
+    if img.format == "PNG" and not data.endswith(PNG_END):
+        raise APIError(
+            400,
+            f"Invalid input image - '{param}' is truncated (no PNG end chunk).",
+            param=param,
+            code="invalid_image",
         )
     try:
         img.load()
