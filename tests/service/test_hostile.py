@@ -289,5 +289,32 @@ def test_verify_refuses_a_png_cut_before_its_end(live: Server) -> None:
     buf = io.BytesIO()
     Image.new("RGB", (1000, 1000), (200, 10, 10)).save(buf, "PNG")
     data = buf.getvalue()[:-12]  # every pixel there, the IEND chunk gone
-    r = httpx.post(live.url + "/v1/images/verify", files={"image": ("a.png", data, "image/png")}, headers=H(key))
+    r = httpx.post(
+        live.url + "/v1/images/verify", files={"image": ("a.png", data, "image/png")}, headers=H(key)
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_image"
+
+
+def test_an_opaque_mask_or_image_is_refused_before_the_charge(live: Server) -> None:
+    from .conftest import png
+
+    uid, key = live.user("trusted")
+    before = books(live, uid)
+    opaque = png(64, transparent=False)
+    url = live.url + "/v1/images/edits"
+    form = {"prompt": "x", "size": "256x256"}
+    r = httpx.post(url, headers=H(key), data=form, files={"image": ("a.png", opaque, "image/png")})
+    assert (r.status_code, r.json()["error"]["code"], r.json()["error"]["param"]) == (
+        400,
+        "invalid_image_format",
+        "image",
+    )
+    assert "no transparent pixels" in r.json()["error"]["message"]
+    files = {"image": ("a.png", opaque, "image/png"), "mask": ("m.png", opaque, "image/png")}
+    r = httpx.post(url, headers=H(key), data=form, files=files)
+    assert (r.status_code, r.json()["error"]["code"], r.json()["error"]["param"]) == (
+        400,
+        "invalid_mask",
+        "mask",
+    )
+    assert books(live, uid) == before and live.engine.calls == []

@@ -236,14 +236,15 @@ def read_mask_upload(
             param,
             "invalid_mask_size",
         )
+    out = None
     if raw.mode == "RGBA":
-        return raw
-    # no alpha channel: greyscale masks give their luminance as alpha
-    src = Image.open(io.BytesIO(data))
-    if src.mode in ("L", "I;16", "I", "1") and "transparency" not in src.info:
-        alpha = raw.convert("L")
-        out = raw.convert("RGBA")
-        out.putalpha(alpha)
+        out = raw
+    else:  # no alpha channel: greyscale masks give their luminance as alpha
+        src = Image.open(io.BytesIO(data))
+        if src.mode in ("L", "I;16", "I", "1") and "transparency" not in src.info:
+            out = raw.convert("RGBA")
+            out.putalpha(raw.convert("L"))
+    if out is not None and out.getchannel("A").getextrema()[0] < 255:
         return out
     raise UploadError(
         f"Invalid mask - '{param}' has no transparent pixels: the mask must be a PNG with an alpha channel "

@@ -307,10 +307,17 @@ async def edits(request: Request, p: Principal = Depends(admitted)) -> JSONRespo
     mask = await form.file("mask", required=False)
     if mask is not None:
         sub.uploads["mask"] = (mask, await run_in_threadpool(read_mask, mask, img.size, "mask"))
-    elif img.mode not in ("RGBA", "LA") or img.getchannel("A").getextrema()[0] == 255:
+    elif img.mode not in ("RGBA", "LA"):
         raise invalid(
             f"Invalid input image - format must be in ['RGBA', 'LA', 'L'], got {img.mode}. Without a "
             "mask, the image's transparent areas mark where to edit.",
+            "image",
+            "invalid_image_format",
+        )
+    elif img.getchannel("A").getextrema()[0] == 255:
+        raise invalid(
+            "Invalid input image - it has no transparent pixels and no mask was given: make the areas to edit "
+            "transparent, or send a 'mask'.",
             "image",
             "invalid_image_format",
         )
