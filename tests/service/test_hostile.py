@@ -318,3 +318,15 @@ def test_an_opaque_mask_or_image_is_refused_before_the_charge(live: Server) -> N
         "mask",
     )
     assert books(live, uid) == before and live.engine.calls == []
+
+
+def test_an_upscale_too_large_is_refused_before_the_charge(live: Server) -> None:
+    from .conftest import png
+
+    uid, key = live.user("trusted")
+    before = books(live, uid)
+    r = httpx.post(
+        live.url + "/v1/images/upscales", headers=H(key), files={"image": ("a.png", png(512), "image/png")}
+    )
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_image_size")
+    assert books(live, uid) == before and live.engine.calls == []

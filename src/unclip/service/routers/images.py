@@ -52,6 +52,7 @@ OTHER_MODEL_PARAMS: dict[str, tuple[Any, ...]] = {
 EXTENSIONS = ("seed", "steps", "guidance", "negative_prompt")  # unclip's own, e.g. via extra_body
 ENGINE_OPTIONS = ("seed", "steps", "guidance")  # the extensions edits, variations and outpaints take
 COMMON = ("model", "n", "size", "response_format", "user", "safety_identifier")
+MAX_UPSCALE_INPUT = 256  # the engine's 256 → 1024 stage
 
 
 class GenerationRequest(BaseModel):
@@ -417,7 +418,14 @@ async def upscales(request: Request, p: Principal = Depends(admitted)) -> JSONRe
     sub = Submission(
         kind="upscale", prompt=None, model=form.text("model"), n=1, size="1024x1024", response_format=fmt
     )
-    await _image_or_ref(request, p, form, sub)
+    img = await _image_or_ref(request, p, form, sub)
+    if max(img.size) > MAX_UPSCALE_INPUT:  # what the learned stages take; checked before the charge
+        raise invalid(
+            f"Invalid input image - upscaling takes images up to {MAX_UPSCALE_INPUT} px on the longest side "
+            f"(4x gives {4 * MAX_UPSCALE_INPUT} px), got {img.width}x{img.height}.",
+            "image_id" if "image" in sub.refs else "image",
+            "invalid_image_size",
+        )
     job_id = await _submit(request, p, sub, "images.upscales")
     return await respond(request, p, job_id)
 
