@@ -44,3 +44,15 @@ def emoji64(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     )
     return root / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_judge(emoji64: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small judge trained for a few seconds on the fixture's renders."""
+    from unclip.training.run import Run, load_config
+
+    cfg = load_config("tiny")
+    cfg["judge"]["arch"] = {"embedding_size": 16, "hidden_sizes": [16, 32, 32, 48], "depths": [1, 1, 1, 1]}
+    run = Run(cfg, emoji64, tmp_path_factory.mktemp("judge"), "cpu")
+    run.train("judge", {"max_steps": 120, "batch_size": 32, "lr": 3e-3}, show_progress=False)
+    return run.judge_dir

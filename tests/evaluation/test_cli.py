@@ -8,6 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from unclip.cli import app
+from unclip.evaluation.cascade import ROWS
 
 runner = CliRunner()
 
@@ -29,3 +30,43 @@ def test_eval_outpaint_writes_its_figures(tiny_model: Path, emoji64: Path, tmp_p
     assert seams["canvas"] == [1024, 512] and len(seams["prompts"]) == 1
     assert seams["outpaint"]["pairs"] == seams["naive"]["pairs"] > 0
     assert (tmp_path / "img" / "outpaint_0.png").exists()
+
+
+def test_eval_cascade_scores_every_row_with_the_judge(
+    tiny_model: Path, tiny_judge: Path, emoji64: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "figures.json"
+    args = ["--model", str(tiny_model), "--data", str(emoji64), "--n", "3", "--judge", str(tiny_judge)]
+    result = runner.invoke(app, ["eval", "cascade", *args, "--out", str(out), "--images", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    cascade = json.loads(out.read_text())["cascade"]
+    assert tuple(cascade["rows"]) == ROWS
+    for groups in cascade["rows"].values():
+        for figures in groups.values():
+            assert {"concept_top1", "concept_top5", "style", "group", "frechet"} <= set(figures)
+    assert cascade["prompts"]["seen"] == cascade["prompts"]["holdout"] == 3
+    assert len(cascade["colour_discs"]) == 12
+    assert all(d["mean_abs_error"] >= 0 for d in cascade["colour_discs"].values())
+    for name in ("cascade.png", "cascade.md", "prompts.tsv", "cascade.json"):
+        assert (tmp_path / "c" / name).exists()
+    assert len((tmp_path / "c" / "prompts.tsv").read_text().splitlines()) == 1 + 6
+    assert "| real | seen |" in result.output
+
+
+def test_eval_judge_needs_no_model(tiny_judge: Path, emoji64: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["eval", "judge", "--model", str(tmp_path / "missing"), "--data", str(emoji64),
+                                 "--judge", str(tiny_judge), "--n", "6"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "frechet_real_vs_real" in result.output
+
+
+def test_eval_cascade_computes_only_the_rows_asked_for(
+    tiny_model: Path, tiny_judge: Path, emoji64: Path, tmp_path: Path
+) -> None:
+    args = ["--model", str(tiny_model), "--data", str(emoji64), "--n", "2", "--judge", str(tiny_judge)]
+    out = tmp_path / "f.json"
+    result = runner.invoke(app, ["eval", "cascade", *args, "--rows", "autoencoder", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert list(json.loads(out.read_text())["cascade"]["rows"]) == ["real", "autoencoder"]
+    result = runner.invoke(app, ["eval", "cascade", *args, "--rows", "autoencoder,prior"])
+    assert result.exit_code == 2 and "prior" in result.output

@@ -9,7 +9,8 @@ import typer
 
 from unclip.cli import app
 
-WHAT = ("clip", "prior", "movq", "upsampler", "generation", "outpaint", "sheet")
+WHAT = ("clip", "prior", "movq", "upsampler", "generation", "outpaint", "sheet", "judge", "cascade")
+NEEDS_NO_MODEL = ("judge",)
 
 
 @app.command("eval")
@@ -18,24 +19,35 @@ def eval_cmd(
     model: Path | None = typer.Option(None, help="Model folder (default: the bundled model)."),
     data: Path = typer.Option(Path("data/emoji"), help="Dataset folder from `unclip data build`."),
     n: int | None = typer.Option(
-        None, help="Prompts per split for `generation` (64), canvases for `outpaint` (8), images for `upsampler` (48)."
+        None,
+        help="Prompts per split for `generation` (64), canvases for `outpaint` (8), images for `upsampler` "
+        "(48), prompts per kind (seen, holdout) for `cascade` (160), images per sample for `judge` (300).",
     ),
     out: Path | None = typer.Option(None, help="Write the figures as JSON here (merged with what is there)."),
     images: Path | None = typer.Option(
-        None, help="`generation`, `outpaint`: save the images in this folder; `sheet`: the PNG path."
+        None,
+        help="`generation`, `outpaint`: save the images in this folder; `sheet`: the PNG path; `cascade`: "
+        "the folder for its contact sheet, prompts and figures.",
+    ),
+    judge: Path | None = typer.Option(
+        None, help="`judge`, `cascade`: the judge folder (default: models/judge-emoji)."
+    ),
+    rows: str | None = typer.Option(
+        None, help="`cascade`: the rows to compute, comma-separated (default: all; e.g. autoencoder)."
     ),
 ) -> None:
-    """Report retrieval, cosine, PSNR/SSIM, sharpness and Fréchet figures (with our own CLIP)."""
+    """Report retrieval, cosine, PSNR/SSIM, sharpness and Fréchet figures (with our own CLIP), and the
+    independent judge's figures (`judge`: its own ceiling and floor; `cascade`: what each stage loses)."""
     from rich.console import Console
-
-    from unclip.engine import Engine
-    from unclip.evaluation import stages
-    from unclip.evaluation.seams import eval_outpaint
 
     todo = WHAT if what == "all" else (what,)
     if any(w not in WHAT for w in todo):
         raise typer.BadParameter(f"choose from {', '.join(WHAT)} or all", param_hint="what")
-    engine = Engine.load(model)
+    engine = None
+    if any(w not in NEEDS_NO_MODEL for w in todo):
+        from unclip.engine import Engine
+
+        engine = Engine.load(model)
     results = json.loads(out.read_text()) if out and out.exists() else {}
     console = Console()
     for w in todo:
@@ -45,11 +57,39 @@ def eval_cmd(
             path = contact_sheet(engine, data, images or Path("docs/contact-sheet.png"))
             console.print(f"contact sheet: {path} and {path.with_suffix('.md')}")
             continue
-        fn = eval_outpaint if w == "outpaint" else getattr(stages, f"eval_{w}")
-        kwargs = {"n": n} if n is not None and w in ("upsampler", "generation", "outpaint") else {}
-        if w in ("generation", "outpaint"):
-            kwargs["out_dir"] = images
-        results[w] = fn(engine, data, **kwargs)
-        console.print_json(json.dumps({w: results[w]}))
+        if w in ("judge", "cascade"):
+            results[w] = _judged(w, engine, data, judge, n, images, console, rows)
+        else:
+            from unclip.evaluation import stages
+            from unclip.evaluation.seams import eval_outpaint
+
+            fn = eval_outpaint if w == "outpaint" else getattr(stages, f"eval_{w}")
+            kwargs = {"n": n} if n is not None and w in ("upsampler", "generation", "outpaint") else {}
+            if w in ("generation", "outpaint"):
+                kwargs["out_dir"] = images
+            results[w] = fn(engine, data, **kwargs)
+            console.print_json(json.dumps({w: results[w]}))
         if out:
-            out.write_text(json.dumps(results, indent=2))
+            out.write_text(json.dumps(results, indent=2, ensure_ascii=False))
+
+
+def _judged(what: str, engine, data: Path, judge: Path | None, n: int | None, images: Path | None, console,
+            rows: str | None):  # fmt: skip
+    from unclip.evaluation.judge import Scorer, judge_report
+
+    scorer = Scorer.load(judge)
+    if what == "judge":
+        result = judge_report(scorer, data, **({"n": n} if n else {}))
+        console.print_json(json.dumps(result))
+        return result
+    from unclip.evaluation.cascade import eval_cascade, markdown_table
+
+    kwargs: dict = {"n": n} if n else {}
+    if rows:
+        kwargs["rows"] = tuple(r.strip() for r in rows.split(",") if r.strip())
+    try:
+        result = eval_cascade(engine, scorer, data, out_dir=images, **kwargs)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--rows") from None
+    console.print(markdown_table(result))
+    return result

@@ -8,7 +8,10 @@ import typer
 
 from unclip.cli import app
 
-STAGE_HELP = "tokenizer, clip, prior, movq, decoder, inpaint, upsampler-256, upsampler-1024, or all"
+STAGE_HELP = (
+    "tokenizer, clip, prior, movq, decoder, inpaint, upsampler-256, upsampler-1024, or all; "
+    "judge (the evaluation classifier, not part of `all`)"
+)
 
 
 @app.command("train")
@@ -29,11 +32,11 @@ def train_cmd(
     """Train one stage (or all, in order). Run again to resume from the last checkpoint."""
     from rich.console import Console
 
-    from unclip.training.run import STAGES, Run, load_config
+    from unclip.training.run import EXTRA_STAGES, STAGES, Run, load_config
 
     cfg = load_config(config)
     stages = STAGES if stage == "all" else (stage,)
-    if any(s not in STAGES for s in stages):
+    if any(s not in STAGES + EXTRA_STAGES for s in stages):
         raise typer.BadParameter(f"unknown stage {stage!r}; choose from {STAGE_HELP}", param_hint="stage")
     run = Run(cfg, data, run_dir or Path("runs") / cfg["name"], device)
     console = Console()
@@ -43,7 +46,7 @@ def train_cmd(
             f"[green]{s}[/] "
             + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
         )
-    console.print(f"model folder: {run.model_dir}")
+    console.print(f"model folder: {run.judge_dir if stages == ('judge',) else run.model_dir}")
 
 
 @app.command("pack-model")

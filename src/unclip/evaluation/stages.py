@@ -203,7 +203,10 @@ def eval_upsampler(engine: Engine, data: Path, n: int = 48, seed: int = 0) -> di
             "images": len(low),
             "psnr": {"learned": psnr(ours, high), "lanczos": psnr(lanczos, high)},
             "ssim": {"learned": ssim(ours, high), "lanczos": ssim(lanczos, high)},
-            "edge_sharpness": {"learned": edge_sharpness(ours, high), "lanczos": edge_sharpness(lanczos, high)},
+            "edge_sharpness": {
+                "learned": edge_sharpness(ours, high),
+                "lanczos": edge_sharpness(lanczos, high),
+            },
             "mean_gradient": {
                 "learned": sharpness(ours),
                 "lanczos": sharpness(lanczos),

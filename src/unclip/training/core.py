@@ -80,6 +80,12 @@ def _lr_lambda(spec: TrainSpec, progress: _Progress, horizon: dict[str, float]):
     return f
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU multiplies bf16 matrices in AMX tiles (Intel Xeon since Sapphire Rapids)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
+
+
 def _agree_max(acc, *values: float) -> list[float]:
     """The largest of each value over all processes. Every process must stop at the same step (or the next
     collective hangs) and follow the same learning-rate schedule, so what they decide by the clock is agreed."""
@@ -112,8 +118,8 @@ def train(
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
 
-    if mixed_precision != "no" and not torch.cuda.is_available():
-        mixed_precision = "no"  # bf16 is ~200x slower than fp32 on CPUs without AMX
+    if mixed_precision != "no" and not torch.cuda.is_available() and not (mixed_precision == "bf16" and cpu_has_amx()):
+        mixed_precision = "no"  # bf16 is ~200x slower than fp32 on CPUs without AMX, 1.4-3x faster with it
     acc = Accelerator(mixed_precision=mixed_precision, project_dir=str(run_dir))
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True

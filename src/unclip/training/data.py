@@ -143,14 +143,26 @@ def to_unit(images_u8: torch.Tensor) -> torch.Tensor:
 
 
 def augment(
-    x: torch.Tensor, gen: torch.Generator, max_shift: float = 0.08, scale: tuple[float, float] = (0.85, 1.05)
+    x: torch.Tensor,
+    gen: torch.Generator,
+    max_shift: float = 0.08,
+    scale: tuple[float, float] = (0.85, 1.05),
+    max_degrees: float = 0.0,
 ):
-    """Random scale and shift on a white background (no flips: emoji direction carries meaning)."""
+    """Random scale, shift and (optionally) rotation on a white background (no flips: emoji direction
+    carries meaning)."""
     n = x.shape[0]
     s = torch.empty(n, device=gen.device).uniform_(*scale, generator=gen).to(x.device)
     t = torch.empty(n, 2, device=gen.device).uniform_(-max_shift, max_shift, generator=gen).to(x.device)
     theta = torch.zeros(n, 2, 3, device=x.device)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / s
+    if max_degrees:
+        a = torch.empty(n, device=gen.device).uniform_(-max_degrees, max_degrees, generator=gen)
+        a = torch.deg2rad(a).to(x.device)
+        theta[:, 0, 0] = theta[:, 1, 1] = torch.cos(a) / s
+        theta[:, 0, 1] = -torch.sin(a) / s
+        theta[:, 1, 0] = torch.sin(a) / s
+    else:
+        theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / s
     theta[:, :, 2] = t
     grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
     # shifted so that white is 0: the zero padding of grid_sample then fills with white

@@ -18,6 +18,7 @@ from unclip import REPO_ROOT
 from unclip.training.core import TrainSpec, train
 
 STAGES = ("tokenizer", "clip", "prior", "movq", "decoder", "inpaint", "upsampler-256", "upsampler-1024")
+EXTRA_STAGES = ("judge",)  # trained by name only: the judge measures the model, it is no part of it
 
 
 def load_config(name_or_path: str) -> dict[str, Any]:
@@ -37,6 +38,7 @@ class Run:
     ) -> None:
         self.cfg, self.data_dir, self.run_dir = config, data_dir, run_dir
         self.model_dir = run_dir / "model"
+        self.judge_dir = run_dir / "judge-model"
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.workers = int(os.environ.get("UNCLIP_WORKERS", os.cpu_count() or 1))
 
@@ -112,6 +114,10 @@ class Run:
             return DecoderStage(
                 self.cfg, self.images(), movq, self._clip()[1], out, inpaint=name == "inpaint"
             )
+        if name == "judge":
+            from unclip.training.judge import JudgeStage
+
+            return JudgeStage(self.cfg, self.data_dir, self.judge_dir, self.device)
         if name.startswith("upsampler"):
             from unclip.training.upsampler import UpsamplerStage
 
@@ -119,7 +125,7 @@ class Run:
             return UpsamplerStage(
                 self.cfg, key, self.data_dir, out, self.device, self.workers, self.cfg["seed"]
             )
-        raise ValueError(f"unknown stage {name!r}; choose from {', '.join(STAGES)}")
+        raise ValueError(f"unknown stage {name!r}; choose from {', '.join(STAGES + EXTRA_STAGES)}")
 
     def train(
         self, name: str, overrides: dict[str, Any] | None = None, show_progress: bool = True
@@ -134,7 +140,7 @@ class Run:
             self.run_dir / name,
             seed=self.cfg["seed"],
             ema_decay=self.cfg["ema_decay"],
-            mixed_precision=self.cfg["mixed_precision"],
+            mixed_precision=section.get("mixed_precision", self.cfg["mixed_precision"]),
             save_every_minutes=self.cfg["save_every_minutes"],
             log_every=self.cfg["log_every"],
             show_progress=show_progress,

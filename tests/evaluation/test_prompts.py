@@ -1,0 +1,54 @@
+"""The evaluation prompts: worded as people write them, in many languages, and never taught to the model."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from unclip.data.captions import FALLBACK, STYLE_PHRASES, TEMPLATES, captions_for
+from unclip.data.emoji import EmojiEntry
+from unclip.evaluation.prompts import PHRASINGS, STYLE_NAMES, all_phrasings, build_prompts, frame
+from unclip.training.data import load_images
+
+TRAINING_TEMPLATES = {t for ts in (*TEMPLATES.values(), FALLBACK) for t in ts}
+
+
+def test_no_evaluation_phrasing_is_a_caption_template() -> None:
+    training = {frame(t) for t in TRAINING_TEMPLATES}
+    overlap = [(loc, p) for loc, p in all_phrasings() if frame(p) in training]
+    assert not overlap, f"evaluation phrasings used in training templates: {overlap}"
+
+
+def test_the_check_would_see_an_overlap() -> None:
+    # the comparison ignores case, spacing and which slot letter is used: a copied template is caught
+    assert frame("{X},  {S}") == frame("{x}, {s}") in {frame(t) for t in TRAINING_TEMPLATES}
+
+
+def test_captions_the_builder_writes_never_equal_an_evaluation_prompt() -> None:
+    entry = EmojiEntry(
+        hexcode="1F600", raw_hexcode="1F600", emoji="😀", group="smileys-emotion", subgroup="face-smiling",
+        tone=(), labels={loc: "grinning face" for loc in PHRASINGS}, tags={loc: ["face", "grin"] for loc in PHRASINGS},
+    )  # fmt: skip
+    rng = random.Random(0)
+    captions = {c for style in STYLE_PHRASES for _ in range(20)
+                for caps in captions_for(entry, style, rng, per_locale=6).values() for c in caps}  # fmt: skip
+    meta = [{"hexcode": "1F600", "base_hexcode": "1F600", "key": f"{s}_1F600", "style": s, "label": "grinning face",
+             "captions": {loc: ["grinning face"] for loc in PHRASINGS}} for s in STYLE_PHRASES]  # fmt: skip
+    prompts = build_prompts(meta * 40, meta * 40, n_per_kind=200)
+    assert not {p.prompt for p in prompts} & captions
+
+
+def test_the_set_has_the_breadth_it_promises() -> None:
+    assert len(all_phrasings()) >= 40
+    assert len(PHRASINGS) >= 8
+    assert set(STYLE_NAMES) == set(STYLE_PHRASES)
+
+
+def test_prompts_cover_seen_and_holdout_pairs_in_several_languages(emoji64: Path) -> None:
+    seen, holdout = load_images(emoji64, 64, "train").meta, load_images(emoji64, 64, "holdout").meta
+    prompts = build_prompts(seen, holdout, n_per_kind=50, seed=0)
+    assert {p.kind for p in prompts} == {"seen", "holdout"}
+    assert len({p.locale for p in prompts}) >= 3  # the fixture has en, de and ja captions
+    keys = {m["key"] for m in seen} | {m["key"] for m in holdout}
+    assert all(p.key in keys for p in prompts)
+    assert prompts == build_prompts(seen, holdout, n_per_kind=50, seed=0)  # the same set every time
