@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unclip.models import builders
-from unclip.training.upsampler import input_multiple, space_to_depth, upsample
+from unclip.models.upsampling import input_multiple, space_to_depth, upsample
 
 
 def _cfg(**kw) -> dict:

@@ -4,7 +4,7 @@ Stock: `KandinskyV22PriorPipeline.from_pretrained(model/prior)` (its defaults: 2
 `KandinskyV22Pipeline.from_pretrained(model/decoder)` (its defaults: 100 DDPM steps, guidance 4) at the
 decoder's native size (64 px for the bundled model). Stock diffusers has no learned upsampling stage, so
 both sides then go through the same cascade, `unclip.engine.engine.upscale_cascade` over
-`unclip.training.upsampler.upsample`, with the model's `upsampler-256`/`upsampler-1024` weights (the stock
+`unclip.models.upsampling.upsample`, with the model's `upsampler-256`/`upsampler-1024` weights (the stock
 side loads its own copies with `UNet2DModel.from_pretrained` and prepares them as the engine does, so this
 stage is the same code on the same weights on both sides and the speed ratio measures the prior and the
 decoder). Engine: `Engine.generate` with its defaults.

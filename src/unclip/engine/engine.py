@@ -44,7 +44,7 @@ def upscale_cascade(upsamplers: dict[int, torch.nn.Module], x: torch.Tensor, siz
     The stages run `chunk` images at a time (default: one at a time on CPU, where the full-resolution
     activations of a whole batch overflow the caches and the memory-bound norms and activations slow down
     by ~1.5×; the whole batch elsewhere). Each image's result does not depend on the batch it came in."""
-    from unclip.training.upsampler import upsample
+    from unclip.models.upsampling import upsample
 
     if chunk is None:
         chunk = 1 if x.device.type == "cpu" else max(1, x.shape[0])
@@ -388,7 +388,7 @@ class Engine:
     @torch.inference_mode()
     def upscale(self, image: Image.Image) -> Image.Image:
         """4× with the learned upsampler: up to 64 px → 256 px, up to 256 px → 1024 px."""
-        from unclip.training.upsampler import input_multiple, upsample
+        from unclip.models.upsampling import input_multiple, upsample
 
         ups = self.c.upsamplers
         longest = max(image.size)

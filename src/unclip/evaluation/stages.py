@@ -20,8 +20,8 @@ from unclip.engine import Engine
 from unclip.engine import diffusion as D
 from unclip.engine.samplers import DEFAULT_SAMPLER, make_scheduler
 from unclip.evaluation.metrics import edge_sharpness, frechet_distance, psnr, sharpness, ssim, topk
+from unclip.models.upsampling import upsample
 from unclip.training.data import ImageSet, load_images, to_unit
-from unclip.training.upsampler import upsample
 
 
 def caption(meta: dict, locale: str = "en") -> str:
