@@ -81,6 +81,26 @@ def load_images(
     )
 
 
+def load_splits(data_dir: Path, size: int, splits: tuple[str, ...] | list[str]) -> ImageSet:
+    """Several splits in one set, with one emoji index and one style index (the first split must exist)."""
+    base_index: dict[str, int] = {}
+    style_index = {s: i for i, s in enumerate(STYLES)}
+    parts = []
+    for i, split in enumerate(splits):
+        try:
+            parts.append(load_images(data_dir, size, split, base_index, style_index))
+        except FileNotFoundError:
+            if i == 0:
+                raise
+    return ImageSet(
+        torch.cat([p.images for p in parts]),
+        torch.cat([p.alpha for p in parts]),
+        [m for p in parts for m in p.meta],
+        torch.cat([p.base_ids for p in parts]),
+        torch.cat([p.style_ids for p in parts]),
+    )
+
+
 @dataclass
 class CaptionSet:
     """Every caption of every image, tokenised once: ids [M, L], owner image [M], whether it names the style."""

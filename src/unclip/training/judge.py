@@ -18,29 +18,14 @@ from PIL import Image
 
 from unclip.data.sources import STYLES
 from unclip.models.judge import Judge, is_probe_pair
-from unclip.training.data import ImageSet, augment, load_images, to_unit
+from unclip.training.data import ImageSet, augment, load_splits, to_unit
 
 SPLITS = ("train", "val", "test", "holdout")
 
 
 def load_all(data_dir: Path, size: int = 64) -> ImageSet:
     """Every split in one set, with one emoji index and one style index."""
-    base_index: dict[str, int] = {}
-    style_index = {s: i for i, s in enumerate(STYLES)}
-    parts = []
-    for split in SPLITS:
-        try:
-            parts.append(load_images(data_dir, size, split, base_index, style_index))
-        except FileNotFoundError:
-            if split == "train":
-                raise
-    return ImageSet(
-        torch.cat([p.images for p in parts]),
-        torch.cat([p.alpha for p in parts]),
-        [m for p in parts for m in p.meta],
-        torch.cat([p.base_ids for p in parts]),
-        torch.cat([p.style_ids for p in parts]),
-    )
+    return load_splits(data_dir, size, SPLITS)
 
 
 def judge_classes(images: ImageSet) -> dict[str, list]:

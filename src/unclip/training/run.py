@@ -44,9 +44,13 @@ class Run:
 
     @cache  # noqa: B019 - one Run per process
     def images(self):
-        from unclip.training.data import load_images
+        """The training images: the config's `data.train_splits` (default: the train split alone)."""
+        from unclip.training.data import load_splits
 
-        return load_images(self.data_dir, self.cfg["data"]["image_size"], "train").to(self.device)
+        splits = self.cfg["data"].get("train_splits", ["train"])
+        if "holdout" in splits:
+            raise ValueError("the holdout pairs never enter training: remove 'holdout' from data.train_splits")
+        return load_splits(self.data_dir, self.cfg["data"]["image_size"], splits).to(self.device)
 
     def locales(self) -> list[str] | None:
         loc = self.cfg["data"].get("locales", "all")

@@ -1,0 +1,56 @@
+"""The autoencoder stage's options: continuing a trained movq with its encoder frozen, the colour term, and
+training on every non-holdout split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import VQModel
+
+from unclip.training.run import Run, load_config
+
+
+def _cfg(tiny_model: Path, **movq) -> dict:
+    cfg = load_config("tiny")
+    cfg["movq"].update(movq)
+    cfg["movq"]["train"]["max_steps"] = 3
+    return cfg
+
+
+def test_a_frozen_encoder_keeps_the_latent_space(tiny_model: Path, emoji64: Path, tmp_path: Path) -> None:
+    start = tiny_model / "decoder" / "movq"
+    cfg = _cfg(
+        tiny_model, init_from=str(start), freeze_encoder=True, train_quantized=False, colour_weight=2.0
+    )
+    run = Run(cfg, emoji64, tmp_path, "cpu")
+    run.train("movq", show_progress=False)
+    before = VQModel.from_pretrained(start, torch_dtype=torch.float32)
+    after = VQModel.from_pretrained(run.model_dir / "decoder" / "movq", torch_dtype=torch.float32)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(before.encode(x).latents, after.encode(x).latents, atol=1e-5)  # same latents
+        h = before.encode(x).latents
+        moved = (
+            before.decode(h, force_not_quantize=True).sample - after.decode(h, force_not_quantize=True).sample
+        )
+    assert moved.abs().max() > 1e-4  # the pixel decoder learned
+
+
+def test_training_splits_are_configurable_and_never_holdout(emoji64: Path, tmp_path: Path) -> None:
+    cfg = load_config("tiny")
+    train_only = len(Run(cfg, emoji64, tmp_path / "a", "cpu").images())
+    cfg["data"]["train_splits"] = ["train", "val", "test"]
+    assert len(Run(cfg, emoji64, tmp_path / "b", "cpu").images()) > train_only
+    cfg["data"]["train_splits"] = ["train", "holdout"]
+    with pytest.raises(ValueError, match="holdout"):
+        Run(cfg, emoji64, tmp_path / "c", "cpu").images()
+
+
+def test_the_decoder_only_config_starts_from_the_bundled_autoencoder() -> None:
+    from unclip import REPO_ROOT
+
+    cfg = load_config("emoji-movq-decoder")
+    assert cfg["movq"]["freeze_encoder"] and (REPO_ROOT / cfg["movq"]["init_from"] / "config.json").exists()
+    assert "holdout" not in cfg["data"]["train_splits"]
