@@ -22,7 +22,7 @@ def _cfg(tiny_model: Path, **movq) -> dict:
 def test_a_frozen_encoder_keeps_the_latent_space(tiny_model: Path, emoji64: Path, tmp_path: Path) -> None:
     start = tiny_model / "decoder" / "movq"
     cfg = _cfg(
-        tiny_model, init_from=str(start), freeze_encoder=True, train_quantized=False, colour_weight=2.0
+        tiny_model, init_from=str(tiny_model), freeze_encoder=True, train_quantized=False, colour_weight=2.0
     )
     run = Run(cfg, emoji64, tmp_path, "cpu")
     run.train("movq", show_progress=False)
@@ -52,5 +52,25 @@ def test_the_decoder_only_config_starts_from_the_bundled_autoencoder() -> None:
     from unclip import REPO_ROOT
 
     cfg = load_config("emoji-movq-decoder")
-    assert cfg["movq"]["freeze_encoder"] and (REPO_ROOT / cfg["movq"]["init_from"] / "config.json").exists()
+    assert (
+        cfg["movq"]["freeze_encoder"] and (REPO_ROOT / cfg["movq"]["init_from"] / "decoder" / "movq").is_dir()
+    )
     assert "holdout" not in cfg["data"]["train_splits"]
+
+
+@pytest.mark.parametrize("stage", ["decoder", "inpaint"])
+def test_decoders_can_start_from_a_trained_model(
+    tiny_model: Path, emoji64: Path, tmp_path: Path, stage: str
+) -> None:
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    cfg = load_config("tiny")
+    cfg[stage]["init_from"] = str(tiny_model)
+    run = Run(cfg, emoji64, tmp_path, "cpu")
+    shutil.copytree(tiny_model, run.model_dir, symlinks=True)  # the clip and movq the stage reads
+    unet = run.stage(stage).model()
+    trained = UNet2DConditionModel.from_pretrained(tiny_model / stage / "unet", torch_dtype=torch.float32)
+    for k, v in trained.state_dict().items():
+        assert torch.equal(unet.state_dict()[k], v), k

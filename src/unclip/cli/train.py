@@ -28,6 +28,11 @@ def train_cmd(
     max_minutes: float | None = typer.Option(None, help="Override the stage's time limit."),
     batch_size: int | None = typer.Option(None, help="Override the batch size."),
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+    init_from: Path | None = typer.Option(
+        None,
+        help="Start movq, decoder and inpaint from this model folder's weights (same architecture), e.g. "
+        "models/unclip-emoji, instead of from scratch. Ignored when a checkpoint resumes.",
+    ),
 ) -> None:
     """Train one stage (or all, in order). Run again to resume from the last checkpoint."""
     from rich.console import Console
@@ -35,6 +40,9 @@ def train_cmd(
     from unclip.training.run import EXTRA_STAGES, STAGES, Run, load_config
 
     cfg = load_config(config)
+    if init_from is not None:
+        for section in ("movq", "decoder", "inpaint"):
+            cfg[section]["init_from"] = str(init_from)
     stages = STAGES if stage == "all" else (stage,)
     if any(s not in STAGES + EXTRA_STAGES for s in stages):
         raise typer.BadParameter(f"unknown stage {stage!r}; choose from {STAGE_HELP}", param_hint="stage")

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
+
+
+def model_part(model_dir: str | Path, *part: str) -> Path:
+    """A part of a model folder (`decoder/movq`, `decoder/unet`, …); a relative folder is taken from the
+    repository root when it is not found from the working directory (`models/unclip-emoji`)."""
+    from unclip import REPO_ROOT
+
+    root = Path(model_dir)
+    if not root.is_absolute() and not root.exists():
+        root = REPO_ROOT / root
+    folder = root.joinpath(*part)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no {'/'.join(part)} in {root} to start from")
+    return folder
 
 
 def text_encoder(

@@ -118,7 +118,11 @@ def train(
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
 
-    if mixed_precision != "no" and not torch.cuda.is_available() and not (mixed_precision == "bf16" and cpu_has_amx()):
+    if (
+        mixed_precision != "no"
+        and not torch.cuda.is_available()
+        and not (mixed_precision == "bf16" and cpu_has_amx())
+    ):
         mixed_precision = "no"  # bf16 is ~200x slower than fp32 on CPUs without AMX, 1.4-3x faster with it
     acc = Accelerator(mixed_precision=mixed_precision, project_dir=str(run_dir))
     torch.backends.cuda.matmul.allow_tf32 = True

@@ -47,7 +47,15 @@ class DecoderStage:
         c = self.cfg["decoder"]
         ch, size = self.latents.shape[1], self.latents.shape[-1]
         unet = builders.decoder_unet(c, self.emb.shape[1], ch, size, inpaint=self.inpaint)
-        if self.inpaint:  # start from the decoder: copy its weights, extra input channels start at zero
+        start = self.cfg["inpaint" if self.inpaint else "decoder"].get("init_from")
+        if start:  # continue a trained model's UNet (same architecture), e.g. the bundled model's
+            from diffusers import UNet2DConditionModel
+
+            folder = builders.model_part(start, self.name, "unet")
+            unet.load_state_dict(
+                UNet2DConditionModel.from_pretrained(folder, torch_dtype=torch.float32).state_dict()
+            )
+        elif self.inpaint:  # start from the decoder: copy its weights, extra input channels start at zero
             from diffusers import UNet2DConditionModel
 
             base = UNet2DConditionModel.from_pretrained(

@@ -27,15 +27,11 @@ class MovqStage:
 
     def model(self) -> torch.nn.Module:
         c = self.cfg["movq"]
-        if c.get("init_from"):  # continue a trained autoencoder (e.g. the bundled model's decoder/movq)
+        if c.get("init_from"):  # continue a trained model's autoencoder (e.g. the bundled model's)
             from diffusers import VQModel
 
-            from unclip import REPO_ROOT
-
-            path = Path(c["init_from"])
-            model = VQModel.from_pretrained(
-                path if path.is_absolute() else REPO_ROOT / path, torch_dtype=torch.float32
-            )
+            folder = builders.model_part(c["init_from"], "decoder", "movq")
+            model = VQModel.from_pretrained(folder, torch_dtype=torch.float32)
         else:
             model = builders.movq(c)
         if c.get("freeze_encoder"):

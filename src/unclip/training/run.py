@@ -49,7 +49,9 @@ class Run:
 
         splits = self.cfg["data"].get("train_splits", ["train"])
         if "holdout" in splits:
-            raise ValueError("the holdout pairs never enter training: remove 'holdout' from data.train_splits")
+            raise ValueError(
+                "the holdout pairs never enter training: remove 'holdout' from data.train_splits"
+            )
         return load_splits(self.data_dir, self.cfg["data"]["image_size"], splits).to(self.device)
 
     def locales(self) -> list[str] | None:
