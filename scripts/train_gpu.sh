@@ -8,7 +8,11 @@
 # set, override every stage's limits (the cosine schedule follows MAX_STEPS).
 # SHIP=<folder> (a device run's $OUT) then packs what was trained to fp16 and leaves there, as flat files that a
 # device run brings back: model.tar.part-* (15 MB each; `cat model.tar.part-* | tar -x` gives packed/), logs.tar,
-# and eval.json (`unclip eval upsampler` on the bundled model with the newly trained parts in place).
+# and eval.json (`unclip eval upsampler` on the bundled model with the newly trained parts in place), and
+# cascade.json (`unclip eval cascade`, the independent judge's figures row by row; EVAL_N prompts per kind).
+# INIT_FROM=<model folder> (e.g. models/unclip-emoji) warm-starts movq, decoder and inpaint from its weights
+# and seeds the run's model folder with it, so that STAGES="decoder inpaint" continues the shipped decoders:
+#   INIT_FROM=models/unclip-emoji STAGES="decoder inpaint" SHIP=$OUT scripts/train_gpu.sh
 set -uo pipefail
 CONFIG=${CONFIG:-emoji-base}
 RUN=${RUN:-runs/$CONFIG}
@@ -18,14 +22,19 @@ BUDGET=${BUDGET_SECONDS:-510}
 PY=${PYTHON:-python3}
 export UNCLIP_DEADLINE=$(( $(date +%s) + BUDGET ))
 export PYTHONUNBUFFERED=1
+INIT=${INIT_FROM:-}
 mkdir -p "$RUN"
+if [ -n "$INIT" ] && [ ! -d "$RUN/model" ]; then
+  cp -a "$INIT" "$RUN/model" || exit 1  # the parts the stages read (CLIP, movq) and start from
+fi
 
 t0=$(date +%s)
 [ -f "$DATA/manifest.json" ] || $PY -m unclip data build emoji --out "$DATA" --cache "$CACHE" --sizes 64 || exit 1
 echo "data ready after $(( $(date +%s) - t0 )) s"
 
 stage() { $PY -m unclip train "$1" --config "$CONFIG" --data "$DATA" --run-dir "$RUN" \
-  ${MAX_MINUTES:+--max-minutes "$MAX_MINUTES"} ${MAX_STEPS:+--max-steps "$MAX_STEPS"} > "$RUN/log-$1.txt" 2>&1 \
+  ${MAX_MINUTES:+--max-minutes "$MAX_MINUTES"} ${MAX_STEPS:+--max-steps "$MAX_STEPS"} ${INIT:+--init-from "$INIT"} \
+  > "$RUN/log-$1.txt" 2>&1 \
   && echo "$1 done after $(( $(date +%s) - t0 )) s" || { echo "$1 FAILED"; tail -20 "$RUN/log-$1.txt"; return 1; }; }
 ship() {
   [ -n "${SHIP:-}" ] || return 0
@@ -39,6 +48,9 @@ ship() {
   for p in "$RUN"/packed/*/; do p=$(basename "$p"); rm -f "$m/$p"; ln -s "$RUN/packed/$p" "$m/$p"; done
   $PY -m unclip eval upsampler --model "$m" --data "$DATA" --out "$SHIP/eval.json" > "$RUN/log-eval.txt" 2>&1 \
     && cat "$SHIP/eval.json" || { echo "eval FAILED"; tail -20 "$RUN/log-eval.txt"; return 1; }
+  $PY -m unclip eval cascade --model "$m" --data "$DATA" ${EVAL_N:+--n "$EVAL_N"} --out "$SHIP/cascade.json" \
+    > "$RUN/log-cascade.txt" 2>&1 && grep -v Loading "$RUN/log-cascade.txt" | head -30 \
+    || { echo "cascade FAILED"; tail -20 "$RUN/log-cascade.txt"; return 1; }
 }
 wait_for() { while [ ! -f "$1" ]; do [ "$(date +%s)" -lt "$UNCLIP_DEADLINE" ] || return 1; sleep 2; done; }
 

@@ -27,6 +27,7 @@ def test_upsampler_box_ships_packed_weights_logs_and_figures(emoji64: Path, tmp_
         "SHIP": str(ship),
         "BUDGET_SECONDS": "600",
         "PYTHON": sys.executable,
+        "EVAL_N": "2",
     }
     done = subprocess.run(
         ["bash", "scripts/train_gpu.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
@@ -34,7 +35,12 @@ def test_upsampler_box_ships_packed_weights_logs_and_figures(emoji64: Path, tmp_
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     files = sorted(p.name for p in ship.iterdir())
-    assert files == ["eval.json", "logs.tar", "model.tar.part-aa"]  # flat, as a device run brings them back
+    assert files == [
+        "cascade.json",
+        "eval.json",
+        "logs.tar",
+        "model.tar.part-aa",
+    ]  # flat, as a device run gets them
     assert all(p.stat().st_size <= 15 * 2**20 for p in ship.iterdir())
 
     parts = b"".join(p.read_bytes() for p in sorted(ship.glob("model.tar.part-*")))
@@ -51,3 +57,32 @@ def test_upsampler_box_ships_packed_weights_logs_and_figures(emoji64: Path, tmp_
     figures = json.loads((ship / "eval.json").read_text())["upsampler"]
     assert set(figures) == {"64->256", "256->1024"}
     assert all(f["psnr"]["learned"] > 0 for f in figures.values())
+
+
+@pytest.mark.slow
+def test_warm_started_decoders_continue_a_trained_model(
+    tiny_model: Path, emoji64: Path, tmp_path: Path
+) -> None:
+    ship = tmp_path / "out"
+    env = os.environ | {
+        "CONFIG": "tiny",
+        "INIT_FROM": str(tiny_model),
+        "STAGES": "decoder inpaint",
+        "DATA": str(emoji64),
+        "RUN": str(tmp_path / "run"),
+        "SHIP": str(ship),
+        "BUDGET_SECONDS": "600",
+        "PYTHON": sys.executable,
+        "EVAL_N": "2",
+    }
+    done = subprocess.run(
+        ["bash", "scripts/train_gpu.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for stage in ("decoder", "inpaint"):  # a few steps from the trained weights, not from a new init
+        start = load_file(next((tiny_model / stage / "unet").glob("*.safetensors")))
+        trained = load_file(next((tmp_path / "run" / "model" / stage / "unet").glob("*.safetensors")))
+        drift = max(float((trained[k].float() - v.float()).abs().max()) for k, v in start.items())
+        assert 0 < drift < 0.05, (stage, drift)
+    cascade = json.loads((ship / "cascade.json").read_text())["cascade"]
+    assert "decoder" in cascade["rows"] and cascade["prompts"]["seen"] == 2
