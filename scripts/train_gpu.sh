@@ -13,6 +13,7 @@
 # INIT_FROM=<model folder> (e.g. models/unclip-emoji) warm-starts movq, decoder and inpaint from its weights
 # and seeds the run's model folder with it, so that STAGES="decoder inpaint" continues the shipped decoders:
 #   INIT_FROM=models/unclip-emoji STAGES="decoder inpaint" SHIP=$OUT scripts/train_gpu.sh
+# DATA_LOCALES=en builds the dataset with English captions only (what scripts/gpu_prepare.sh's npm cache holds).
 set -uo pipefail
 CONFIG=${CONFIG:-emoji-base}
 RUN=${RUN:-runs/$CONFIG}
@@ -29,7 +30,8 @@ if [ -n "$INIT" ] && [ ! -d "$RUN/model" ]; then
 fi
 
 t0=$(date +%s)
-[ -f "$DATA/manifest.json" ] || $PY -m unclip data build emoji --out "$DATA" --cache "$CACHE" --sizes 64 || exit 1
+[ -f "$DATA/manifest.json" ] || $PY -m unclip data build emoji --out "$DATA" --cache "$CACHE" --sizes 64 \
+  ${DATA_LOCALES:+--locales "$DATA_LOCALES"} || exit 1
 echo "data ready after $(( $(date +%s) - t0 )) s"
 
 stage() { $PY -m unclip train "$1" --config "$CONFIG" --data "$DATA" --run-dir "$RUN" \
@@ -46,6 +48,7 @@ ship() {
   rm -rf "$m" && mkdir -p "$m"
   for p in models/unclip-emoji/*; do ln -s "$PWD/$p" "$m/"; done
   for p in "$RUN"/packed/*/; do p=$(basename "$p"); rm -f "$m/$p"; ln -s "$RUN/packed/$p" "$m/$p"; done
+  [ -z "${SKIP_EVAL:-}" ] || return 0  # the model is not all there (a call that carried only some parts)
   $PY -m unclip eval upsampler --model "$m" --data "$DATA" --out "$SHIP/eval.json" > "$RUN/log-eval.txt" 2>&1 \
     && cat "$SHIP/eval.json" || { echo "eval FAILED"; tail -20 "$RUN/log-eval.txt"; return 1; }
   $PY -m unclip eval cascade --model "$m" --data "$DATA" ${EVAL_N:+--n "$EVAL_N"} --out "$SHIP/cascade.json" \

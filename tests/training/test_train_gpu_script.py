@@ -86,3 +86,36 @@ def test_warm_started_decoders_continue_a_trained_model(
         assert 0 < drift < 0.05, (stage, drift)
     cascade = json.loads((ship / "cascade.json").read_text())["cascade"]
     assert "decoder" in cascade["rows"] and cascade["prompts"]["seen"] == 2
+
+
+@pytest.mark.slow
+def test_a_decoder_call_that_carries_only_the_parts_it_reads(
+    tiny_model: Path, emoji64: Path, tmp_path: Path
+) -> None:
+    """As a device call whose tree is too small for the whole model: the vision tower and the decoder only."""
+    import shutil
+
+    partial = tmp_path / "parts"
+    shutil.copytree(tiny_model / "prior" / "image_encoder", partial / "prior" / "image_encoder")
+    shutil.copytree(tiny_model / "decoder", partial / "decoder")
+    ship = tmp_path / "out"
+    env = os.environ | {
+        "CONFIG": "tiny",
+        "INIT_FROM": str(partial),
+        "STAGES": "decoder",
+        "SKIP_EVAL": "1",
+        "DATA": str(emoji64),
+        "RUN": str(tmp_path / "run"),
+        "SHIP": str(ship),
+        "BUDGET_SECONDS": "600",
+        "PYTHON": sys.executable,
+    }
+    done = subprocess.run(
+        ["bash", "scripts/train_gpu.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert sorted(p.name for p in ship.iterdir()) == ["logs.tar", "model.tar.part-aa"]
+    parts = b"".join(p.read_bytes() for p in sorted(ship.glob("model.tar.part-*")))
+    with tarfile.open(fileobj=io.BytesIO(parts)) as tar:
+        names = tar.getnames()
+    assert any(n.startswith("packed/decoder/unet/") for n in names)

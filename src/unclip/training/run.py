@@ -69,15 +69,12 @@ class Run:
 
         return load_captions(self.images(), self.tokenizer(), self.locales()).to(self.device)
 
-    def _clip(self):
+    def _tower(self, name: str):
+        """The trained CLIP text_encoder or image_encoder, in fp32 (shipped weights are fp16)."""
         from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
-        p = self.model_dir / "prior"
-        f32 = {"torch_dtype": torch.float32}  # shipped weights are fp16; train and encode in fp32
-        return (
-            CLIPTextModelWithProjection.from_pretrained(p / "text_encoder", **f32).to(self.device),
-            CLIPVisionModelWithProjection.from_pretrained(p / "image_encoder", **f32).to(self.device),
-        )
+        cls = CLIPTextModelWithProjection if name == "text_encoder" else CLIPVisionModelWithProjection
+        return cls.from_pretrained(self.model_dir / "prior" / name, torch_dtype=torch.float32).to(self.device)
 
     def train_tokenizer(self) -> dict[str, float]:
         from unclip.models.tokenizer import train_tokenizer
@@ -103,7 +100,7 @@ class Run:
         if name == "prior":
             from unclip.training.prior import PriorStage
 
-            text, vision = self._clip()
+            text, vision = self._tower("text_encoder"), self._tower("image_encoder")
             return PriorStage(self.cfg, self.images(), self.captions(), self.tokenizer(), text, vision, out)
         if name == "movq":
             from unclip.training.movq import MovqStage
@@ -118,7 +115,7 @@ class Run:
                 self.device
             )
             return DecoderStage(
-                self.cfg, self.images(), movq, self._clip()[1], out, inpaint=name == "inpaint"
+                self.cfg, self.images(), movq, self._tower("image_encoder"), out, inpaint=name == "inpaint"
             )
         if name == "judge":
             from unclip.training.judge import JudgeStage
