@@ -330,3 +330,34 @@ def test_an_upscale_too_large_is_refused_before_the_charge(live: Server) -> None
     )
     assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_image_size")
     assert books(live, uid) == before and live.engine.calls == []
+
+
+def test_the_server_signs_with_its_own_provenance_key(live: Server, monkeypatch) -> None:
+    import base64
+    import stat
+
+    from typer.testing import CliRunner
+
+    from unclip.cli import app
+    from unclip.safety import provenance
+
+    monkeypatch.delenv("UNCLIP_PROVENANCE_KEY", raising=False)
+    key_file = live.sv.settings.data_dir / "provenance.key"
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600 and len(key_file.read_bytes().strip()) == 64
+    _, key = live.user("member")
+    r = httpx.post(
+        live.url + "/v1/images/generations",
+        json={"prompt": "x", "size": "256x256", "response_format": "b64_json"},
+        headers=H(key),
+    )
+    png_path = live.sv.settings.data_dir / "out.png"
+    png_path.write_bytes(base64.b64decode(r.json()["data"][0]["b64_json"]))
+    assert provenance.verify(png_path.read_bytes()).metadata_valid
+    provenance.use_key(None)  # the built-in key that anyone has: the signature does not check out
+    try:
+        assert not provenance.verify(png_path.read_bytes()).metadata_valid
+        runner = CliRunner()
+        args = ["verify", str(png_path), "--json", "--data-dir", str(live.sv.settings.data_dir)]
+        assert json.loads(runner.invoke(app, args).output)["metadata_valid"] is True
+    finally:
+        provenance.use_key(key_file.read_bytes().strip())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -19,6 +20,11 @@ def verify_cmd(
         ..., exists=True, dir_okay=False, readable=True, help="Image file to check."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
+    data_dir: Path = typer.Option(
+        Path("var"),
+        "--data-dir",
+        help="The server's data folder: its provenance.key checks the signed metadata (UNCLIP_PROVENANCE_KEY wins).",
+    ),
 ) -> None:
     """Say whether IMAGE came from this server (signed PNG metadata and/or the invisible watermark).
 
@@ -26,8 +32,11 @@ def verify_cmd(
     """
     from PIL import UnidentifiedImageError
 
-    from unclip.safety.provenance import verify
+    from unclip.safety.provenance import use_key, verify
 
+    key_file = data_dir / "provenance.key"
+    if not os.environ.get("UNCLIP_PROVENANCE_KEY") and key_file.is_file():
+        use_key(key_file.read_bytes().strip())
     try:
         result = verify(image.read_bytes())
     except (UnidentifiedImageError, OSError, ValueError) as exc:

@@ -69,7 +69,19 @@ SIGNATURE_COLOURS = ((255, 255, 102), (66, 255, 255), (81, 218, 76), (255, 110, 
 _DEFAULT_KEY = b"unclip-provenance-default-key"
 
 
+_configured_key: bytes | None = None
+
+
+def use_key(key: bytes | None) -> None:
+    """Sign and check metadata with `key` from now on in this process (the server's own, kept in its data
+    folder); None goes back to UNCLIP_PROVENANCE_KEY or the built-in key."""
+    global _configured_key
+    _configured_key = key
+
+
 def _key() -> bytes:
+    if _configured_key:
+        return _configured_key
     k = os.environ.get("UNCLIP_PROVENANCE_KEY")
     return k.encode() if k else _DEFAULT_KEY
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from unclip.safety import provenance
 from unclip.service import errors
 from unclip.service.auth import create_key, create_user, hash_key
 from unclip.service.db import ApiKey, Database, User
@@ -25,7 +27,6 @@ from unclip.service.policy import (
     face_detector_ready,
     load_policy,
     offender_rules,
-    provenance_key_configured,
 )
 from unclip.service.ratelimit import RateLimiter
 from unclip.service.settings import Settings
@@ -64,6 +65,10 @@ def build_services(
     db = Database(settings.db_url)
     store = BlobStore(settings.data_dir / "images")
     signer = UrlSigner(load_secret(settings.data_dir, settings.secret_key), settings.url_ttl_s)
+    # outputs' metadata is signed with the server's own key (UNCLIP_PROVENANCE_KEY, else one made on first start)
+    provenance.use_key(
+        load_secret(settings.data_dir, os.environ.get("UNCLIP_PROVENANCE_KEY", ""), "provenance.key")
+    )
     if settings.model:
         default: Path | None = Path(settings.model)
     elif engines:
@@ -104,11 +109,6 @@ def prepare(sv: Services) -> None:
             "the face detector does not work (%s): uploads that need the realistic-face check will be "
             "answered 503; install unclip[safety] (opencv-python-headless<5)",
             problem,
-        )
-    if not provenance_key_configured():
-        log.warning(
-            "UNCLIP_PROVENANCE_KEY is not set: output metadata is signed with a built-in key that anyone "
-            "can use to forge it; set a secret key"
         )
     sv.registry.get(sv.registry.default)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,10 +167,6 @@ def face_detector_ready() -> str | None:
 
 
 # --- provenance -----------------------------------------------------------------------------------------
-
-
-def provenance_key_configured() -> bool:
-    return bool(os.environ.get("UNCLIP_PROVENANCE_KEY"))
 
 
 def encode(image: Image.Image, metadata: dict[str, Any]) -> bytes:

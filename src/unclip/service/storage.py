@@ -56,11 +56,11 @@ class BlobStore:
         return self.path(sha).exists()
 
 
-def load_secret(data_dir: Path, configured: str = "") -> bytes:
-    """The URL-signing secret: configured, or generated once and kept in `<data_dir>/secret.key`."""
+def load_secret(data_dir: Path, configured: str = "", name: str = "secret.key") -> bytes:
+    """A secret: configured, or generated once and kept in `<data_dir>/<name>` (readable by its owner only)."""
     if configured:
         return configured.encode()
-    path = Path(data_dir) / "secret.key"
+    path = Path(data_dir) / name
     if path.exists():
         return path.read_bytes().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
