@@ -175,3 +175,24 @@ def test_slerp_keeps_norms_and_survives_zero_vectors() -> None:
     assert torch.allclose(slerp(a, b, 0.0), a) and torch.allclose(slerp(a, b, 1.0), b, atol=1e-5)
     zero = torch.zeros(1, 2)
     assert torch.equal(slerp(zero, b, 0.25), 0.25 * b)  # no direction to turn from: linear, not NaN
+
+
+def test_prior_reranking_keeps_the_candidate_closest_to_the_text(engine: Engine) -> None:
+    import torch.nn.functional as F
+
+    from unclip.engine import diffusion as D
+
+    seeds, hook = [3, 4, 5], lambda: None
+    try:
+        engine.prior_candidates = 1
+        single = engine._prior("a red apple", seeds, engine.prior_guidance, 4, hook)
+        engine.prior_candidates = 4
+        ranked = engine._prior("a red apple", seeds, engine.prior_guidance, 4, hook)
+        alone = engine._prior("a red apple", seeds[1:2], engine.prior_guidance, 4, hook)
+    finally:
+        engine.prior_candidates = type(engine).prior_candidates
+    text = F.normalize(engine._text(["a red apple"]).embeds.float(), dim=-1)
+    cos = lambda e: (F.normalize(e.float(), dim=-1) * text).sum(-1)  # noqa: E731
+    assert (cos(ranked) >= cos(single) - 1e-6).all()  # the first candidate is the unranked sample
+    assert torch.allclose(ranked[1:2], alone, atol=1e-5)  # each output depends on its own seed only
+    assert D.candidate_seeds([7], 3)[0] == 7 and len(set(D.candidate_seeds([7, 8], 3))) == 6

@@ -61,6 +61,22 @@ def sample_prior(prior, scheduler, cond: TextFeatures, uncond: TextFeatures, see
     return prior.post_process_latents(latents)
 
 
+def candidate_seeds(seeds: list[int], k: int) -> list[int]:
+    """k prior candidates per seed, the first the seed itself: each output depends on its own seed only."""
+    return [s if j == 0 else (s * 1_000_003 + 7919 * j) & 0x7FFFFFFFFFFFFFFF for s in seeds for j in range(k)]
+
+
+def closest_to_text(embeds: torch.Tensor, text: torch.Tensor, k: int) -> torch.Tensor:
+    """Of each run of k candidate image embeddings, the one most similar (cosine) to its text embedding, as
+    DALL·E 2 reranks prior samples. embeds: [n·k, D]; text: [n, D] or [1, D]."""
+    if k == 1:
+        return embeds
+    e = embeds.view(-1, k, embeds.shape[-1])
+    t = torch.nn.functional.normalize(text.float(), dim=-1).expand(e.shape[0], -1)
+    sims = (torch.nn.functional.normalize(e.float(), dim=-1) * t[:, None]).sum(-1)
+    return e[torch.arange(e.shape[0], device=e.device), sims.argmax(1)]
+
+
 @dataclass
 class Inpainting:
     """Known latents and where to keep them (1 = keep), for the inpaint UNet."""
@@ -89,7 +105,9 @@ def sample_decoder(unet, scheduler, embeds: torch.Tensor, negative: torch.Tensor
         latents = noise * scheduler.init_noise_sigma
     cond = torch.cat([negative, embeds]) if guidance > 1 else embeds
     extra = None
-    if inpaint is not None and unet.config.in_channels > latent_shape[0]:  # an inpaint UNet reads the known part
+    if (
+        inpaint is not None and unet.config.in_channels > latent_shape[0]
+    ):  # an inpaint UNet reads the known part
         masked = inpaint.latents * inpaint.keep
         extra = torch.cat([masked, inpaint.keep], 1)
         extra = torch.cat([extra, extra]) if guidance > 1 else extra
@@ -100,14 +118,18 @@ def sample_decoder(unet, scheduler, embeds: torch.Tensor, negative: torch.Tensor
         x = scheduler.scale_model_input(x, t)
         if extra is not None:
             x = torch.cat([x, extra], 1)
-        pred = unet(x, t, encoder_hidden_states=None, added_cond_kwargs={"image_embeds": cond}).sample[:, :channels]
+        pred = unet(x, t, encoder_hidden_states=None, added_cond_kwargs={"image_embeds": cond}).sample[
+            :, :channels
+        ]
         if guidance > 1:
             u, c = pred.chunk(2)
             pred = u + guidance * (c - u)
         latents = scheduler.step(pred, t, latents).prev_sample
         if inpaint is not None:  # keep the known region on the current noise level, as the pipeline does
             if i + 1 < len(timesteps):
-                known = scheduler.add_noise(inpaint.latents, noise, timesteps[i + 1 : i + 2].repeat(noise.shape[0]))
+                known = scheduler.add_noise(
+                    inpaint.latents, noise, timesteps[i + 1 : i + 2].repeat(noise.shape[0])
+                )
             else:
                 known = inpaint.latents
             latents = inpaint.keep * known + (1 - inpaint.keep) * latents

@@ -75,6 +75,7 @@ class Engine:
     prior_steps = 12
     decoder_steps = 12  # DPM-Solver++(2M): CLIP retrieval as at 16 steps (docs/performance.md), 25% less time
     prior_guidance = 4.0
+    prior_candidates = 1  # prior samples drawn per image, the one closest to the text kept (DALL·E 2's reranking)
     guidance = 4.0
 
     def __init__(self, components: Components, device: torch.device) -> None:
@@ -135,10 +136,14 @@ class Engine:
         return self._zero
 
     def _prior(self, prompt: str, seeds: list[int], guidance: float, steps: int, hook) -> torch.Tensor:
+        """One CLIP image embedding per seed: the closest to the prompt's text embedding of
+        `prior_candidates` prior samples (drawn in one batch)."""
         sched = make_scheduler(DEFAULT_SAMPLER, self.c.prior_scheduler_config, "sample")
-        cond = self._text([prompt]).repeat(len(seeds))
-        uncond = self._text([""]).repeat(len(seeds))
-        return D.sample_prior(self.c.prior, sched, cond, uncond, seeds, guidance, steps, hook)
+        k = max(1, int(self.prior_candidates))
+        text = self._text([prompt])
+        cond, uncond = text.repeat(len(seeds) * k), self._text([""]).repeat(len(seeds) * k)
+        embeds = D.sample_prior(self.c.prior, sched, cond, uncond, D.candidate_seeds(seeds, k), guidance, steps, hook)
+        return D.closest_to_text(embeds, text.embeds, k)
 
     def _negative(self, negative_prompt: str | None, seeds: list[int], steps: int, hook) -> torch.Tensor:
         if not negative_prompt:

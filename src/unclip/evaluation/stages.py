@@ -89,24 +89,18 @@ def eval_clip(engine: Engine, data: Path) -> dict:
 
 @torch.inference_mode()
 def prior_embeds(engine: Engine, prompts: list[str], seed: int = 0, batch: int = 128) -> torch.Tensor:
+    """The engine's prior for each prompt (seed + index), with its reranking (`prior_candidates`)."""
     out = []
+    k = max(1, int(engine.prior_candidates))
     for i in range(0, len(prompts), batch):
         chunk = prompts[i : i + batch]
-        cond = engine._text(chunk)
-        uncond = engine._text([""]).repeat(len(chunk))
+        text = engine._text(chunk)
+        cond, uncond = text.repeat(k), engine._text([""]).repeat(len(chunk) * k)
         sched = make_scheduler(DEFAULT_SAMPLER, engine.c.prior_scheduler_config, "sample")
-        out.append(
-            D.sample_prior(
-                engine.c.prior,
-                sched,
-                cond,
-                uncond,
-                list(range(seed + i, seed + i + len(chunk))),
-                engine.prior_guidance,
-                engine.prior_steps,
-                lambda: None,
-            )
-        )
+        seeds = D.candidate_seeds(list(range(seed + i, seed + i + len(chunk))), k)
+        embeds = D.sample_prior(engine.c.prior, sched, cond, uncond, seeds, engine.prior_guidance,
+                                engine.prior_steps, lambda: None)  # fmt: skip
+        out.append(D.closest_to_text(embeds, text.embeds, k))
         engine._text_cache.clear()
     return torch.cat(out).float()
 
