@@ -13,7 +13,7 @@ from PIL import Image
 
 from unclip.data import build as build_mod
 from unclip.data.build import HoldoutLeak, assign_splits, check_holdout
-from unclip.data.captions import STYLE_PHRASES
+from unclip.data.captions import style_names
 from unclip.data.emoji import join_icons, load_emojibase, load_holdout
 from unclip.data.shards import ShardWriter, iter_samples, split_name
 from unclip.data.sources import STYLES, fetch_all
@@ -123,10 +123,10 @@ def test_captions_in_several_locales_with_the_style_named_in_varied_ways(built: 
         caps = m["captions"]
         assert "en" in caps and set(caps) <= {"en", "de", "ja"}
         assert caps["en"][0] == m["label"]  # the plain label is always one of them
-        for locale_caps in caps.values():
+        for locale, locale_caps in caps.items():
             assert len(set(locale_caps)) == len(locale_caps) >= 1
             for c in locale_caps:
-                hits = [p for p in STYLE_PHRASES[m["style"]] if p in c]
+                hits = [p for p in style_names(m["style"], locale) if p in c]
                 named += bool(hits)
                 unnamed += not hits
                 phrases_seen.update((m["style"], p) for p in hits)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from unclip.data.captions import STYLE_PHRASES
+from unclip.data.captions import names_style
 from unclip.data.shards import iter_samples
 from unclip.data.sources import STYLES
 
@@ -128,14 +128,13 @@ def load_captions(images: ImageSet, tokenizer, locales: list[str] | None = None)
     start, count = [], []
     for i, m in enumerate(images.meta):
         start.append(len(texts))
-        phrases = [p.lower() for p in STYLE_PHRASES.get(m["style"], ())]
         for loc, caps in m["captions"].items():
             if locales and loc not in locales:
                 continue
             for c in caps:
                 texts.append(c)
                 owner.append(i)
-                names.append(any(p in c.lower() for p in phrases))
+                names.append(names_style(c, m["style"], loc))
         count.append(len(texts) - start[-1])
     enc = tokenizer(
         texts,

@@ -1,0 +1,35 @@
+"""Captions as people write them: templates of each language, style names as people say them."""
+
+from __future__ import annotations
+
+import random
+
+from unclip.data.captions import FALLBACK, STYLE_PHRASES, captions_for, names_style, style_names, template_set
+from unclip.data.emoji import LOCALES, EmojiEntry
+
+
+def test_every_locale_has_templates_of_its_own() -> None:
+    english = set(template_set("en"))
+    for locale in LOCALES:
+        templates = template_set(locale)
+        assert templates != FALLBACK, locale
+        if not locale.startswith("en"):
+            assert len(set(templates) - english) >= 2, locale  # not English templates around a translation
+
+
+def test_styles_are_named_in_many_ways_and_in_the_language() -> None:
+    for style in STYLE_PHRASES:
+        assert len(style_names(style)) >= 7
+    assert "Fluent 高对比度" in style_names("fluent-emoji-high-contrast", "zh")
+    assert "Fluent alto contraste" in style_names("fluent-emoji-high-contrast", "es-mx")
+    assert names_style("un sticker, Fluent alto contraste", "fluent-emoji-high-contrast", "es")
+    assert not names_style("a red apple emoji", "noto")
+
+
+def test_captions_vary_their_wording() -> None:
+    entry = EmojiEntry("1F34E", "1F34E", "🍎", "food-drink", "food-fruit", (),
+                       labels={"en": "red apple", "ja": "赤いりんご"}, tags={"en": ["fruit"], "ja": []})  # fmt: skip
+    rng = random.Random(0)
+    seen = {c for _ in range(50) for c in captions_for(entry, "noto", rng, per_locale=4)["en"]}
+    assert len(seen) > 30 and "red apple" in seen
+    assert any("Google" in c or "Android" in c for c in seen)  # vendor and platform names
