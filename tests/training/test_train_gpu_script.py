@@ -16,23 +16,28 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
-def test_upsampler_box_ships_packed_weights_logs_and_figures(emoji64: Path, tmp_path: Path) -> None:
+def run_script(data: Path, tmp_path: Path, **settings: str) -> Path:
+    """scripts/train_gpu.sh with the tiny config and these settings; returns the SHIP folder."""
     ship = tmp_path / "out"
     env = os.environ | {
         "CONFIG": "tiny",
-        "STAGES": "upsampler-256 upsampler-1024",
-        "DATA": str(emoji64),
+        "DATA": str(data),
         "RUN": str(tmp_path / "run"),
         "SHIP": str(ship),
         "BUDGET_SECONDS": "600",
         "PYTHON": sys.executable,
-        "EVAL_N": "2",
+        **settings,
     }
     done = subprocess.run(
         ["bash", "scripts/train_gpu.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return ship
+
+
+@pytest.mark.slow
+def test_upsampler_box_ships_packed_weights_logs_and_figures(emoji64: Path, tmp_path: Path) -> None:
+    ship = run_script(emoji64, tmp_path, STAGES="upsampler-256 upsampler-1024", EVAL_N="2")
 
     files = sorted(p.name for p in ship.iterdir())
     assert files == [
@@ -63,22 +68,7 @@ def test_upsampler_box_ships_packed_weights_logs_and_figures(emoji64: Path, tmp_
 def test_warm_started_decoders_continue_a_trained_model(
     tiny_model: Path, emoji64: Path, tmp_path: Path
 ) -> None:
-    ship = tmp_path / "out"
-    env = os.environ | {
-        "CONFIG": "tiny",
-        "INIT_FROM": str(tiny_model),
-        "STAGES": "decoder inpaint",
-        "DATA": str(emoji64),
-        "RUN": str(tmp_path / "run"),
-        "SHIP": str(ship),
-        "BUDGET_SECONDS": "600",
-        "PYTHON": sys.executable,
-        "EVAL_N": "2",
-    }
-    done = subprocess.run(
-        ["bash", "scripts/train_gpu.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ship = run_script(emoji64, tmp_path, INIT_FROM=str(tiny_model), STAGES="decoder inpaint", EVAL_N="2")
     for stage in ("decoder", "inpaint"):  # a few steps from the trained weights, not from a new init
         start = load_file(next((tiny_model / stage / "unet").glob("*.safetensors")))
         trained = load_file(next((tmp_path / "run" / "model" / stage / "unet").glob("*.safetensors")))
@@ -98,22 +88,7 @@ def test_a_decoder_call_that_carries_only_the_parts_it_reads(
     partial = tmp_path / "parts"
     shutil.copytree(tiny_model / "prior" / "image_encoder", partial / "prior" / "image_encoder")
     shutil.copytree(tiny_model / "decoder", partial / "decoder")
-    ship = tmp_path / "out"
-    env = os.environ | {
-        "CONFIG": "tiny",
-        "INIT_FROM": str(partial),
-        "STAGES": "decoder",
-        "SKIP_EVAL": "1",
-        "DATA": str(emoji64),
-        "RUN": str(tmp_path / "run"),
-        "SHIP": str(ship),
-        "BUDGET_SECONDS": "600",
-        "PYTHON": sys.executable,
-    }
-    done = subprocess.run(
-        ["bash", "scripts/train_gpu.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ship = run_script(emoji64, tmp_path, INIT_FROM=str(partial), STAGES="decoder", SKIP_EVAL="1")
     assert sorted(p.name for p in ship.iterdir()) == ["logs.tar", "model.tar.part-aa"]
     parts = b"".join(p.read_bytes() for p in sorted(ship.glob("model.tar.part-*")))
     with tarfile.open(fileobj=io.BytesIO(parts)) as tar:

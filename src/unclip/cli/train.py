@@ -30,8 +30,9 @@ def train_cmd(
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
     init_from: Path | None = typer.Option(
         None,
-        help="Start movq, decoder and inpaint from this model folder's weights (same architecture), e.g. "
-        "models/unclip-emoji, instead of from scratch. Ignored when a checkpoint resumes.",
+        help="Start clip, prior, movq, decoder and inpaint from this model folder's weights, e.g. "
+        "models/unclip-emoji, instead of from scratch (a new run's model folder starts as a copy of it, "
+        "tokenizer included). Ignored when a checkpoint resumes.",
     ),
 ) -> None:
     """Train one stage (or all, in order). Run again to resume from the last checkpoint."""
@@ -41,12 +42,14 @@ def train_cmd(
 
     cfg = load_config(config)
     if init_from is not None:
-        for section in ("movq", "decoder", "inpaint"):
+        for section in ("clip", "prior", "movq", "decoder", "inpaint"):
             cfg[section]["init_from"] = str(init_from)
     stages = STAGES if stage == "all" else (stage,)
     if any(s not in STAGES + EXTRA_STAGES for s in stages):
         raise typer.BadParameter(f"unknown stage {stage!r}; choose from {STAGE_HELP}", param_hint="stage")
     run = Run(cfg, data, run_dir or Path("runs") / cfg["name"], device)
+    if init_from is not None:
+        run.seed_model(init_from)
     console = Console()
     for s in stages:
         metrics = run.train(s, {"max_steps": max_steps, "max_minutes": max_minutes, "batch_size": batch_size})

@@ -38,19 +38,49 @@ class ClipStage:
 
     def model(self) -> torch.nn.Module:
         c, tok = self.cfg["clip"], self.tokenizer
-        text = builders.text_encoder(
-            c, len(tok), tok.model_max_length, tok.eos_token_id, tok.pad_token_id, tok.bos_token_id
-        )
-        return ClipModel(text, builders.image_encoder(c))
+        if c.get(
+            "init_from"
+        ):  # continue a trained model's towers (and its tokenizer, in the run's model folder)
+            from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+            f32 = {"torch_dtype": torch.float32}
+            text = CLIPTextModelWithProjection.from_pretrained(
+                builders.model_part(c["init_from"], "prior", "text_encoder"), **f32
+            )
+            vision = CLIPVisionModelWithProjection.from_pretrained(
+                builders.model_part(c["init_from"], "prior", "image_encoder"), **f32
+            )
+        else:
+            text = builders.text_encoder(
+                c, len(tok), tok.model_max_length, tok.eos_token_id, tok.pad_token_id, tok.bos_token_id
+            )
+            vision = builders.image_encoder(c)
+        model = ClipModel(text, vision)
+        if c.get("freeze_vision"):
+            # locked-image tuning: the decoder is conditioned on this tower's embeddings, so only the text side
+            # moves towards it; the images' embeddings are computed once, unaugmented, as the decoder sees them
+            model.vision.requires_grad_(False).eval()
+            with torch.no_grad():
+                x = to_unit(self.images.images)
+                self.frozen = torch.cat(
+                    [
+                        model.vision.to(x.device)(pixel_values=x[i : i + 512]).image_embeds.float()
+                        for i in range(0, len(x), 512)
+                    ]
+                )
+        return model
 
     def loss(self, model, step: int, gen: torch.Generator, batch_size: int):
         idx = torch.randint(len(self.images), (batch_size,), generator=gen, device=gen.device).to(
             self.images.images.device
         )
         cap = self.captions.sample(idx, gen)
-        pixels = augment(to_unit(self.images.images[idx]), gen)
         txt = F.normalize(model.text(input_ids=self.captions.ids[cap].long()).text_embeds.float(), dim=-1)
-        img = F.normalize(model.vision(pixel_values=pixels).image_embeds.float(), dim=-1)
+        if self.cfg["clip"].get("freeze_vision"):
+            img = F.normalize(self.frozen[idx], dim=-1)
+        else:
+            pixels = augment(to_unit(self.images.images[idx]), gen)
+            img = F.normalize(model.vision(pixel_values=pixels).image_embeds.float(), dim=-1)
         scale = model.logit_scale.clamp(max=4.6052).exp()
         logits = scale * txt @ img.T
         t_txt = clip_targets(self.images, self.captions, idx, cap)

@@ -33,9 +33,17 @@ class PriorStage:
         self.noise = builders.NoiseSchedule(builders.prior_scheduler().alphas_cumprod).to(self.emb.device)
 
     def model(self) -> torch.nn.Module:
-        p = builders.prior(
-            self.cfg["prior"], self.text.config.projection_dim, self.tokenizer.model_max_length
-        )
+        start = self.cfg["prior"].get("init_from")
+        if start:  # continue a trained model's prior (its architecture comes with it)
+            from diffusers import PriorTransformer
+
+            p = PriorTransformer.from_pretrained(
+                builders.model_part(start, "prior", "prior"), torch_dtype=torch.float32
+            )
+        else:
+            p = builders.prior(
+                self.cfg["prior"], self.text.config.projection_dim, self.tokenizer.model_max_length
+            )
         with torch.no_grad():
             p.clip_mean.copy_(self.mean.cpu())
             p.clip_std.copy_(self.std.cpu())

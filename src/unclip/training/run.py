@@ -54,6 +54,16 @@ class Run:
             )
         return load_splits(self.data_dir, self.cfg["data"]["image_size"], splits).to(self.device)
 
+    def seed_model(self, source: Path) -> None:
+        """Start this run's model folder as a copy of a trained model's (the parts a stage reads and does not
+        train, such as the tokenizer or the CLIP towers, come from there), unless it exists."""
+        if not self.model_dir.exists():
+            import shutil
+
+            from unclip.models.builders import model_part
+
+            shutil.copytree(model_part(source), self.model_dir, symlinks=True)
+
     def locales(self) -> list[str] | None:
         loc = self.cfg["data"].get("locales", "all")
         return None if loc == "all" else list(loc)

@@ -1,5 +1,6 @@
-"""The autoencoder stage's options: continuing a trained movq with its encoder frozen, the colour term, and
-training on every non-holdout split."""
+"""Starting stages from a trained model: the autoencoder with its encoder frozen (and its colour term), the
+decoders, CLIP's text tower against its frozen image tower (locked-image tuning) and the prior; training on
+every non-holdout split."""
 
 from __future__ import annotations
 
@@ -74,3 +75,30 @@ def test_decoders_can_start_from_a_trained_model(
     trained = UNet2DConditionModel.from_pretrained(tiny_model / stage / "unet", torch_dtype=torch.float32)
     for k, v in trained.state_dict().items():
         assert torch.equal(unet.state_dict()[k], v), k
+
+
+def test_locked_image_tuning_moves_only_the_text_tower(
+    tiny_model: Path, emoji64: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    cfg = load_config("tiny")
+    cfg["clip"].update(init_from=str(tiny_model), freeze_vision=True)
+    cfg["prior"]["init_from"] = str(tiny_model)
+    run = Run(cfg, emoji64, tmp_path, "cpu")
+    run.seed_model(tiny_model)  # the tokenizer comes with it
+    run.train("clip", show_progress=False)
+    run.train("prior", show_progress=False)
+
+    def weights(folder: Path) -> dict:
+        return {k: v.float() for f in folder.glob("*.safetensors") for k, v in load_file(f).items()}
+
+    for tower, moved in (("image_encoder", False), ("text_encoder", True)):
+        before, after = weights(tiny_model / "prior" / tower), weights(run.model_dir / "prior" / tower)
+        drift = max(float((after[k] - v).abs().max()) for k, v in before.items())
+        assert (drift > 1e-4) == moved, (tower, drift)
+    before, after = weights(tiny_model / "prior" / "prior"), weights(run.model_dir / "prior" / "prior")
+    drift = max(
+        float((after[k] - v).abs().max()) for k, v in before.items() if k not in ("clip_mean", "clip_std")
+    )
+    assert 0 < drift < 0.05  # a few steps from the trained prior, not a new one
