@@ -35,6 +35,12 @@ def eval_cmd(
     rows: str | None = typer.Option(
         None, help="`cascade`: the rows to compute, comma-separated (default: all; e.g. autoencoder)."
     ),
+    prior_candidates: int | None = typer.Option(
+        None,
+        min=1,
+        max=16,
+        help="Prior samples per image, the closest to the text kept (default: the engine's).",
+    ),
 ) -> None:
     """Report retrieval, cosine, PSNR/SSIM, sharpness and Fréchet figures (with our own CLIP), and the
     independent judge's figures (`judge`: its own ceiling and floor; `cascade`: what each stage loses)."""
@@ -48,6 +54,8 @@ def eval_cmd(
         from unclip.engine import Engine
 
         engine = Engine.load(model)
+        if prior_candidates:
+            engine.prior_candidates = prior_candidates
     results = json.loads(out.read_text()) if out and out.exists() else {}
     console = Console()
     for w in todo:

@@ -43,7 +43,8 @@ def train_cmd(
     cfg = load_config(config)
     if init_from is not None:
         for section in ("clip", "prior", "movq", "decoder", "inpaint"):
-            cfg[section]["init_from"] = str(init_from)
+            if section in cfg:  # a config for some stages only (emoji-words) has no others
+                cfg[section]["init_from"] = str(init_from)
     stages = STAGES if stage == "all" else (stage,)
     if any(s not in STAGES + EXTRA_STAGES for s in stages):
         raise typer.BadParameter(f"unknown stage {stage!r}; choose from {STAGE_HELP}", param_hint="stage")
