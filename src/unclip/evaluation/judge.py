@@ -7,7 +7,6 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from unclip import REPO_ROOT
@@ -164,7 +163,3 @@ def judge_report(scorer: Scorer, data: Path, n: int = 300, seed: int = 0) -> dic
     }
     return result
 
-
-def to_uint8(images: list) -> torch.Tensor:
-    """PIL images (any size, RGB) → uint8 N×3×H×W at their own size (all must share it)."""
-    return torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images])).permute(0, 3, 1, 2)
