@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +53,9 @@ def cached_render(svg: str, size: int, cache_dir: Path) -> tuple[bytes, bytes]:
     rgb, alpha = png_bytes(on_white(rgba)), png_bytes(rgba[..., 3])
     folder.mkdir(parents=True, exist_ok=True)
     for path, data in ((rgb_path, rgb), (alpha_path, alpha)):
-        tmp = path.with_suffix(".tmp")
+        # the same drawing can stand in two sets: workers rendering it at once each write a file of their own
+        # and rename it in place (the same bytes either way)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
     return rgb, alpha
