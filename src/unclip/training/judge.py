@@ -16,11 +16,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from unclip.data.build import SPLITS
 from unclip.data.sources import STYLES
 from unclip.models.judge import Judge, is_probe_pair
 from unclip.training.data import ImageSet, augment, load_splits, to_unit
-
-SPLITS = ("train", "val", "test", "holdout")
 
 
 def load_all(data_dir: Path, size: int = 64) -> ImageSet:
