@@ -39,18 +39,6 @@ def pixels(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB")).astype(np.int16)
 
 
-def watermark_noise(path: Path) -> float:
-    """How much provenance marking alone moves the pixels of this image (mean over pixels of the max over
-    channels): the yardstick for "unchanged" once the CLI has written a file."""
-    import io
-
-    from unclip.safety.provenance import encode_png
-
-    src = pixels(path)
-    marked = Image.open(io.BytesIO(encode_png(Image.open(path).convert("RGB"), {})))
-    return float(np.abs(np.asarray(marked.convert("RGB")).astype(np.int16) - src).max(-1).mean())
-
-
 def fails(result, code: int, *needles: str) -> str:
     """The command failed cleanly: the exit code, one line on stderr, no traceback."""
     assert result.exit_code == code, result.output + repr(result.exception)
@@ -208,13 +196,12 @@ def test_edit_keeps_pixels_outside_the_mask(
     src = pixels(images["square.png"])
     with Image.open(images["mask.png"]) as m:
         edit = np.asarray(m)[..., 3] < 128
-    noise = watermark_noise(images["square.png"])
     for p in files[:2]:
         out = pixels(p)
         assert out.shape == src.shape
         diff = np.abs(out - src).max(-1)
-        # outside the mask: unchanged but for the invisible watermark
-        assert diff[~edit].mean() <= 1.5 * noise + 0.5
+        # outside the mask: unchanged but for the invisible watermark, which moves no pixel more than 2/255
+        assert diff[~edit].max() <= 2
         # inside: repainted by the (random) model
         assert diff[edit].mean() > 3 * diff[~edit].mean()
         meta = text_chunks(p)
@@ -268,10 +255,7 @@ def test_edit_with_image_alpha_and_grey_mask(
     )
     out, src = pixels(paths(r)[0]), pixels(images["square.png"])
     diff = np.abs(out - src).max(-1)
-    noise = watermark_noise(images["square.png"])
-    assert (
-        diff[128:, 128:].mean() <= 1.5 * noise + 0.5 and diff[:128, :128].mean() > 3 * diff[128:, 128:].mean()
-    )
+    assert diff[128:, 128:].max() <= 2 and diff[:128, :128].mean() > 3 * diff[128:, 128:].mean()
 
 
 def test_edit_errors(tiny_model: Path, images: dict[str, Path], tmp_path: Path) -> None:
@@ -319,8 +303,7 @@ def test_outpaint_grows_the_canvas(tiny_model: Path, images: dict[str, Path], tm
     (p,) = paths(r)
     out, src = pixels(p), pixels(images["square.png"])
     assert out.shape == (256, 384, 3)
-    kept = np.abs(out[:, 128:] - src).max(-1).mean()  # the original sits on the right, kept
-    assert kept <= 1.5 * watermark_noise(images["square.png"]) + 0.5
+    assert np.abs(out[:, 128:] - src).max() <= 2  # the original sits on the right, kept
     meta = text_chunks(p)
     assert (
         meta["unclip:mode"] == "outpaint"

@@ -70,3 +70,35 @@ def test_eval_cascade_computes_only_the_rows_asked_for(
     assert list(json.loads(out.read_text())["cascade"]["rows"]) == ["real", "autoencoder"]
     result = runner.invoke(app, ["eval", "cascade", *args, "--rows", "autoencoder,prior"])
     assert result.exit_code == 2 and "prior" in result.output
+
+
+def test_eval_watermark_reports_strength_and_survival(tiny_model: Path, emoji64: Path, tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    args = ["--model", str(tiny_model), "--data", str(emoji64), "--n", "2", "--images", str(tmp_path / "w")]
+    result = runner.invoke(app, ["eval", "watermark", *args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    w = json.loads(out.read_text())["watermark"]
+    assert w["images"] == 2 and w["size"] == "256x256"
+    assert w["max_change"] <= w["max_change_allowed"] == 2 and w["psnr_min"] >= 42
+    assert w["flat_grey_periodic_share"] < 0.25 and w["false_matches"] == "0/4"
+    assert set(w["survival"]) >= {"JPEG q75", "resize 0.5x", "crop 10% (centre 90%)"}
+    assert len(list((tmp_path / "w").glob("unmarked_*.png"))) == 2
+
+
+def test_watermark_report_on_drawings() -> None:
+    """Flat drawings (what the bundled model makes) keep the mark through JPEG q75, halving and a 10% crop."""
+    from PIL import Image, ImageDraw
+
+    from unclip.evaluation.watermark import watermark_report
+
+    images = []
+    for k in range(3):
+        img = Image.new("RGB", (256, 256), (255, 255, 255))
+        d = ImageDraw.Draw(img)
+        d.ellipse([30 + 10 * k, 30, 220, 226 - 10 * k], fill=(240, 190 - 40 * k, 40), outline=(40, 30, 30), width=6)
+        d.rectangle([90, 100, 160, 140], fill=(60, 40 + 50 * k, 200))
+        images.append(img)
+    report = watermark_report(images)
+    for name in ("PNG as made", "JPEG q75", "resize 0.5x", "crop 10% (centre 90%)"):
+        assert report["survival"][name] == 100.0, (name, report)
+    assert report["false_matches"] == "0/6" and report["psnr_min"] >= 42

@@ -9,7 +9,18 @@ import typer
 
 from unclip.cli import app
 
-WHAT = ("clip", "prior", "movq", "upsampler", "generation", "outpaint", "sheet", "judge", "cascade")
+WHAT = (
+    "clip",
+    "prior",
+    "movq",
+    "upsampler",
+    "generation",
+    "outpaint",
+    "sheet",
+    "judge",
+    "cascade",
+    "watermark",
+)
 NEEDS_NO_MODEL = ("judge",)
 
 
@@ -21,13 +32,14 @@ def eval_cmd(
     n: int | None = typer.Option(
         None,
         help="Prompts per split for `generation` (64), canvases for `outpaint` (8), images for `upsampler` "
-        "(48), prompts per kind (seen, holdout) for `cascade` (160), images per sample for `judge` (300).",
+        "(48), prompts per kind (seen, holdout) for `cascade` (160), images per sample for `judge` (300), "
+        "images for `watermark` (32).",
     ),
     out: Path | None = typer.Option(None, help="Write the figures as JSON here (merged with what is there)."),
     images: Path | None = typer.Option(
         None,
-        help="`generation`, `outpaint`: save the images in this folder; `sheet`: the PNG path; `cascade`: "
-        "the folder for its contact sheet, prompts and figures.",
+        help="`generation`, `outpaint`, `watermark`: save the images in this folder; `sheet`: the PNG path; "
+        "`cascade`: the folder for its contact sheet, prompts and figures.",
     ),
     judge: Path | None = typer.Option(
         None, help="`judge`, `cascade`: the judge folder (default: models/judge-emoji)."
@@ -43,7 +55,8 @@ def eval_cmd(
     ),
 ) -> None:
     """Report retrieval, cosine, PSNR/SSIM, sharpness and Fréchet figures (with our own CLIP), and the
-    independent judge's figures (`judge`: its own ceiling and floor; `cascade`: what each stage loses)."""
+    independent judge's figures (`judge`: its own ceiling and floor; `cascade`: what each stage loses), and
+    the invisible watermark's strength and survival on the model's images (`watermark`)."""
     from rich.console import Console
 
     todo = WHAT if what == "all" else (what,)
@@ -70,10 +83,13 @@ def eval_cmd(
         else:
             from unclip.evaluation import stages
             from unclip.evaluation.seams import eval_outpaint
+            from unclip.evaluation.watermark import eval_watermark
 
-            fn = eval_outpaint if w == "outpaint" else getattr(stages, f"eval_{w}")
-            kwargs = {"n": n} if n is not None and w in ("upsampler", "generation", "outpaint") else {}
-            if w in ("generation", "outpaint"):
+            special = {"outpaint": eval_outpaint, "watermark": eval_watermark}
+            fn = special.get(w) or getattr(stages, f"eval_{w}")
+            sized = ("upsampler", "generation", "outpaint", "watermark")
+            kwargs = {"n": n} if n is not None and w in sized else {}
+            if w in ("generation", "outpaint", "watermark"):
                 kwargs["out_dir"] = images
             results[w] = fn(engine, data, **kwargs)
             console.print_json(json.dumps({w: results[w]}))

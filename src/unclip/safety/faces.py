@@ -26,8 +26,7 @@ def _cascades() -> tuple[Any, Any, Any]:
 
     if not hasattr(cv2, "CascadeClassifier"):  # OpenCV 5 moved the Haar cascades out of the main wheel
         raise RuntimeError(
-            f"OpenCV {cv2.__version__} has no Haar cascades; install opencv-python-headless>=4.9,<5 "
-            "(and opencv-python<5, which invisible-watermark pulls in)"
+            f"OpenCV {cv2.__version__} has no Haar cascades; install opencv-python-headless>=4.9,<5"
         )
     base = cv2.data.haarcascades
     face = cv2.CascadeClassifier(base + "haarcascade_frontalface_default.xml")
