@@ -83,6 +83,23 @@ def test_time_limit_stops_and_exports(tmp_path: Path) -> None:
     assert 0 < metrics["step"] < 10**9 and stage.exported
 
 
+class PausedStage(ToyStage):
+    """A toy stage whose process is stopped for a while during one step (kill -STOP, then -CONT)."""
+
+    def loss(self, model, step: int, gen: torch.Generator, batch_size: int):
+        if step == 12:
+            import time
+
+            time.sleep(1.0)
+        return super().loss(model, step, gen, batch_size)
+
+
+def test_a_paused_step_does_not_count_as_training_time(tmp_path: Path) -> None:
+    spec = TrainSpec(batch_size=16, lr=1e-2, warmup=3, max_steps=20, max_minutes=5)
+    metrics = train(PausedStage(), spec, tmp_path, show_progress=False, log_every=20)
+    assert metrics["step"] == 20 and metrics["minutes"] * 60 < 0.5  # the 1 s pause is not training time
+
+
 def test_time_schedule_spans_the_time_budget() -> None:
     from unclip.training.core import _lr_lambda, _Progress
 

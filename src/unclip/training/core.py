@@ -67,6 +67,9 @@ class _Progress:
         self.step, self.seconds = int(state["step"]), float(state["seconds"])
 
 
+STALL_FACTOR = 4.0  # a step this many times slower than usual was paused, not working
+
+
 def _lr_lambda(spec: TrainSpec, progress: _Progress, horizon: dict[str, float]):
     def f(step: int) -> float:
         if step < spec.warmup:
@@ -199,6 +202,7 @@ def train(
     (horizon["seconds"],) = _agree_max(acc, min(budget, progress.seconds + max(0.0, deadline - time.time())))
     last_save = time.time()
     window_start, window_items = time.time(), 0
+    typical: float | None = None  # a step's usual wall time, to tell a pause (SIGSTOP, a starved CPU) from work
     try:
         while True:
             stop = progress.step >= spec.max_steps or progress.seconds >= budget or time.time() >= deadline
@@ -222,7 +226,11 @@ def train(
             opt.zero_grad(set_to_none=True)
             ema.step([p for p in acc.unwrap_model(model).parameters() if p.requires_grad])
             progress.step += 1
-            progress.seconds += time.time() - t0
+            took = time.time() - t0
+            if typical is not None and took > STALL_FACTOR * typical:
+                took = typical  # paused or starved: count what the step costs, so the schedule keeps its span
+            typical = took if typical is None else 0.9 * typical + 0.1 * took
+            progress.seconds += took
             window_items += spec.batch_size * acc.num_processes
             if progress.step % log_every == 0 or progress.step == spec.max_steps:
                 rate = window_items / max(time.time() - window_start, 1e-6)
