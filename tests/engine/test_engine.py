@@ -65,6 +65,34 @@ def test_progress_and_cancel(engine: Engine) -> None:
         engine.generate("a sun", progress=stop, cancel=cancel, seed=0)
 
 
+def test_upsampling_reports_progress_and_stops_on_cancel(engine: Engine) -> None:
+    """Each image's pass through each upsampler stage is a progress step, and a cancel during upsampling stops
+    before the next pass instead of running the job to its end."""
+    seen: list[tuple[int, int]] = []
+    engine.generate("a sun", n=2, size=1024, progress=lambda s, t: seen.append((s, t)), seed=0)
+    decoded = engine.prior_steps + engine.decoder_steps
+    assert seen[-1] == (decoded + 4, decoded + 4)  # 2 images x (64 -> 256, 256 -> 1024)
+    assert [s for s, _ in seen if s > decoded][:4] == [decoded + 1, decoded + 2, decoded + 3, decoded + 4]
+    cancel = threading.Event()
+    steps: list[int] = []
+
+    def stop(step: int, total: int) -> None:
+        steps.append(step)
+        if step == decoded + 1:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        engine.generate("a sun", n=2, size=1024, progress=stop, cancel=cancel, seed=0)
+    assert max(steps) == decoded + 1
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        engine.upscale(Image.new("RGB", (64, 64), (200, 10, 10)), cancel=cancel)
+    done: list[tuple[int, int]] = []
+    assert engine.upscale(Image.new("RGB", (64, 64)), progress=lambda s, t: done.append((s, t))).size == (256, 256)
+    assert done == [(1, 1)]
+
+
 def test_edit_keeps_pixels_outside_the_mask(engine: Engine) -> None:
     image = _rgba_with_hole()
     out = engine.edit(image, "a heart", n=2, seed=1)

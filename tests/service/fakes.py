@@ -76,8 +76,9 @@ class FakeEngine:
         self._run(progress, cancel)
         return self._images("blend", n, size, seed)
 
-    def upscale(self, image):  # type: ignore[no-untyped-def]
+    def upscale(self, image, progress=None, cancel=None):  # type: ignore[no-untyped-def]
         self.calls.append(("upscale", {}))
+        self._run(progress, cancel)
         return image.resize((image.width * 4, image.height * 4))
 
 

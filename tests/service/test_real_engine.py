@@ -75,7 +75,7 @@ def test_openai_client_on_the_real_engine(real: Server, tiny_model: Path) -> Non
     _check_provenance(real, key, data, raw.headers["x-request-id"], tiny_model.name)
     assert verify(data).metadata["seed"] == "11"
     job = httpx.get(real.url + "/v1/jobs?limit=1", headers=H(key)).json()["data"][0]
-    assert job["status"] == "succeeded" and job["progress"] == {"step": 14, "total": 14}  # 12 prior + 2
+    assert job["status"] == "succeeded" and job["progress"] == {"step": 15, "total": 15}  # 12 prior + 2 + upsampling
 
     source = Image.new("RGBA", (64, 64), (230, 180, 20, 255))
     source.paste((0, 0, 0, 0), (16, 16, 48, 48))  # the transparent region is what the engine repaints
@@ -184,7 +184,7 @@ def test_progress_events_then_cancel_on_the_real_engine(real: Server) -> None:
                     assert c.status_code == 200, c.text
     assert cancelled and done is not None
     running = [p for p in progress if p["status"] == "running" and p["step"]]
-    assert running and all(p["total"] == 212 for p in running)  # 12 prior steps + 200 decoder steps
+    assert running and all(p["total"] == 213 for p in running)  # 12 prior, 200 decoder steps, 1 upsampling
     steps = [p["step"] for p in running]
     assert steps == sorted(steps) and 12 < steps[-1] < 212
     assert done["status"] == "cancelled" and done["result"] is None

@@ -36,37 +36,64 @@ def prepare_upsamplers(upsamplers: dict[int, torch.nn.Module]) -> dict[int, torc
     return upsamplers
 
 
+def _cascade_stages(upsamplers: dict[int, torch.nn.Module], cur: int, size: int) -> list[int]:
+    """The learned stages (256: `upsampler-256`, 1024: `upsampler-1024`) that take cur px up to size px."""
+    stages = []
+    while cur < size:
+        if cur < 256 and 256 in upsamplers:
+            stages.append(256)
+            cur = 256
+        elif 1024 in upsamplers and size in (512, 1024):
+            stages.append(1024)
+            cur = size
+        else:
+            break  # bicubic from here
+    return stages
+
+
 def upscale_cascade(upsamplers: dict[int, torch.nn.Module], x: torch.Tensor, size: int,
-                    chunk: int | None = None) -> torch.Tensor:  # fmt: skip
+                    chunk: int | None = None, hook: D.StepHook | None = None) -> torch.Tensor:  # fmt: skip
     """Carry decoder output (N×3×h×w in [-1, 1]) up to size×size with the learned 4× stages: 64 → 256 with
     `upsampler-256`, 256 → 512/1024 with `upsampler-1024` (2× or 4×); bicubic where no stage fits.
 
     The stages run `chunk` images at a time (default: one at a time on CPU, where the full-resolution
     activations of a whole batch overflow the caches and the memory-bound norms and activations slow down
-    by ~1.5×; the whole batch elsewhere). Each image's result does not depend on the batch it came in."""
+    by ~1.5×; the whole batch elsewhere). Each image's result does not depend on the batch it came in.
+    `hook` is called before each chunk of each stage (progress, and cancellation between chunks)."""
     from unclip.models.upsampling import upsample
 
-    if chunk is None:
-        chunk = 1 if x.device.type == "cpu" else max(1, x.shape[0])
+    chunk = upscale_chunk(x.shape[0], x.device) if chunk is None else chunk
 
     def run(model, y: torch.Tensor, scale: int) -> torch.Tensor:
-        return torch.cat([upsample(model, y[i : i + chunk], scale) for i in range(0, y.shape[0], chunk)])
+        out = []
+        for i in range(0, y.shape[0], chunk):
+            if hook is not None:
+                hook()
+            out.append(upsample(model, y[i : i + chunk], scale))
+        return torch.cat(out)
 
-    while x.shape[-1] < size:
-        cur = x.shape[-1]
-        if cur < 256 and 256 in upsamplers:
-            if cur != 64:
+    for stage in _cascade_stages(upsamplers, x.shape[-1], size):
+        if stage == 256:
+            if x.shape[-1] != 64:
                 x = F.interpolate(x, size=(64, 64), mode="area")
             x = run(upsamplers[256], x, 4)
-        elif 1024 in upsamplers and size in (512, 1024):
-            if cur != 256:
+        else:
+            if x.shape[-1] != 256:
                 x = F.interpolate(x, size=(256, 256), mode="bicubic", antialias=True).clamp(-1, 1)
             x = run(upsamplers[1024], x, size // 256)
-        else:
-            x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True).clamp(-1, 1)
     return x.contiguous()
+
+
+def upscale_chunk(n: int, device: torch.device) -> int:
+    return 1 if device.type == "cpu" else max(1, n)
+
+
+def upscale_units(upsamplers: dict[int, torch.nn.Module], n: int, work: int, size: int,
+                  device: torch.device) -> int:  # fmt: skip
+    """How many times `upscale_cascade` calls its hook for n images from work px to size px."""
+    return len(_cascade_stages(upsamplers, work, size)) * -(-n // upscale_chunk(n, device))
 
 
 class Engine:
@@ -165,9 +192,13 @@ class Engine:
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.c.movq.encode(x).latents
 
-    def _upscale_to(self, x: torch.Tensor, size: int) -> torch.Tensor:
+    def _upscale_to(self, x: torch.Tensor, size: int, hook: D.StepHook | None = None) -> torch.Tensor:
         """Carry decoder output up the cascade: 64 → 256 → 512/1024 with the learned stages."""
-        return upscale_cascade(self.c.upsamplers, x, size)
+        return upscale_cascade(self.c.upsamplers, x, size, hook=hook)
+
+    def _upscale_units(self, n: int, size: int) -> int:
+        """Progress steps the upsampling of n decoded images to size px takes (one per image and stage)."""
+        return upscale_units(self.c.upsamplers, n, self._work_size(size), size, self.device)
 
     def _decode(self, embeds, negative, seeds, size, guidance, steps, sampler, hook, *, unet=None,
                 inpaint: D.Inpainting | None = None, init=None, strength=1.0) -> torch.Tensor:  # fmt: skip
@@ -175,7 +206,7 @@ class Engine:
         sched = make_scheduler(sampler, self.c.decoder_scheduler_config, "epsilon")
         latents = D.sample_decoder(unet or self.c.unet, sched, embeds, negative, seeds, self._latent_shape(work),
                                    guidance, steps, hook, inpaint=inpaint, init=init, strength=strength)  # fmt: skip
-        return self._upscale_to(self._to_pixels(latents), size)
+        return self._upscale_to(self._to_pixels(latents), size, hook)
 
     # ---------------------------------------------------------------- validation
     def _common(self, n: int, steps: int | None, guidance: float | None, sampler: str | None):
@@ -220,7 +251,7 @@ class Engine:
         p_steps = prior_steps or self.prior_steps
         p_guid = self.prior_guidance if prior_guidance is None else prior_guidance
         seeds = _seeds(seed, n)
-        total = p_steps * (2 if negative_prompt else 1) + steps
+        total = p_steps * (2 if negative_prompt else 1) + steps + self._upscale_units(n, size)
         hook, _ = D.cancel_hook(cancel, progress, total)
         with self._lock:
             embeds = self._prior(prompt, seeds, p_guid, p_steps, hook)
@@ -285,7 +316,7 @@ class Engine:
             small = Image.fromarray((m * 255).astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST)
             m = (np.asarray(small) / 255.0).astype(np.float32)
         seeds = _seeds(seed, n)
-        total = self.prior_steps + steps
+        total = self.prior_steps + steps + self._upscale_units(n, size)
         hook, _ = D.cancel_hook(cancel, progress, total)
         with self._lock:
             embeds = self._prior(prompt, seeds, self.prior_guidance, self.prior_steps, hook)
@@ -310,7 +341,7 @@ class Engine:
                                                 sampler)  # fmt: skip
         plan = outpaint.plan_canvas(image, left, right, top, bottom, canvas, frame, overlap)
         seed = _seeds(seed, 1)[0]
-        total = self.prior_steps + steps * len(plan.frames)
+        total = self.prior_steps + (steps + self._upscale_units(1, plan.frame)) * len(plan.frames)
         hook, _ = D.cancel_hook(cancel, progress, total)
         with self._lock:
             embed = self._prior(prompt, [seed], self.prior_guidance, self.prior_steps, hook)
@@ -334,7 +365,8 @@ class Engine:
             raise InvalidInput(f"strength must be between 0.05 and 1, got {strength}", param="strength")
         steps, guidance, sampler = self._common(n, steps, guidance, sampler)
         seeds = _seeds(seed, n)
-        hook, _ = D.cancel_hook(cancel, progress, steps)
+        total = steps + self._upscale_units(n, size)
+        hook, _ = D.cancel_hook(cancel, progress, total)
         with self._lock:
             emb = self._image_embeds([image]).expand(n, -1)
             init = None
@@ -343,7 +375,7 @@ class Engine:
             negative = self._zero_embed().expand(n, -1)
             x = self._decode(emb, negative, seeds, size, guidance, steps, sampler, hook, init=init, strength=strength)
         if progress:
-            progress(steps, steps)
+            progress(total, total)
         return self._finish(x, seeds, {"mode": "variation", "strength": strength, "steps": steps,
                                        "sampler": sampler, "size": size})  # fmt: skip
 
@@ -362,7 +394,7 @@ class Engine:
         steps, guidance, sampler = self._common(n, steps, guidance, sampler)
         seeds = _seeds(seed, n)
         n_text = sum(isinstance(it, str) for it, _ in items)
-        total = n_text * self.prior_steps + steps
+        total = n_text * self.prior_steps + steps + self._upscale_units(n, size)
         hook, _ = D.cancel_hook(cancel, progress, total)
         with self._lock:
             embs = []
@@ -391,7 +423,8 @@ class Engine:
                                        "sampler": sampler, "size": size})  # fmt: skip
 
     @torch.inference_mode()
-    def upscale(self, image: Image.Image) -> Image.Image:
+    def upscale(self, image: Image.Image, progress: Progress | None = None,
+                cancel: threading.Event | None = None) -> Image.Image:  # fmt: skip
         """4× with the learned upsampler: up to 64 px → 256 px, up to 256 px → 1024 px."""
         from unclip.models.upsampling import input_multiple, upsample
 
@@ -415,7 +448,10 @@ class Engine:
         pw, ph = -w % step, -h % step
         arr = np.pad(np.asarray(rgb), ((0, ph), (0, pw), (0, 0)), mode="edge")
         x = torch.from_numpy(arr).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(self.device)
-        y = upsample(model, x, 4)[..., : h * 4, : w * 4]
+        hook, _ = D.cancel_hook(cancel, progress, 1)
+        with self._lock:
+            hook()
+            y = upsample(model, x, 4)[..., : h * 4, : w * 4]
         out = to_pil(y)[0]
         out.info["unclip"] = {"model": self.name, "mode": "upscale", "scale": 4}
         return out

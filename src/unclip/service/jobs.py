@@ -102,9 +102,7 @@ def run_engine(
         ]
         return list(engine.blend(items, n=p["n"], size=_size(p["size"]), **common))
     if kind == "upscale":
-        if cancel.is_set():
-            raise Cancelled()
-        return [engine.upscale(load(p["image"]))]
+        return [engine.upscale(load(p["image"]), progress=progress, cancel=cancel)]
     raise ValueError(f"unknown job kind {kind!r}")
 
 
