@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -26,7 +27,30 @@ def test_verify_command(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "NOT" in r.output
     junk = tmp_path / "junk.png"
     junk.write_text("not an image")
-    assert runner.invoke(app, ["verify", str(junk)]).exit_code == 2
+    r = runner.invoke(app, ["verify", str(junk)])
+    assert r.exit_code == 2 and "not an image file" in r.stderr and "BytesIO" not in r.stderr
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(marked.read_bytes()[:300])
+    r = runner.invoke(app, ["verify", str(truncated)])
+    assert r.exit_code == 2 and "could not be decoded" in r.stderr
+
+
+def test_verify_never_vouches_for_forged_metadata(tmp_path: Path) -> None:
+    """Text chunks copied onto another image (seed changed): the signature fails, and neither the JSON nor
+    the text output presents the chunks as this server's word."""
+    from PIL import PngImagePlugin
+
+    src = Image.open(io.BytesIO(encode_png(Image.new("RGB", (128, 128), (1, 2, 3)), {"seed": 1})))
+    info = PngImagePlugin.PngInfo()
+    for k, v in src.text.items():
+        info.add_text(k, "2" if k == "unclip:seed" else v)
+    forged = tmp_path / "forged.png"
+    Image.new("RGB", (128, 128), (9, 9, 9)).save(forged, pnginfo=info)
+    body = json.loads(runner.invoke(app, ["verify", "--json", str(forged)]).output)
+    assert body["metadata_valid"] is False and body["metadata"] == {}
+    assert body["unverified_metadata"]["seed"] == "2"
+    r = runner.invoke(app, ["verify", str(forged)])
+    assert r.exit_code == 1 and "NOT signed by this server" in r.output and "seed (unverified): 2" in r.output
 
 
 def test_policy_check_command() -> None:

@@ -39,8 +39,14 @@ def verify_cmd(
         use_key(key_file.read_bytes().strip())
     try:
         result = verify(image.read_bytes())
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        typer.echo(f"{image}: not a readable image ({exc})", err=True)
+    except UnidentifiedImageError as exc:
+        typer.echo(f"{image}: not an image file (PNG, JPEG, WebP, GIF, BMP or TIFF expected)", err=True)
+        raise typer.Exit(2) from exc
+    except ValueError as exc:  # too large to verify
+        typer.echo(f"{image}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except OSError as exc:  # truncated or corrupt image data
+        typer.echo(f"{image}: the image data could not be decoded (truncated or corrupt file)", err=True)
         raise typer.Exit(2) from exc
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -51,12 +57,16 @@ def verify_cmd(
             f"  watermark: {result.watermark or 'not found'}"
             + (f" ({result.watermark_found_by})" if result.watermark else "")
         )
-        typer.echo(
-            f"  metadata:  {'valid signature' if result.metadata_valid else 'missing or not signed by us'}"
-        )
+        if result.metadata_valid:
+            typer.echo("  metadata:  valid signature")
+        elif result.metadata:
+            typer.echo("  metadata:  present but NOT signed by this server (its values cannot be trusted)")
+        else:
+            typer.echo("  metadata:  none")
         for key in ("model", "seed", "created", "request_id"):
             if key in result.metadata:
-                typer.echo(f"    {key}: {result.metadata[key]}")
+                label = key if result.metadata_valid else f"{key} (unverified)"
+                typer.echo(f"    {label}: {result.metadata[key]}")
         if result.signature:
             typer.echo("  visible colour signature: present")
     raise typer.Exit(0 if result.from_unclip else 1)

@@ -154,9 +154,12 @@ class VerifyResult:
     request_id_matches: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as JSON. Metadata whose signature does not check out is reported apart, as
+        `unverified_metadata`, so that it never reads as this server's word."""
         return {
             "from_unclip": self.from_unclip,
-            "metadata": self.metadata,
+            "metadata": self.metadata if self.metadata_valid else {},
+            "unverified_metadata": {} if self.metadata_valid else self.metadata,
             "metadata_valid": self.metadata_valid,
             "watermark": self.watermark,
             "watermark_found_by": self.watermark_found_by,
