@@ -93,6 +93,19 @@ def test_generate_writes_pngs_with_metadata_and_grid(tiny_model: Path, tmp_path:
     assert verify(files[0]).from_unclip
 
 
+def test_size_in_the_api_form(tiny_model: Path, tmp_path: Path) -> None:
+    r = invoke("generate", "red apple", "-n", "1", "--size", "256x256", "--model", tiny_model, "--out", tmp_path, *FAST)
+    with Image.open(paths(r)[0]) as im:
+        assert im.size == (256, 256)
+    bad = invoke("generate", "red apple", "--size", "256x512", "--model", tiny_model, ok=False)
+    assert bad.exit_code == 2 and "256x512" in bad.output
+
+
+def test_overlong_prompt_is_refused_before_anything_loads(tmp_path: Path) -> None:
+    r = invoke("generate", "a" * 1001, "--model", tmp_path / "no-such-model", ok=False)
+    fails(r, 2, "1001 characters", "limit is 1000")
+
+
 def test_generate_same_seed_same_pixels(tiny_model: Path, tmp_path: Path) -> None:
     args = ("generate", "red apple", "-n", "1", "--seed", "42", "--model", tiny_model, *FAST)
     a = paths(invoke(*args, "--out", tmp_path / "a"))[0]

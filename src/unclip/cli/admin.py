@@ -27,11 +27,23 @@ DB_OPT = typer.Option(
 DATA_OPT = typer.Option(None, "--data-dir", help="Data dir (default ./var; env UNCLIP_DATA_DIR).")
 
 
-def _db(db: str | None, data_dir: Path | None) -> Any:
+def _db(db: str | None, data_dir: Path | None, create: bool = False) -> Any:
+    """The server's database. A SQLite file that does not exist yet is not created (a mistyped --data-dir
+    would otherwise hand back an empty database), except by `admin migrate` (create=True)."""
     from unclip.service.db import Database
     from unclip.service.settings import Settings
 
     settings = Settings.from_env(database_url=db, data_dir=data_dir)
+    sqlite = settings.data_dir / "unclip.db"
+    if not settings.database_url and not create and not sqlite.is_file():
+        typer.secho(
+            f"no database in {settings.data_dir.resolve()} (no unclip.db there): point --data-dir (or "
+            "UNCLIP_DATA_DIR) at the server's data folder, or --db at its database (`unclip serve` or "
+            "`unclip admin migrate --data-dir DIR` creates one)",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(1)
     return Database(settings.db_url), settings
 
 
@@ -225,6 +237,8 @@ def admin_audit(
 
 @admin_app.command("migrate")
 def admin_migrate(db: str = DB_OPT, data_dir: Path = DATA_OPT) -> None:
-    """Apply database migrations (the server also does this when it starts)."""
-    _db(db, data_dir)
+    """Apply database migrations (the server also does this when it starts); creates a new SQLite file."""
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    _db(db, data_dir, create=True)
     typer.echo("database is at the newest revision")

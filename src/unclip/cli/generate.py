@@ -59,7 +59,20 @@ Model = Annotated[
 ]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNGs (created if missing).")]
 N = Annotated[int, typer.Option("-n", "--n", help=f"Number of images, 1 to {MAX_N}.")]
-Size = Annotated[int, typer.Option("--size", help="Output size in pixels: 256, 512 or 1024.")]
+def parse_size(value: str | int | None) -> int | None:
+    """`--size 256` or the API's form `--size 256x256` (square sizes only)."""
+    if value is None or isinstance(value, int):
+        return value
+    m = re.fullmatch(r"\s*(\d{1,5})(?:\s*[xX×]\s*(\d{1,5}))?\s*", value)
+    if not m or (m.group(2) and m.group(1) != m.group(2)):
+        raise typer.BadParameter(f"{value!r}: give 256, 512 or 1024, or 256x256, 512x512 or 1024x1024")
+    return int(m.group(1))
+
+
+Size = Annotated[
+    int,
+    typer.Option("--size", parser=parse_size, metavar="SIZE", help="Output size: 256, 512 or 1024 (or 256x256…)."),
+]
 Seed = Annotated[
     int | None, typer.Option("--seed", help="Seed of the first image (image i uses seed+i); random if unset.")
 ]
@@ -152,14 +165,15 @@ def _policy():
 
 
 def _check_prompts(prompts: Sequence[str]) -> None:
-    """Refuse a flagged prompt before any model is loaded, as the server does."""
-    _quiet_loading()  # the policy's classifier loads a transformers model
-    policy = _policy()
+    """Refuse an empty, overlong or flagged prompt before any model is loaded, as the server does."""
     for text in prompts:
         if not text.strip():
             raise CliError("the prompt is empty")
         if len(text) > 1000:
             raise CliError(f"the prompt is {len(text)} characters; the limit is 1000")
+    _quiet_loading()  # the policy's classifier loads a transformers model
+    policy = _policy()
+    for text in prompts:
         try:
             decision = policy.check(text)
         except Exception as exc:  # fail closed: no generation without a policy decision
@@ -524,7 +538,12 @@ def edit_cmd(
     n: N = 4,
     size: Annotated[
         int | None,
-        typer.Option("--size", help="Output size: 256, 512 or 1024 (default: the image's, or 256)."),
+        typer.Option(
+            "--size",
+            parser=parse_size,
+            metavar="SIZE",
+            help="Output size: 256, 512 or 1024, or 256x256… (default: the image's, or 256).",
+        ),
     ] = None,
     seed: Seed = None,
     guidance: Guidance = None,
