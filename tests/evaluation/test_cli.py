@@ -41,9 +41,12 @@ def test_eval_cascade_scores_every_row_with_the_judge(
     assert result.exit_code == 0, result.output
     cascade = json.loads(out.read_text())["cascade"]
     assert tuple(cascade["rows"]) == ROWS
-    for groups in cascade["rows"].values():
+    for row, groups in cascade["rows"].items():
         for figures in groups.values():
             assert {"concept_top1", "concept_top5", "style", "group", "frechet"} <= set(figures)
+            # the prior's cosine with the real image's embedding, where a row comes from the prior
+            assert ("prior_cosine" in figures) == (row in ("canonical", "everyday"))
+            assert -1 <= figures.get("prior_cosine", 0) <= 1
     assert cascade["prompts"]["seen"] == cascade["prompts"]["holdout"] == 3
     assert len(cascade["colour_discs"]) == 12
     assert all(d["mean_abs_error"] >= 0 for d in cascade["colour_discs"].values())

@@ -8,6 +8,9 @@ the same pairs and seeds, and the judge scores every row:
 5. everyday: prior + decoder from the evaluation phrasings (evaluation/prompts.py);
 6. canonical@256, everyday@256: rows 4 and 5 after the learned upsampler, at 256 px.
 
+Rows 4 and 5 also give the prior's cosine: between the embedding it predicts for the prompt and the CLIP image
+embedding of the real render the prompt asks for.
+
 Also the colour check: flat discs through the autoencoder, mean RGB error per colour."""
 
 from __future__ import annotations
@@ -139,13 +142,18 @@ def eval_cascade(
     targets = [Target(p.base_hexcode, p.style) for p in prompts]
 
     canonical = [caption(m, p.locale) for m, p in zip(metas, prompts, strict=True)]
+    texts = {"canonical": canonical, "everyday": [p.prompt for p in prompts]}
+    predicted: dict[str, torch.Tensor] = {}
+
+    def from_prior(row: str) -> torch.Tensor:
+        predicted[row] = prior_embeds(engine, texts[row], seed)
+        return decode_embeds(engine, predicted[row], seeds)
+
     make = {
         "autoencoder": lambda: autoencode(engine, real),
         "decoder": lambda: decode_embeds(engine, image_embeds(engine, real, normalize=False), seeds),
-        "canonical": lambda: decode_embeds(engine, prior_embeds(engine, canonical, seed), seeds),
-        "everyday": lambda: decode_embeds(
-            engine, prior_embeds(engine, [p.prompt for p in prompts], seed), seeds
-        ),
+        "canonical": lambda: from_prior("canonical"),
+        "everyday": lambda: from_prior("everyday"),
         "canonical@256": lambda: upscale(engine, images["canonical"], 256),
         "everyday@256": lambda: upscale(engine, images["everyday"], 256),
     }
@@ -160,6 +168,10 @@ def eval_cascade(
             images[row] = make[row]()
 
     outs = {row: scorer.predict(x) for row, x in images.items()}
+    cosine = {}
+    if predicted:
+        true = image_embeds(engine, real).cpu()
+        cosine = {row: torch.nn.functional.cosine_similarity(e.cpu(), true) for row, e in predicted.items()}
     groups = _groups(prompts)
     references = _references(scorer, splits, prompts, groups, seed)
     basis = real_basis(scorer, splits["seen"], seed=seed + 2)
@@ -174,6 +186,8 @@ def eval_cascade(
             figures = scorer.score(sub, [targets[i] for i in idx])
             if name in references:
                 figures["frechet"] = frechet(sub.features, references[name], basis)
+            if row in cosine:
+                figures["prior_cosine"] = float(cosine[row][t].mean())
             table[row][name] = figures
     floor = {name: table["real"][name]["frechet"] for name in references}
     result = {
@@ -251,14 +265,15 @@ def contact_sheet(images: dict[str, torch.Tensor], prompts: list[EvalPrompt], ca
 def markdown_table(result: dict) -> str:
     """The cascade as Markdown: one line per row and group."""
     lines = [
-        "| row | pairs | n | concept top-1 | concept top-5 | style | group | Fréchet (judge) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| row | pairs | n | concept top-1 | concept top-5 | style | group | Fréchet (judge) | prior cosine |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row, groups in result["rows"].items():
         for name, f in groups.items():
+            cos = f"{f['prior_cosine']:.3f}" if "prior_cosine" in f else ""
             lines.append(
                 f"| {row} | {name} | {f['n']} | {f['concept_top1']:.1f}% | {f['concept_top5']:.1f}% | "
-                f"{f['style']:.1f}% | {f['group']:.1f}% | {f['frechet']:.1f} |"
+                f"{f['style']:.1f}% | {f['group']:.1f}% | {f['frechet']:.1f} | {cos} |"
             )
     ref = result.get("frechet_real_vs_real", {})
     if ref:
