@@ -94,4 +94,17 @@ def test_openapi_and_web_app(live: Server) -> None:
     ):
         assert path in schema["paths"]
     page = httpx.get(live.url + "/")
-    assert page.status_code == 200 and "<html" in page.text.lower()
+    assert page.status_code == 200 and "<html" in page.text.lower() and 'rel="icon"' in page.text
+    assert httpx.get(live.url + "/favicon.svg").headers["content-type"].startswith("image/svg")
+
+
+def test_api_docs_work_offline(live: Server) -> None:
+    """/docs loads Swagger UI from this server, not from a CDN."""
+    import re
+
+    page = httpx.get(live.url + "/docs")
+    assert page.status_code == 200 and "/openapi.json" in page.text
+    assert not re.search(r"(src|href)=['\"]https?://", page.text), page.text
+    for asset in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"):
+        r = httpx.get(live.url + asset)
+        assert r.status_code == 200 and len(r.content) > 10_000

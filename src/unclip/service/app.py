@@ -160,7 +160,7 @@ def create_app(
         summary="Self-hosted unCLIP images: an OpenAI-compatible Images API (dall-e-2 contract) plus jobs, "
         "outpainting, blends, upscaling, history, accounts and moderation.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served below from the installed swagger-ui-bundle: no CDN, works offline
         openapi_url="/openapi.json",
         redoc_url=None,
         responses=errors.ERROR_RESPONSES,
@@ -176,12 +176,34 @@ def create_app(
 
     for module in (images, jobs, models, moderations, accounts, admin):
         app.include_router(module.router)
+    _local_docs(app)
 
     if settings.serve_web and (WEB_DIR / "index.html").exists():
         from fastapi.staticfiles import StaticFiles
 
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app
+
+
+def _local_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs with its assets served by this server (FastAPI's default loads them from a CDN,
+    which leaves the page blank without internet)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="unclip API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
 
 def draining_server(app: FastAPI, **config: Any) -> Any:
