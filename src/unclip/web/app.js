@@ -3,7 +3,10 @@
 const $ = (id) => document.getElementById(id);
 let key = localStorage.getItem("unclip-key") || "";
 let currentJob = null;
+let busy = false; // one submission at a time: a double click must not start two jobs
 let historyAfter = null;
+// which feature each tab needs (GET /v1/me lists the features the user's role may use)
+const TAB_FEATURE = { generate: "generate", edit: "edit_upload", vary: "variation" };
 
 async function api(path, opts = {}) {
   const headers = Object.assign({ Authorization: "Bearer " + key }, opts.headers || {});
@@ -25,9 +28,17 @@ async function signIn() {
     $("who").textContent = `${me.email} · ${me.role} · ${me.credits} credits`;
     $("signin").hidden = true; $("app").hidden = false; $("signout").hidden = false;
     if (me.role === "waitlisted") showError(new Error("You are on the waitlist; an administrator will approve you."));
+    const features = new Set(me.features || []);
+    for (const b of document.querySelectorAll("nav button")) {
+      const need = TAB_FEATURE[b.dataset.tab];
+      b.hidden = Boolean(need) && !features.has(need);
+    }
     const models = await api("/models");
+    // "dall-e-2" is the OpenAI clients' name for the default model: list each model once
+    const ids = models.data.map((m) => m.id);
+    const shown = ids.length > 1 ? ids.filter((id) => id !== "dall-e-2") : ids;
     for (const sel of document.querySelectorAll("select.model")) {
-      sel.innerHTML = models.data.map((m) => `<option>${m.id}</option>`).join("");
+      sel.innerHTML = shown.map((id) => `<option>${id}</option>`).join("");
     }
   } catch (e) {
     localStorage.removeItem("unclip-key");
@@ -58,6 +69,7 @@ for (const b of document.querySelectorAll("nav button")) {
   b.onclick = () => {
     document.querySelectorAll("nav button").forEach((x) => x.classList.toggle("active", x === b));
     document.querySelectorAll(".tab").forEach((t) => (t.hidden = t.id !== "tab-" + b.dataset.tab));
+    showError(null); if (!busy) $("results").innerHTML = "";
     if (b.dataset.tab === "history") { $("history").innerHTML = ""; historyAfter = null; loadHistory(); }
   };
 }
@@ -72,6 +84,16 @@ function figure(url, caption) {
 // Submit with "Prefer: respond-async", then follow progress over server-sent events (read with fetch so
 // the Authorization header is sent).
 async function run(path, init) {
+  if (busy) return;
+  busy = true;
+  document.querySelectorAll("form button:not([type=button])").forEach((b) => (b.disabled = true));
+  try { await follow(path, init); } finally {
+    busy = false;
+    document.querySelectorAll("form button:not([type=button])").forEach((b) => (b.disabled = false));
+  }
+}
+
+async function follow(path, init) {
   showError(null); $("results").innerHTML = "";
   init.headers = Object.assign({ Prefer: "respond-async" }, init.headers || {});
   try {
@@ -164,7 +186,7 @@ $("vary-form").onsubmit = (ev) => {
 async function loadHistory() {
   try {
     const page = await api("/images?limit=24" + (historyAfter ? "&after=" + historyAfter : ""));
-    page.data.forEach((im) => $("history").append(figure(im.url, `${im.kind} · ${im.prompt || ""}`)));
+    page.data.forEach((im) => $("history").append(figure(im.url, im.prompt ? `${im.kind} · ${im.prompt}` : im.kind)));
     historyAfter = page.last_id; $("more").hidden = !page.has_more;
   } catch (e) { showError(e); }
 }
