@@ -15,14 +15,14 @@ def rules_only_policy(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
     Tests marked slow keep the full policy."""
     if request.node.get_closest_marker("slow"):
         return
-    from unclip.cli import generate
+    from unclip.cli import common
     from unclip.safety.policy import ContentPolicy
 
     base = ContentPolicy.load()
     policy = ContentPolicy(
         {**base.config, "classifier": {**base.config.get("classifier", {}), "enabled": False}}
     )
-    monkeypatch.setattr(generate, "_policy", lambda: policy)
+    monkeypatch.setattr(common, "_policy", lambda: policy)
 
 
 def pattern(size: tuple[int, int], seed: int = 0, mode: str = "RGB") -> Image.Image:

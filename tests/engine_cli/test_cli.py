@@ -11,7 +11,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from unclip.cli import app
-from unclip.cli.generate import CliError, make_grid, parse_blend_items
+from unclip.cli.blend import parse_blend_items
+from unclip.cli.common import CliError, make_grid
 
 runner = CliRunner()
 # --threads 1: the tiny model gains nothing from threads, and one thread never spin-waits on a busy machine
@@ -175,12 +176,12 @@ def test_generate_empty_prompt(tmp_path: Path) -> None:
 
 
 def test_n_limit_matches_engine() -> None:
-    from unclip.cli import generate
+    from unclip.cli import common
     from unclip.engine import engine, images, samplers
 
-    assert generate.MAX_N == engine.MAX_N
-    assert generate.SIZES == images.SIZES
-    assert generate.SAMPLERS == samplers.SAMPLERS
+    assert common.MAX_N == engine.MAX_N
+    assert common.SIZES == images.SIZES
+    assert common.SAMPLERS == samplers.SAMPLERS
 
 
 # ----------------------------------------------------------------------------------------------- edit
@@ -224,7 +225,7 @@ def test_edit_keeps_pixels_outside_the_mask(
 
 def test_edit_exact_outside_mask_in_engine(tiny_model: Path, images: dict[str, Path]) -> None:
     """Before provenance marking, the engine returns the pixels outside the mask exactly."""
-    from unclip.cli.generate import engine_for, read_image
+    from unclip.cli.common import engine_for, read_image
 
     img, mask = read_image(images["square.png"]), read_image(images["mask.png"])
     out = np.asarray(

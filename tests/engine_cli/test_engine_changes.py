@@ -16,7 +16,7 @@ from PIL import Image
 
 @pytest.fixture(scope="module")
 def engine(tiny_model: Path):
-    from unclip.cli.generate import engine_for
+    from unclip.cli.common import engine_for
 
     return engine_for(tiny_model, threads=1, quiet=True)
 

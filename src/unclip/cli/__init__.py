@@ -39,7 +39,9 @@ def _register() -> None:
     # Each module adds its commands to `app`; imports inside commands stay lazy so `unclip --help` is fast.
     import importlib
 
-    for name in ("data", "train", "evaluate", "generate", "bench", "serve", "admin", "safety"):
+    # The image commands (generate … upscale) share unclip.cli.common; listed in the order `--help` shows them.
+    image_commands = ("generate", "edit", "outpaint", "vary", "blend", "upscale")
+    for name in ("data", "train", "evaluate", *image_commands, "bench", "serve", "admin", "safety"):
         try:
             importlib.import_module(f"unclip.cli.{name}")
         except ModuleNotFoundError as exc:  # a module not written yet

@@ -72,10 +72,10 @@ def bench_cmd(
         raise typer.BadParameter("at least one repeat", param_hint="--repeats")
     from rich.console import Console
 
-    from unclip.cli.generate import _quiet_loading
+    from unclip.cli.common import quiet_loading
     from unclip.engine.bench import BenchConfig, run_bench, targets, to_markdown
 
-    _quiet_loading()
+    quiet_loading()
     console = Console(stderr=True)
     cfg = BenchConfig(
         model=model,

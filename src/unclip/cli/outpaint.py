@@ -1,0 +1,107 @@
+"""`unclip outpaint`: grow the canvas beyond an image's borders, frame by frame."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from unclip.cli import app
+from unclip.cli.common import (
+    MAX_N,
+    CliError,
+    Grid,
+    Model,
+    Out,
+    OutpaintGuidance,
+    Quiet,
+    Sampler,
+    Seed,
+    Steps,
+    Threads,
+    check_common,
+    check_prompts,
+    engine_for,
+    errors,
+    progress_bar,
+    random_seed,
+    read_image,
+    save_outputs,
+)
+
+
+@app.command("outpaint")
+def outpaint_cmd(
+    image: Annotated[Path, typer.Argument(help="Image to extend (any shape).")],
+    prompt: Annotated[str, typer.Argument(help="What the whole, larger picture shows.")],
+    left: Annotated[int, typer.Option("--left", help="Pixels to add on the left.")] = 0,
+    right: Annotated[int, typer.Option("--right", help="Pixels to add on the right.")] = 0,
+    top: Annotated[int, typer.Option("--top", help="Pixels to add on top.")] = 0,
+    bottom: Annotated[int, typer.Option("--bottom", help="Pixels to add at the bottom.")] = 0,
+    canvas: Annotated[
+        str | None,
+        typer.Option(
+            "--canvas",
+            help="Final canvas WIDTHxHEIGHT; the image is centred, or placed at --left/--top when given.",
+        ),
+    ] = None,
+    n: Annotated[int, typer.Option("-n", "--n", help=f"Number of versions (seeds), 1 to {MAX_N}.")] = 1,
+    seed: Seed = None,
+    guidance: OutpaintGuidance = None,
+    steps: Steps = None,
+    sampler: Sampler = None,
+    model: Model = None,
+    out: Out = Path("outputs"),
+    grid: Grid = False,
+    quiet: Quiet = False,
+    threads: Threads = None,
+) -> None:
+    """Outpaint: grow the canvas beyond IMAGE's borders, frame by frame, keeping the original pixels."""
+    with errors():
+        check_common(n, None, steps, guidance, sampler)
+        if min(left, right, top, bottom) < 0:
+            raise CliError("--left/--right/--top/--bottom must be zero or positive")
+        size = _parse_canvas(canvas) if canvas is not None else None
+        if size is None and not (left or right or top or bottom):
+            raise CliError("nothing to outpaint: give --left/--right/--top/--bottom PX or --canvas WxH")
+        img = read_image(image, "IMAGE")
+        check_prompts([prompt])
+        engine = engine_for(model, threads, quiet)
+        first = seed if seed is not None else random_seed()
+        images = []
+        for i in range(n):
+            with progress_bar(f"outpaint {i + 1}/{n}" if n > 1 else "outpaint", quiet) as cb:
+                images.append(
+                    engine.outpaint(
+                        img,
+                        prompt,
+                        left=left,
+                        right=right,
+                        top=top,
+                        bottom=bottom,
+                        canvas=size,
+                        seed=first + i,
+                        guidance=guidance,
+                        steps=steps,
+                        sampler=sampler,
+                        progress=cb,
+                    )
+                )
+        extra = {
+            "source": image.name,
+            "left": left,
+            "right": right,
+            "top": top,
+            "bottom": bottom,
+            "canvas": f"{images[0].width}x{images[0].height}",
+        }
+        save_outputs(images, out, "outpaint", prompt, extra, grid)
+
+
+def _parse_canvas(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
+    if not m:
+        raise CliError(f"--canvas must look like WIDTHxHEIGHT (e.g. 512x256), got {text!r}")
+    return int(m.group(1)), int(m.group(2))
