@@ -139,3 +139,39 @@ def test_users_see_only_their_own_images_and_jobs(live: Server) -> None:
     job_id = hist_a[0]["job_id"]
     assert httpx.get(f"{live.url}/v1/jobs/{job_id}", headers=H(b)).status_code == 404
     assert httpx.get(f"{live.url}/v1/jobs/{job_id}", headers=H(a)).json()["status"] == "succeeded"
+
+
+def test_web_session_by_cookie_with_csrf(live: Server) -> None:
+    """The web app's sign-in: the key goes in once, an HttpOnly SameSite=Strict cookie comes out; reading works
+    with the cookie alone, changing anything also needs the session's CSRF token; sign-out and revoking the key
+    end the session."""
+    _, admin_key = live.user("admin")
+    uid, key = live.user("member")
+    web = httpx.Client(base_url=live.url)
+    assert web.post("/v1/session", json={"api_key": "sk-unclip-wrong"}).status_code == 401
+    r = web.post("/v1/session", json={"api_key": key})
+    assert r.status_code == 200, r.text
+    cookie = r.headers["set-cookie"].lower()
+    assert "unclip_session=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    assert key not in r.text and "secure" not in cookie  # plain http on loopback
+    csrf = r.json()["csrf_token"]
+    assert web.get("/v1/session").json()["csrf_token"] == csrf
+    assert web.get("/v1/me").json()["id"] == uid
+    body = {"prompt": "a red apple", "n": 1, "size": "256x256"}
+    refused = web.post("/v1/images/generations", json=body)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "csrf_failed"
+    wrong = web.post("/v1/images/generations", json=body, headers={"X-CSRF-Token": csrf + "x"})
+    assert wrong.status_code == 403
+    ok = web.post("/v1/images/generations", json=body, headers={"X-CSRF-Token": csrf})
+    assert ok.status_code == 200, ok.text
+    # another site's page cannot read the token, and the cookie alone signs nothing
+    assert web.delete("/v1/session").status_code == 403
+    assert web.delete("/v1/session", headers={"X-CSRF-Token": csrf}).status_code == 200
+    assert web.get("/v1/me").status_code == 401
+    # revoking the key the session was made from ends the session
+    r = web.post("/v1/session", json={"api_key": key})
+    assert web.get("/v1/me").status_code == 200
+    keys = httpx.get(f"{live.url}/v1/admin/users/{uid}/keys", headers=H(admin_key)).json()["data"]
+    assert httpx.delete(f"{live.url}/v1/admin/keys/{keys[0]['id']}", headers=H(admin_key)).status_code == 200
+    expired = web.get("/v1/me")
+    assert expired.status_code == 401 and expired.json()["error"]["code"] == "session_expired"

@@ -1,4 +1,9 @@
-"""Users, roles and API keys. Keys are shown once and stored as SHA-256 digests."""
+"""Users, roles, API keys and browser sessions. Keys are shown once and stored as SHA-256 digests.
+
+Two credentials: `Authorization: Bearer <key>` (the API's, what the OpenAI clients send) and, for the web app,
+an HttpOnly, SameSite=Strict session cookie made from a key once (`POST /v1/session`), so that the browser never
+keeps the key. A request authenticated by the cookie that changes anything must also carry the session's CSRF
+token in `X-CSRF-Token`."""
 
 from __future__ import annotations
 
@@ -10,11 +15,14 @@ from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from unclip.service.db import ApiKey, User, now
+from unclip.service.db import ApiKey, User, WebSession, now
 from unclip.service.errors import APIError
 from unclip.service.settings import ROLES
 
 KEY_PREFIX = "sk-unclip-"
+SESSION_COOKIE = "unclip_session"
+SESSION_TTL_S = 7 * 24 * 3600
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,32 @@ def resolve(s: Session, key: str) -> tuple[User, ApiKey] | None:
     return user, record
 
 
+def create_session(s: Session, user: User, key: ApiKey) -> tuple[WebSession, str]:
+    """A browser session for `user`, made from `key`; returns the record and the cookie's token (shown once)."""
+    token = secrets.token_urlsafe(32)
+    record = WebSession(
+        user_id=user.id,
+        key_id=key.id,
+        hash=hash_key(token),
+        csrf=secrets.token_urlsafe(24),
+        expires_at=now() + SESSION_TTL_S,
+    )
+    s.add(record)
+    s.flush()
+    return record, token
+
+
+def resolve_session(s: Session, token: str) -> tuple[User, ApiKey, WebSession] | None:
+    record = s.scalar(select(WebSession).where(WebSession.hash == hash_key(token)))
+    if record is None or record.expires_at < now():
+        return None
+    key = s.get(ApiKey, record.key_id)
+    user = s.get(User, record.user_id)
+    if key is None or key.revoked_at is not None or user is None:
+        return None
+    return user, key, record
+
+
 def bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
@@ -95,15 +129,30 @@ def bearer(request: Request) -> str | None:
 
 
 def authenticate(request: Request) -> Principal:
-    """FastAPI dependency: the caller, from `Authorization: Bearer <key>`; 401 otherwise."""
+    """FastAPI dependency: the caller, from `Authorization: Bearer <key>` or the web app's session cookie (with
+    its CSRF token on unsafe methods); 401 otherwise."""
     key = bearer(request)
+    services = request.app.state.services
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if key is None and cookie:
+        with services.db.session() as s:
+            found_session = resolve_session(s, cookie)
+            if found_session is None:
+                raise APIError(401, "Your session has expired or was ended; sign in again.", code="session_expired")
+            user, record, session = found_session
+            if request.method not in SAFE_METHODS and not secrets.compare_digest(
+                request.headers.get("x-csrf-token", ""), session.csrf
+            ):
+                raise APIError(403, "Missing or wrong X-CSRF-Token for this session.", code="csrf_failed")
+            return Principal(
+                user_id=user.id, email=user.email, role=user.role, status=user.status, key_id=record.id
+            )
     if key is None:
         raise APIError(
             401,
             "You didn't provide an API key. You need to provide your API key in an Authorization header "
             "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
         )
-    services = request.app.state.services
     with services.db.session() as s:
         found = resolve(s, key)
         if found is None:

@@ -54,6 +54,20 @@ class ApiKey(Base):
     revoked_at: Mapped[float | None] = mapped_column(default=None)
 
 
+class WebSession(Base):
+    """A browser sign-in: an HttpOnly cookie carries the token (stored as its SHA-256 digest), made from an API
+    key that the browser then forgets; revoking the key ends its sessions."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("sess"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf: Mapped[str] = mapped_column(String(64))  # sent back in X-CSRF-Token on every unsafe request
+    created_at: Mapped[float] = mapped_column(default=now)
+    expires_at: Mapped[float] = mapped_column()
+
+
 class Job(Base):
     __tablename__ = "jobs"
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("job"))

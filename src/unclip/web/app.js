@@ -1,7 +1,10 @@
 // unclip web app: plain JS over the same API the OpenAI clients use (/v1), no build step.
 "use strict";
 const $ = (id) => document.getElementById(id);
-let key = localStorage.getItem("unclip-key") || "";
+// Signed in by an HttpOnly session cookie (POST /v1/session): the page never keeps the API key. Requests that
+// change anything carry the session's CSRF token.
+localStorage.removeItem("unclip-key"); // where earlier versions kept the key
+let csrf = "";
 let currentJob = null;
 let busy = false; // one submission at a time: a double click must not start two jobs
 let historyAfter = null;
@@ -9,8 +12,9 @@ let historyAfter = null;
 const TAB_FEATURE = { generate: "generate", edit: "edit_upload", vary: "variation" };
 
 async function api(path, opts = {}) {
-  const headers = Object.assign({ Authorization: "Bearer " + key }, opts.headers || {});
-  const res = await fetch("/v1" + path, Object.assign({}, opts, { headers }));
+  const method = (opts.method || "GET").toUpperCase();
+  const headers = Object.assign(method === "GET" ? {} : { "X-CSRF-Token": csrf }, opts.headers || {});
+  const res = await fetch("/v1" + path, Object.assign({}, opts, { headers, credentials: "same-origin" }));
   const body = res.headers.get("content-type")?.includes("json") ? await res.json() : null;
   if (!res.ok) {
     const err = new Error(body?.error?.message || res.statusText);
@@ -24,6 +28,7 @@ function showError(e) { $("error").textContent = e ? e.message : ""; $("error").
 
 async function signIn() {
   try {
+    csrf = (await api("/session")).csrf_token;
     const me = await api("/me");
     $("who").textContent = `${me.email} · ${me.role} · ${me.credits} credits`;
     $("signin").hidden = true; $("app").hidden = false; $("signout").hidden = false;
@@ -41,9 +46,8 @@ async function signIn() {
       sel.innerHTML = shown.map((id) => `<option>${id}</option>`).join("");
     }
   } catch (e) {
-    localStorage.removeItem("unclip-key");
-    $("signin").hidden = false; $("app").hidden = true;
-    if (key) $("signup-result").textContent = "Sign-in failed: " + e.message;
+    $("signin").hidden = false; $("app").hidden = true; $("signout").hidden = true;
+    if (e.status !== 401) $("signup-result").textContent = "Sign-in failed: " + e.message;
   }
 }
 
@@ -51,8 +55,14 @@ for (const sel of document.querySelectorAll("select.size")) {
   sel.innerHTML = ["256x256", "512x512", "1024x1024"].map((s) => `<option>${s}</option>`).join("");
 }
 
-$("signin-form").onsubmit = (ev) => {
-  ev.preventDefault(); key = $("key").value.trim(); localStorage.setItem("unclip-key", key); signIn();
+$("signin-form").onsubmit = async (ev) => {
+  ev.preventDefault();
+  try {
+    await api("/session", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ api_key: $("key").value.trim() }) });
+    $("key").value = ""; $("signup-result").textContent = "";
+    signIn();
+  } catch (e) { $("signup-result").textContent = "Sign-in failed: " + e.message; }
 };
 $("signup-form").onsubmit = async (ev) => {
   ev.preventDefault();
@@ -63,7 +73,9 @@ $("signup-form").onsubmit = async (ev) => {
     ? `Your API key (shown only once, keep it): ${body.api_key}. You are on the waitlist until an administrator approves you.`
     : body.error.message;
 };
-$("signout").onclick = () => { localStorage.removeItem("unclip-key"); key = ""; location.reload(); };
+$("signout").onclick = async () => {
+  try { await api("/session", { method: "DELETE" }); } finally { location.reload(); }
+};
 
 for (const b of document.querySelectorAll("nav button")) {
   b.onclick = () => {
@@ -81,8 +93,7 @@ function figure(url, caption) {
   return f;
 }
 
-// Submit with "Prefer: respond-async", then follow progress over server-sent events (read with fetch so
-// the Authorization header is sent).
+// Submit with "Prefer: respond-async", then follow progress over server-sent events.
 async function run(path, init) {
   if (busy) return;
   busy = true;
@@ -100,7 +111,7 @@ async function follow(path, init) {
     const job = await api(path, Object.assign({ method: "POST" }, init));
     currentJob = job.id;
     $("status").hidden = false; $("status-text").textContent = "queued"; $("progress").value = 0;
-    const res = await fetch(`/v1/jobs/${job.id}/events`, { headers: { Authorization: "Bearer " + key } });
+    const res = await fetch(`/v1/jobs/${job.id}/events`, { credentials: "same-origin" });
     const reader = res.body.getReader(); const dec = new TextDecoder(); let buf = ""; let done = null;
     while (!done) {
       const { value, done: end } = await reader.read();
@@ -192,4 +203,4 @@ async function loadHistory() {
 }
 $("more").onclick = loadHistory;
 
-if (key) signIn();
+signIn();

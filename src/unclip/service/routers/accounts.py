@@ -1,15 +1,27 @@
-"""Accounts: signup (onto the waitlist; the key is shown once) and the caller's own account."""
+"""Accounts: signup (onto the waitlist; the key is shown once), the caller's own account, and the web app's
+session (sign in with a key once; an HttpOnly cookie from then on)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from unclip.service import credits
-from unclip.service.auth import Principal, authenticate, create_key, create_user, user_json
+from unclip.service.auth import (
+    SESSION_COOKIE,
+    SESSION_TTL_S,
+    Principal,
+    authenticate,
+    create_key,
+    create_session,
+    create_user,
+    resolve,
+    resolve_session,
+    user_json,
+)
 from unclip.service.db import User
 from unclip.service.errors import APIError, invalid
 from unclip.service.routers.deps import services
@@ -61,3 +73,66 @@ def me(request: Request, p: Principal = Depends(authenticate)) -> dict[str, Any]
     out["rate_limit_per_minute"] = sv.settings.rate_limits.get(p.role, 0)
     out["credit_costs"] = dict(sv.settings.credit_costs)
     return out
+
+
+class SessionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    api_key: str = Field(min_length=1, max_length=200)
+
+
+def _session_json(user: User, csrf: str, expires_at: float) -> dict[str, Any]:
+    return {"object": "session", "user": user_json(user), "csrf_token": csrf, "expires_at": int(expires_at)}
+
+
+@router.post("/session", summary="Sign the web app in: an API key in, an HttpOnly session cookie out")
+def sign_in(request: Request, response: Response, body: SessionRequest) -> dict[str, Any]:
+    """The browser sends the key once and keeps only the cookie (HttpOnly, SameSite=Strict; Secure over HTTPS)
+    and the CSRF token this returns, which every request that changes anything sends in `X-CSRF-Token`."""
+    sv = services(request)
+    wait = sv.limiter.hit("session:" + (request.client.host if request.client else "?"), 30)
+    if wait is not None:
+        from unclip.service.errors import rate_limited
+
+        raise rate_limited("Too many sign-in attempts from this address.", wait)
+    with sv.db.session() as s:
+        found = resolve(s, body.api_key.strip())
+        if found is None:
+            raise APIError(401, "Incorrect API key provided.", param="api_key", code="invalid_api_key")
+        user, key = found
+        record, token = create_session(s, user, key)
+        out = _session_json(user, record.csrf, record.expires_at)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=SESSION_TTL_S,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return out
+
+
+@router.get("/session", summary="The web app's session: who is signed in, and the CSRF token")
+def current_session(request: Request) -> dict[str, Any]:
+    sv = services(request)
+    with sv.db.session() as s:
+        token = request.cookies.get(SESSION_COOKIE)
+        found = resolve_session(s, token) if token else None
+        if found is None:
+            raise APIError(401, "Not signed in.", code="not_signed_in")
+        user, _, record = found
+        return _session_json(user, record.csrf, record.expires_at)
+
+
+@router.delete("/session", summary="Sign the web app out: the session ends and its cookie is cleared")
+def sign_out(request: Request, response: Response, p: Principal = Depends(authenticate)) -> dict[str, Any]:
+    sv = services(request)
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        with sv.db.session() as s:
+            found = resolve_session(s, token)
+            if found is not None:
+                s.delete(found[2])
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return {"object": "session", "deleted": True}
