@@ -26,6 +26,7 @@ coin flips: a false match has a chance of 1.3e-6 per try (about 1e-5 per image).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import lru_cache
 
 import numpy as np
@@ -51,9 +52,7 @@ MAX_CHANGE = 2.0  # no pixel moves further (in 8-bit steps)
 MIN_SIDE = 256  # smaller images carry too few tiles for the mark to be read back reliably
 MIN_DECODE_SIDE = 64  # (a copy halved from 256 px is scaled back before it is read)
 MAX_DIGEST_ERRORS = 2
-MAX_CANDIDATE_SIDE = (
-    2048  # images are marked at up to 1024 px (4096 for outpainted canvases, read as they are)
-)
+MAX_CANDIDATE_SIDE = 2048  # marks are made at up to 1024 px (larger outpainted canvases are read as they are)
 MAX_MAGIC_ERRORS = 3
 STANDARD_SIZES = (64, 128, 256, 512, 768, 1024)
 _RESIDUAL_SIGMA = 4.0  # the high-pass that leaves the mark's band
@@ -117,7 +116,10 @@ def _folded_residual(rgb: np.ndarray) -> np.ndarray:
     ph, pw = -h % TILE, -w % TILE
     num = np.pad(np.clip(r, -8, 8) * weight, ((0, ph), (0, pw)))
     den = np.pad(weight, ((0, ph), (0, pw)))
-    fold = lambda a: a.reshape(a.shape[0] // TILE, TILE, a.shape[1] // TILE, TILE).sum(axis=(0, 2))  # noqa: E731
+
+    def fold(a: np.ndarray) -> np.ndarray:
+        return a.reshape(a.shape[0] // TILE, TILE, a.shape[1] // TILE, TILE).sum(axis=(0, 2))
+
     folded = fold(num) / np.maximum(fold(den), 1e-9)
     return folded - folded.mean()
 
@@ -132,10 +134,10 @@ def _read(rgb: np.ndarray) -> tuple[int, bytes]:
     return errors, np.packbits(bits.astype(np.uint8)).tobytes()
 
 
-def _candidates(image: Image.Image, size_hint: int | None) -> list[tuple[str, Image.Image]]:
-    """The image as it is, then scaled back the ways it is likely to have been resized."""
+def _candidates(image: Image.Image, size_hint: int | None) -> Iterator[tuple[str, Image.Image]]:
+    """The image as it is, then scaled back the ways it is likely to have been resized (made on demand)."""
     w, h = image.size
-    out: list[tuple[str, Image.Image]] = [("as is", image)]
+    yield "as is", image
     sizes: list[tuple[int, int]] = []
     if size_hint:
         sizes.append((size_hint, round(size_hint * h / w)))
@@ -147,8 +149,7 @@ def _candidates(image: Image.Image, size_hint: int | None) -> list[tuple[str, Im
         if size in seen or min(size) < MIN_DECODE_SIDE or max(size) > MAX_CANDIDATE_SIDE or size[0] < w // 2:
             continue
         seen.add(size)
-        out.append((f"resized to {size[0]}x{size[1]}", image.resize(size, Image.Resampling.BICUBIC)))
-    return out
+        yield f"resized to {size[0]}x{size[1]}", image.resize(size, Image.Resampling.BICUBIC)
 
 
 def decode_watermark(image: Image.Image, size_hint: int | None = None) -> tuple[bytes | None, str, float]:
