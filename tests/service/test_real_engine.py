@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from unclip.safety.provenance import payload_for, verify
+from unclip.safety.watermark import same_payload
 
 from .conftest import Server, make_settings, start_server
 from .fakes import FakePolicy
@@ -131,9 +132,11 @@ def test_an_edit_keeps_the_pixels_outside_its_mask(real: Server, tiny_model: Pat
     keep[64:192, 64:192] = False
     assert diff[keep].max() <= 2
     assert diff[~keep].mean() > 10
-    # the watermark alone (a copy without the PNG text chunks) still names the request
+    # the watermark alone (a copy without the PNG text chunks) still names the request (a bit of the digest
+    # may flip on the random model's noisy repaint: the tolerance `request_id_matches` uses)
     stripped = verify(Image.fromarray(np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))))
-    assert stripped.from_unclip and stripped.watermark == payload_for(r.headers["x-request-id"]).hex()
+    assert stripped.from_unclip and stripped.watermark
+    assert same_payload(bytes.fromhex(stripped.watermark), payload_for(r.headers["x-request-id"]))
 
 
 def test_values_the_engine_refuses_are_a_400_before_any_job(real: Server) -> None:
