@@ -3,6 +3,7 @@
     .venv/bin/python bench/safety_eval.py                          # tests/data/safety_prompts.csv
     .venv/bin/python bench/safety_eval.py --prompts other.csv      # an independent set (same columns)
     .venv/bin/python bench/safety_eval.py --json out.json --errors  # also list the misclassified rows
+    .venv/bin/python bench/safety_eval.py --prompts tests/data/policy_set.csv --split test --no-watermark
 
 CSV columns: text, label (block|allow), category (policy category for block rows), variant
 (plain|obfuscated|multilingual|emoji), lang. Only text and label are required.
@@ -28,7 +29,7 @@ def _pct(a: int, b: int) -> str:
     return f"{100.0 * a / b:5.1f}% ({a}/{b})" if b else "   n/a"
 
 
-def eval_prompts(path: Path, show_errors: bool) -> dict[str, Any]:
+def eval_prompts(path: Path, show_errors: bool, split: str | None = None) -> dict[str, Any]:
     from unclip.safety.policy import ContentPolicy
 
     policy = ContentPolicy.load()
@@ -37,6 +38,12 @@ def eval_prompts(path: Path, show_errors: bool) -> dict[str, Any]:
     warm = time.perf_counter() - t0
     with path.open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
+    if split:  # e.g. the policy set's `test` part, never tuned on
+        rows = [r for r in rows if r.get("split") == split]
+        if not rows:
+            raise SystemExit(f"{path} has no rows with split={split!r}")
+    per_lang_block: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    per_lang_allow: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     per_cat: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     per_variant_block: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     per_variant_allow: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -47,6 +54,7 @@ def eval_prompts(path: Path, show_errors: bool) -> dict[str, Any]:
     for row in rows:
         text, label = row["text"], row["label"].strip().lower()
         variant = (row.get("variant") or "plain").strip() or "plain"
+        lang = (row.get("lang") or "?").strip() or "?"
         policy._cache.clear()
         t = time.perf_counter()
         d = policy.check(text)
@@ -57,17 +65,21 @@ def eval_prompts(path: Path, show_errors: bool) -> dict[str, Any]:
             cat = (row.get("category") or "?").strip()
             per_cat[cat][1] += 1
             per_variant_block[variant][1] += 1
+            per_lang_block[lang][1] += 1
             if d.flagged:
                 per_cat[cat][0] += 1
                 per_variant_block[variant][0] += 1
+                per_lang_block[lang][0] += 1
                 right_cat[1] += 1
                 right_cat[0] += int(bool(d.categories.get(cat)))
             else:
                 errors.append(("missed", cat, text, d.reason))
         else:
             per_variant_allow[variant][1] += 1
+            per_lang_allow[lang][1] += 1
             if d.flagged:
                 per_variant_allow[variant][0] += 1
+                per_lang_allow[lang][0] += 1
                 errors.append(("false positive", str(d.category), text, "; ".join(d.matches)))
     blocked = sum(v[0] for v in per_cat.values())
     n_block = sum(v[1] for v in per_cat.values())
@@ -87,6 +99,10 @@ def eval_prompts(path: Path, show_errors: bool) -> dict[str, Any]:
     for v in sorted(per_variant_allow):
         print(f"  {v:14s} {_pct(*per_variant_allow[v])}")
     print(f"  {'ALL':14s} {_pct(fps, n_allow)}")
+    if len(per_lang_block) > 1:
+        print("per language: block rate | false-positive rate")
+        for lang in sorted(set(per_lang_block) | set(per_lang_allow)):
+            print(f"  {lang:5s} {_pct(*per_lang_block[lang])} | {_pct(*per_lang_allow[lang])}")
     lat = sorted(latencies)
     p50 = statistics.median(lat)
     p95 = lat[int(0.95 * (len(lat) - 1))]
@@ -116,6 +132,8 @@ def eval_prompts(path: Path, show_errors: bool) -> dict[str, Any]:
         "block_rate_variant": {c: v[0] / v[1] for c, v in per_variant_block.items() if v[1]},
         "false_positive_rate": fps / n_allow if n_allow else None,
         "false_positive_variant": {c: v[0] / v[1] for c, v in per_variant_allow.items() if v[1]},
+        "block_rate_lang": {c: v[0] / v[1] for c, v in per_lang_block.items() if v[1]},
+        "false_positive_lang": {c: v[0] / v[1] for c, v in per_lang_allow.items() if v[1]},
         "latency_ms": {
             "median": p50,
             "p95": p95,
@@ -176,6 +194,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=Path, default=ROOT / "tests" / "data" / "safety_prompts.csv")
     ap.add_argument("--errors", action="store_true", help="list misclassified prompts")
+    ap.add_argument("--split", help="only rows of this split (tests/data/policy_set.csv: tune or test)")
     ap.add_argument("--no-watermark", action="store_true")
     ap.add_argument("--no-prompts", action="store_true")
     ap.add_argument("--sizes", default="256,512,1024")
@@ -184,7 +203,7 @@ def main() -> None:
     args = ap.parse_args()
     out: dict[str, Any] = {}
     if not args.no_prompts:
-        out["policy"] = eval_prompts(args.prompts, args.errors)
+        out["policy"] = eval_prompts(args.prompts, args.errors, args.split)
     if not args.no_watermark:
         out["watermark"] = eval_watermark([int(s) for s in args.sizes.split(",")], args.trials)
     if args.json:

@@ -25,8 +25,10 @@ def test_shape_and_mix() -> None:
     assert sum(r["category"] == "lookalike" for r in allow) >= 150
     langs = Counter(r["lang"] for r in rows)
     assert sum(n >= 10 for n in langs.values()) >= 15
-    for lang in langs:
-        assert {r["label"] for r in rows if r["lang"] == lang} == {"block", "allow"}, lang
+    for lang in langs:  # every language has refusals and allowed prompts in both parts
+        for split in ("tune", "test"):
+            part = [r for r in rows if r["lang"] == lang and r["split"] == split]
+            assert {r["label"] for r in part} == {"block", "allow"}, (lang, split)
     # each (label, category, variant, language) cell is split about evenly
     cells: dict[tuple, Counter] = {}
     for r in rows:
