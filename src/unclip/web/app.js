@@ -32,7 +32,14 @@ async function signIn() {
     const me = await api("/me");
     $("who").textContent = `${me.email} · ${me.role} · ${me.credits} credits`;
     $("signin").hidden = true; $("app").hidden = false; $("signout").hidden = false;
-    if (me.role === "waitlisted") showError(new Error("You are on the waitlist; an administrator will approve you."));
+    const waiting = me.role === "waitlisted";
+    // a waitlisted account sees its status and nothing else
+    document.querySelector("#app nav").hidden = waiting;
+    document.querySelectorAll(".tab").forEach((t) => { if (waiting) t.hidden = true; });
+    if (waiting) {
+      showError(new Error("You are on the waitlist: an administrator will approve your account."));
+      return;
+    }
     const features = new Set(me.features || []);
     for (const b of document.querySelectorAll("nav button")) {
       const need = TAB_FEATURE[b.dataset.tab];
