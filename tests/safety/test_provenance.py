@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from unclip.evaluation.watermark import jpeg, periodic_share, psnr
 from unclip.safety.provenance import encode_png, has_signature, payload_for, verify
 
 
@@ -33,17 +34,6 @@ def _drawing(size: int = 256, seed: int = 0) -> Image.Image:
         d.ellipse([(x - 14) * s, 90 * s, (x + 14) * s, 130 * s], fill=(50, 35, 30))
     d.arc([70 * s, 120 * s, 186 * s, 200 * s], 20, 160, fill=(120, 40, 40), width=round(8 * s))
     return img
-
-
-def _jpeg(img: Image.Image, quality: int) -> Image.Image:
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, format="JPEG", quality=quality)
-    return Image.open(io.BytesIO(buf.getvalue()))
-
-
-def _psnr(a: Image.Image, b: Image.Image) -> float:
-    d = np.asarray(a.convert("RGB")).astype(float) - np.asarray(b.convert("RGB")).astype(float)
-    return float(10 * np.log10(255**2 / max(np.mean(d**2), 1e-12)))
 
 
 @pytest.mark.parametrize("size", [256, 512, 1024])
@@ -79,18 +69,6 @@ def test_request_id_mismatch(photo: Image.Image) -> None:
     assert r.watermark and r.request_id_matches is False and not r.metadata_valid
 
 
-def _periodic_share(diff: np.ndarray, max_period: int = 16) -> float:
-    """The largest share of a mark's energy that repeats with a period of `max_period` px or less: energy at
-    the harmonics of 1/p along both axes (what shows as a regular grid when zoomed in)."""
-    power = np.abs(np.fft.fft2(diff - diff.mean())) ** 2
-    n = diff.shape[0]
-    best = 0.0
-    for p in range(2, max_period + 1):
-        if n % p == 0:
-            best = max(best, power[:: n // p, :: n // p].sum() / max(power.sum(), 1e-12))
-    return best
-
-
 @pytest.mark.parametrize(
     "colour", [(255, 255, 255), (0, 0, 0), (128, 128, 128), (250, 250, 250), (40, 90, 200), (255, 204, 77)]
 )
@@ -100,23 +78,23 @@ def test_invisible_on_flat_colour(colour: tuple[int, int, int]) -> None:
     flat = Image.new("RGB", (256, 256), colour)
     marked = _open(encode_png(flat, {"request_id": "flat"})).convert("RGB")
     diff = np.asarray(marked).astype(float) - np.asarray(flat).astype(float)
-    assert np.abs(diff).max() <= 2 and _psnr(marked, flat) >= 42
+    assert np.abs(diff).max() <= 2 and psnr(marked, flat) >= 42
     for c in range(3):
-        assert _periodic_share(diff[..., c]) < 0.25
+        assert periodic_share(diff[..., c]) < 0.25
     assert verify(marked).from_unclip or colour in ((0, 0, 0), (255, 255, 255))
 
 
 def test_periodic_measure_catches_a_dot_grid() -> None:
     grid = np.zeros((256, 256))
     grid[::8, ::8] = 12.0
-    assert _periodic_share(grid) > 0.9
+    assert periodic_share(grid) > 0.9
 
 
 def test_invisible_on_photo_and_drawing(photo: Image.Image) -> None:
     for img in (photo.resize((512, 512)), _drawing(256), _drawing(1024, seed=3)):
         marked = _open(encode_png(img, {"seed": 1}))
         diff = np.abs(np.asarray(marked.convert("RGB")).astype(int) - np.asarray(img).astype(int))
-        assert diff.max() <= 2 and _psnr(marked, img) >= 42
+        assert diff.max() <= 2 and psnr(marked, img) >= 42
 
 
 def test_rgba_keeps_alpha(photo: Image.Image) -> None:
@@ -151,10 +129,10 @@ def test_survives_jpeg_halving_and_crops(size: int) -> None:
         img = _open(encode_png(_drawing(size, seed), {"request_id": request})).convert("RGB")
         w = img.width
         copies = {
-            "JPEG q75": _jpeg(img, 75),
+            "JPEG q75": jpeg(img, 75),
             "half size": img.resize((w // 2, w // 2), Image.Resampling.BICUBIC),
             "10% crop": img.crop((w // 20 + 3, w // 20 + 5, w - w // 20 + 3, w - w // 20 + 5)),
-            "corner crop + JPEG q75": _jpeg(img.crop((0, 0, w * 3 // 4, w * 3 // 4)), 75),
+            "corner crop + JPEG q75": jpeg(img.crop((0, 0, w * 3 // 4, w * 3 // 4)), 75),
         }
         for name, copy in copies.items():
             r = verify(copy)
@@ -163,14 +141,14 @@ def test_survives_jpeg_halving_and_crops(size: int) -> None:
 
 def test_photo_survives_jpeg_and_crop(photo: Image.Image) -> None:
     img = _open(encode_png(photo.resize((512, 512)), {"request_id": "abc"})).convert("RGB")
-    assert verify(_jpeg(img, 75)).from_unclip
+    assert verify(jpeg(img, 75)).from_unclip
     assert verify(img.crop((26, 26, 486, 486))).from_unclip  # 90 % centre crop
     assert verify(img.resize((256, 256), Image.Resampling.BICUBIC)).from_unclip
 
 
 def test_no_false_matches(photo: Image.Image) -> None:
     unmarked = [_drawing(s, seed) for s in (256, 512) for seed in range(4)]
-    unmarked += [photo, photo.resize((512, 512)), _jpeg(photo, 75)]
+    unmarked += [photo, photo.resize((512, 512)), jpeg(photo, 75)]
     assert not any(verify(img).from_unclip for img in unmarked)
 
 

@@ -105,9 +105,7 @@ def sample_decoder(unet, scheduler, embeds: torch.Tensor, negative: torch.Tensor
         latents = noise * scheduler.init_noise_sigma
     cond = torch.cat([negative, embeds]) if guidance > 1 else embeds
     extra = None
-    if (
-        inpaint is not None and unet.config.in_channels > latent_shape[0]
-    ):  # an inpaint UNet reads the known part
+    if inpaint is not None and unet.config.in_channels > latent_shape[0]:  # an inpaint UNet reads the known part
         masked = inpaint.latents * inpaint.keep
         extra = torch.cat([masked, inpaint.keep], 1)
         extra = torch.cat([extra, extra]) if guidance > 1 else extra
@@ -118,18 +116,14 @@ def sample_decoder(unet, scheduler, embeds: torch.Tensor, negative: torch.Tensor
         x = scheduler.scale_model_input(x, t)
         if extra is not None:
             x = torch.cat([x, extra], 1)
-        pred = unet(x, t, encoder_hidden_states=None, added_cond_kwargs={"image_embeds": cond}).sample[
-            :, :channels
-        ]
+        pred = unet(x, t, encoder_hidden_states=None, added_cond_kwargs={"image_embeds": cond}).sample[:, :channels]
         if guidance > 1:
             u, c = pred.chunk(2)
             pred = u + guidance * (c - u)
         latents = scheduler.step(pred, t, latents).prev_sample
         if inpaint is not None:  # keep the known region on the current noise level, as the pipeline does
             if i + 1 < len(timesteps):
-                known = scheduler.add_noise(
-                    inpaint.latents, noise, timesteps[i + 1 : i + 2].repeat(noise.shape[0])
-                )
+                known = scheduler.add_noise(inpaint.latents, noise, timesteps[i + 1 : i + 2].repeat(noise.shape[0]))
             else:
                 known = inpaint.latents
             latents = inpaint.keep * known + (1 - inpaint.keep) * latents

@@ -165,12 +165,16 @@ class Engine:
         return self._zero
 
     def _prior(self, prompt: str, seeds: list[int], guidance: float, steps: int, hook) -> torch.Tensor:
-        """One CLIP image embedding per seed: the closest to the prompt's text embedding of
-        `prior_candidates` prior samples (drawn in one batch)."""
+        """One CLIP image embedding per seed for `prompt` (see `_prior_for`)."""
+        return self._prior_for(self._text([prompt]).repeat(len(seeds)), seeds, guidance, steps, hook)
+
+    def _prior_for(self, text: D.TextFeatures, seeds: list[int], guidance: float, steps: int,
+                   hook) -> torch.Tensor:  # fmt: skip
+        """One CLIP image embedding per row of `text` (with its seed): the closest to that row's text embedding
+        of `prior_candidates` prior samples, all drawn in one batch."""
         sched = make_scheduler(DEFAULT_SAMPLER, self.c.prior_scheduler_config, "sample")
         k = max(1, int(self.prior_candidates))
-        text = self._text([prompt])
-        cond, uncond = text.repeat(len(seeds) * k), self._text([""]).repeat(len(seeds) * k)
+        cond, uncond = text.repeat(k), self._text([""]).repeat(len(seeds) * k)
         embeds = D.sample_prior(self.c.prior, sched, cond, uncond, D.candidate_seeds(seeds, k), guidance, steps, hook)
         return D.closest_to_text(embeds, text.embeds, k)
 

@@ -99,9 +99,7 @@ def eval_outpaint(engine: Engine, data: Path, n: int = 8, canvas: tuple[int, int
         plan = plan_canvas(start, 0, 0, 0, 0, canvas, frame=FRAME, overlap=OVERLAP)
         order = paint_order(plan)
         frames_per_canvas = len(plan.frames)
-        result = engine.outpaint(
-            start, prompt, canvas=canvas, seed=seed + 100 * i, frame=FRAME, overlap=OVERLAP
-        )
+        result = engine.outpaint(start, prompt, canvas=canvas, seed=seed + 100 * i, frame=FRAME, overlap=OVERLAP)
         naive = naive_paste(plan, order, others)
         rows["outpaint"].append(discontinuity(result, order))
         rows["outpaint_interior"].append(discontinuity(result, order, across=False))

@@ -17,8 +17,6 @@ from unclip.data.captions import STYLE_PHRASES
 from unclip.data.render import on_white, render
 from unclip.data.sources import STYLES
 from unclip.engine import Engine
-from unclip.engine import diffusion as D
-from unclip.engine.samplers import DEFAULT_SAMPLER, make_scheduler
 from unclip.evaluation.metrics import edge_sharpness, frechet_distance, psnr, sharpness, ssim, topk
 from unclip.models.upsampling import upsample
 from unclip.training.data import ImageSet, load_images, to_unit
@@ -91,16 +89,11 @@ def eval_clip(engine: Engine, data: Path) -> dict:
 def prior_embeds(engine: Engine, prompts: list[str], seed: int = 0, batch: int = 128) -> torch.Tensor:
     """The engine's prior for each prompt (seed + index), with its reranking (`prior_candidates`)."""
     out = []
-    k = max(1, int(engine.prior_candidates))
     for i in range(0, len(prompts), batch):
         chunk = prompts[i : i + batch]
-        text = engine._text(chunk)
-        cond, uncond = text.repeat(k), engine._text([""]).repeat(len(chunk) * k)
-        sched = make_scheduler(DEFAULT_SAMPLER, engine.c.prior_scheduler_config, "sample")
-        seeds = D.candidate_seeds(list(range(seed + i, seed + i + len(chunk))), k)
-        embeds = D.sample_prior(engine.c.prior, sched, cond, uncond, seeds, engine.prior_guidance,
-                                engine.prior_steps, lambda: None)  # fmt: skip
-        out.append(D.closest_to_text(embeds, text.embeds, k))
+        seeds = list(range(seed + i, seed + i + len(chunk)))
+        out.append(engine._prior_for(engine._text(chunk), seeds, engine.prior_guidance, engine.prior_steps,
+                                     lambda: None))  # fmt: skip
         engine._text_cache.clear()
     return torch.cat(out).float()
 
@@ -197,10 +190,7 @@ def eval_upsampler(engine: Engine, data: Path, n: int = 48, seed: int = 0) -> di
             "images": len(low),
             "psnr": {"learned": psnr(ours, high), "lanczos": psnr(lanczos, high)},
             "ssim": {"learned": ssim(ours, high), "lanczos": ssim(lanczos, high)},
-            "edge_sharpness": {
-                "learned": edge_sharpness(ours, high),
-                "lanczos": edge_sharpness(lanczos, high),
-            },
+            "edge_sharpness": {"learned": edge_sharpness(ours, high), "lanczos": edge_sharpness(lanczos, high)},
             "mean_gradient": {
                 "learned": sharpness(ours),
                 "lanczos": sharpness(lanczos),

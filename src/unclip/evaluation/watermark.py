@@ -16,7 +16,8 @@ from unclip.safety.watermark import MAX_CHANGE, decode_watermark, embed_watermar
 Transform = Callable[[Image.Image], Image.Image]
 
 
-def _jpeg(img: Image.Image, quality: int) -> Image.Image:
+def jpeg(img: Image.Image, quality: int) -> Image.Image:
+    """A JPEG copy of `img` at `quality`, decoded again."""
     buf = io.BytesIO()
     img.convert("RGB").save(buf, format="JPEG", quality=quality)
     return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
@@ -35,16 +36,16 @@ def _crop(img: Image.Image, keep: float, corner: bool = False) -> Image.Image:
 
 TRANSFORMS: dict[str, Transform] = {
     "PNG as made": lambda im: im,
-    "JPEG q90": lambda im: _jpeg(im, 90),
-    "JPEG q75": lambda im: _jpeg(im, 75),
-    "JPEG q50": lambda im: _jpeg(im, 50),
+    "JPEG q90": lambda im: jpeg(im, 90),
+    "JPEG q75": lambda im: jpeg(im, 75),
+    "JPEG q50": lambda im: jpeg(im, 50),
     "resize 0.5x": lambda im: _scale(im, 0.5),
     "resize 0.75x": lambda im: _scale(im, 0.75),
     "resize 1.5x": lambda im: _scale(im, 1.5),
     "crop 10% (centre 90%)": lambda im: _crop(im, 0.9),
     "crop 25% (top-left 75%)": lambda im: _crop(im, 0.75, corner=True),
-    "resize 0.5x + JPEG q75": lambda im: _jpeg(_scale(im, 0.5), 75),
-    "crop 10% + JPEG q75": lambda im: _jpeg(_crop(im, 0.9), 75),
+    "resize 0.5x + JPEG q75": lambda im: jpeg(_scale(im, 0.5), 75),
+    "crop 10% + JPEG q75": lambda im: jpeg(_crop(im, 0.9), 75),
 }
 
 
@@ -61,8 +62,15 @@ def periodic_share(diff: np.ndarray, max_period: int = 16) -> float:
 
 
 def psnr(a: Image.Image, b: Image.Image) -> float:
-    d = np.asarray(a.convert("RGB"), dtype=np.float64) - np.asarray(b.convert("RGB"), dtype=np.float64)
-    return float(10 * np.log10(255**2 / max(float(np.mean(d**2)), 1e-12)))
+    """`unclip.evaluation.metrics.psnr` of two PIL images."""
+    import torch
+
+    from unclip.evaluation.metrics import psnr as tensor_psnr
+
+    def unit(im: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+
+    return tensor_psnr(unit(a), unit(b))
 
 
 def watermark_report(images: list[Image.Image], seed: int = 0) -> dict:
@@ -81,7 +89,7 @@ def watermark_report(images: list[Image.Image], seed: int = 0) -> dict:
         for name, transform in TRANSFORMS.items():
             got, _, _ = decode_watermark(transform(marked))
             found[name] += got is not None and same_payload(got, payload)
-        false += sum(decode_watermark(copy)[0] is not None for copy in (img, _jpeg(img, 75)))
+        false += sum(decode_watermark(copy)[0] is not None for copy in (img, jpeg(img, 75)))
     flat = Image.new("RGB", (256, 256), (128, 128, 128))
     flat_marked = embed_watermark(flat, b"UNCL\x00\x01\x02\x03")
     n = len(images)

@@ -32,6 +32,7 @@ class Principal:
     role: str
     status: str
     key_id: str
+    session_id: str | None = None  # set when the web app's session cookie authenticated the request
 
 
 def hash_key(key: str) -> str:
@@ -145,7 +146,12 @@ def authenticate(request: Request) -> Principal:
             ):
                 raise APIError(403, "Missing or wrong X-CSRF-Token for this session.", code="csrf_failed")
             return Principal(
-                user_id=user.id, email=user.email, role=user.role, status=user.status, key_id=record.id
+                user_id=user.id,
+                email=user.email,
+                role=user.role,
+                status=user.status,
+                key_id=record.id,
+                session_id=session.id,
             )
     if key is None:
         raise APIError(

@@ -22,7 +22,7 @@ from unclip.service.auth import (
     resolve_session,
     user_json,
 )
-from unclip.service.db import User
+from unclip.service.db import User, WebSession
 from unclip.service.errors import APIError, invalid
 from unclip.service.routers.deps import services
 
@@ -127,12 +127,10 @@ def current_session(request: Request) -> dict[str, Any]:
 
 @router.delete("/session", summary="Sign the web app out: the session ends and its cookie is cleared")
 def sign_out(request: Request, response: Response, p: Principal = Depends(authenticate)) -> dict[str, Any]:
-    sv = services(request)
-    token = request.cookies.get(SESSION_COOKIE)
-    if token:
-        with sv.db.session() as s:
-            found = resolve_session(s, token)
-            if found is not None:
-                s.delete(found[2])
+    if p.session_id is not None:
+        with services(request).db.session() as s:
+            session = s.get(WebSession, p.session_id)
+            if session is not None:
+                s.delete(session)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return {"object": "session", "deleted": True}
