@@ -53,6 +53,30 @@ class Stage(Protocol):
     def export(self, model: torch.nn.Module) -> None: ...
 
 
+class _StageLoss(torch.nn.Module):
+    """The stage's loss as a module's forward. Under DistributedDataParallel (several processes) gradients are
+    averaged only for what runs inside the wrapped module's forward, and stages call their model's other
+    methods (encode, decode, the text and vision towers): wrapping the whole loss keeps every one of them in
+    sync. State dicts are the model's own, keys unchanged, so checkpoints and exports are as before."""
+
+    def __init__(self, stage: Stage, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.stage = stage
+        self.inner = model
+        self._register_load_state_dict_pre_hook(self._into_inner)
+
+    def forward(self, step: int, gen: torch.Generator, batch_size: int) -> tuple[torch.Tensor, dict]:
+        return self.stage.loss(self.inner, step, gen, batch_size)
+
+    def state_dict(self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> Any:
+        return self.inner.state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
+
+    @staticmethod
+    def _into_inner(state_dict: dict, prefix: str, *_: Any) -> None:
+        for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(prefix + "inner.")]:
+            state_dict[prefix + "inner." + key[len(prefix) :]] = state_dict.pop(key)
+
+
 class _Progress:
     """Counters that travel inside the checkpoint."""
 
@@ -118,7 +142,7 @@ def train(
     """Train `stage` until spec.max_steps or spec.max_minutes (training time, summed over resumes), then
     export the EMA weights. Returns the last logged metrics. `stop_at_step` checkpoints and returns early
     without exporting, as an interrupted run would have left things."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
     from diffusers.training_utils import EMAModel
 
     if (
@@ -127,10 +151,22 @@ def train(
         and not (mixed_precision == "bf16" and cpu_has_amx())
     ):
         mixed_precision = "no"  # bf16 is ~200x slower than fp32 on CPUs without AMX, 1.4-3x faster with it
-    acc = Accelerator(mixed_precision=mixed_precision, project_dir=str(run_dir))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        # several processes (accelerate launch --multi_gpu, torchrun) on a machine without GPUs: gloo on CPUs
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    # some stages leave parameters out of a step's graph (the prior's unused embeddings, a frozen half)
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    # the schedule counts optimizer steps: accelerate would otherwise step it once per process each step
+    acc = Accelerator(
+        mixed_precision=mixed_precision,
+        project_dir=str(run_dir),
+        kwargs_handlers=[ddp],
+        step_scheduler_with_optimizer=False,
+    )
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)  # the same initial weights in every run and every process
     model = stage.model()
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -144,7 +180,7 @@ def train(
     progress = _Progress()
     horizon = {"seconds": spec.max_minutes * 60}  # the time schedule's span, fixed once resumed
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(spec, progress, horizon))
-    model, opt, sched = acc.prepare(model, opt, sched)
+    model, opt, sched = acc.prepare(_StageLoss(stage, model), opt, sched)
     ema = EMAModel(
         [p for p in acc.unwrap_model(model).parameters() if p.requires_grad],
         decay=ema_decay,
@@ -217,7 +253,7 @@ def train(
             gen = torch.Generator(device=acc.device)
             gen.manual_seed(seed * 1_000_003 + progress.step * 7919 + acc.process_index)
             with acc.autocast():
-                loss, info = stage.loss(model, progress.step, gen, spec.batch_size)
+                loss, info = model(progress.step, gen, spec.batch_size)
             acc.backward(loss)
             if acc.sync_gradients:
                 acc.clip_grad_norm_(model.parameters(), 1.0)
@@ -234,10 +270,13 @@ def train(
             window_items += spec.batch_size * acc.num_processes
             if progress.step % log_every == 0 or progress.step == spec.max_steps:
                 rate = window_items / max(time.time() - window_start, 1e-6)
+                mean_loss = loss.detach().float()
+                if acc.num_processes > 1:  # the global batch's loss (every process is at this step)
+                    mean_loss = acc.reduce(mean_loss, "mean")
                 window_start, window_items = time.time(), 0
                 last = {
                     "step": progress.step,
-                    "loss": float(loss.detach()),
+                    "loss": float(mean_loss),
                     "lr": sched.get_last_lr()[0],
                     "items_per_s": rate,
                     "minutes": progress.seconds / 60,
@@ -264,7 +303,7 @@ def train(
             log_file.close()
     save()
     if acc.is_main_process:
-        unwrapped = acc.unwrap_model(model)
+        unwrapped = acc.unwrap_model(model).inner
         ema.copy_to([p for p in unwrapped.parameters() if p.requires_grad])
         unwrapped.eval()
         stage.export(unwrapped)
