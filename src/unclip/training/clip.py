@@ -30,6 +30,27 @@ def clip_targets(
     return t / t.sum(1, keepdim=True)
 
 
+def global_batch(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Under several processes, every process's rows (features keep their gradients): a contrastive loss is
+    not a mean over rows, so each process computes the global batch's, as one process would. The gathers'
+    backward sums each row's gradient over the processes, and DDP then averages: the full batch's gradient."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(tensors)
+    from torch.distributed.nn.functional import all_gather
+
+    out = []
+    for t in tensors:
+        if t.requires_grad:
+            out.append(torch.cat(all_gather(t.contiguous())))
+        else:
+            parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+            dist.all_gather(parts, t.contiguous())
+            out.append(torch.cat(parts))
+    return out
+
+
 class ClipStage:
     name = "clip"
 
@@ -81,6 +102,7 @@ class ClipStage:
         else:
             pixels = augment(to_unit(self.images.images[idx]), gen)
             img = F.normalize(model.vision(pixel_values=pixels).image_embeds.float(), dim=-1)
+        txt, img, idx, cap = global_batch(txt, img, idx, cap)
         scale = model.logit_scale.clamp(max=4.6052).exp()
         logits = scale * txt @ img.T
         t_txt = clip_targets(self.images, self.captions, idx, cap)
