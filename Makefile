@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/unclip: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[safety,postgres,dev]'
+	$(BIN)/pip install -q -e '.[safety,postgres,distributed,dev]'
 	touch $@
 
 install: $(BIN)/unclip

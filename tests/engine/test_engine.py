@@ -46,6 +46,21 @@ def test_same_seed_same_images_and_other_seed_differs(engine: Engine) -> None:
     assert not np.array_equal(np.asarray(a[0]), np.asarray(c[0]))
 
 
+def test_a_batch_of_captions_gives_each_the_images_generate_gives_it(engine: Engine) -> None:
+    steps: list[tuple[int, int]] = []
+    batch = engine.generate_batch(
+        ["a cat", "a red apple"], [2, 1], [11, 5], progress=lambda s, t: steps.append((s, t))
+    )
+    assert [len(b) for b in batch] == [2, 1] and steps[-1][0] == steps[-1][1]
+    for prompt, n, seed, images in zip(["a cat", "a red apple"], [2, 1], [11, 5], batch, strict=True):
+        alone = engine.generate(prompt, n=n, seed=seed)
+        for a, b in zip(alone, images, strict=True):
+            assert b.info["unclip"]["prompt"] == prompt and b.info["unclip"]["seed"] == a.info["unclip"]["seed"]
+            assert np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() <= 2  # batched arithmetic
+    with pytest.raises(InvalidInput):
+        engine.generate_batch(["a cat", "a dog"], [1])
+
+
 @pytest.mark.parametrize("sampler", ["dpm++", "unipc", "ddim", "ddpm"])
 def test_samplers(engine: Engine, sampler: str) -> None:
     assert engine.generate("a dog", sampler=sampler, steps=2, seed=0)[0].size == (256, 256)

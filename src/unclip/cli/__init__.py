@@ -41,7 +41,7 @@ def _register() -> None:
 
     # The image commands (generate … upscale) share unclip.cli.common; listed in the order `--help` shows them.
     image_commands = ("generate", "edit", "outpaint", "vary", "blend", "upscale")
-    for name in ("data", "train", "evaluate", *image_commands, "bench", "serve", "admin", "safety"):
+    for name in ("data", "train", "evaluate", *image_commands, "bench", "serve", "worker", "admin", "safety"):
         try:
             importlib.import_module(f"unclip.cli.{name}")
         except ModuleNotFoundError as exc:  # a module not written yet

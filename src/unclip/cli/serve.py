@@ -20,7 +20,13 @@ def serve(
     ),
     data_dir: Path = typer.Option(None, "--data-dir", help="Images, database and secret (default ./var)."),
     device: str = typer.Option(None, help="Torch device for the engine (cpu, cuda)."),
-    workers: int = typer.Option(None, help="Engine worker threads (default 1)."),
+    workers: int = typer.Option(None, help="Engine worker threads (default 1; none with --broker)."),
+    broker: str = typer.Option(
+        None,
+        "--broker",
+        help="Broker URL (redis://host:6379/0; env UNCLIP_BROKER_URL): queue jobs for `unclip worker` "
+        "processes instead of running them in this process.",
+    ),
     policy: Path = typer.Option(
         None, "--policy", help="Content policy file (default: the bundled one; edits apply at once)."
     ),
@@ -39,6 +45,7 @@ def serve(
         data_dir=data_dir,
         device=device,
         workers=workers,
+        broker_url=broker,
         policy_file=str(policy) if policy else None,
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -251,22 +251,47 @@ class Engine:
                  progress: Progress | None = None,
                  cancel: threading.Event | None = None) -> list[Image.Image]:  # fmt: skip
         """n images for a caption: prior (caption → CLIP image embedding), decoder, upsamplers."""
-        prompt = self._prompt(prompt)
+        return self.generate_batch([prompt], [n], [seed], size=size, guidance=guidance, steps=steps,
+                                   negative_prompt=negative_prompt, sampler=sampler, prior_steps=prior_steps,
+                                   prior_guidance=prior_guidance, progress=progress, cancel=cancel)[0]  # fmt: skip
+
+    @torch.inference_mode()
+    def generate_batch(self, prompts: Sequence[str], ns: Sequence[int], seeds: Sequence[int | None] | None = None,
+                       size: int = 256, guidance: float | None = None, steps: int | None = None,
+                       negative_prompt: str | None = None, sampler: str | None = None,
+                       prior_steps: int | None = None, prior_guidance: float | None = None,
+                       progress: Progress | None = None,
+                       cancel: threading.Event | None = None) -> list[list[Image.Image]]:  # fmt: skip
+        """`generate` for several captions at once (ns[i] images for prompts[i], from seeds[i]), each model run
+        once over all their images: a worker's batch of compatible requests. Each caption gets the images
+        `generate` gives it for the same seed."""
+        if not prompts or len(ns) != len(prompts) or (seeds is not None and len(seeds) != len(prompts)):
+            raise InvalidInput("give one n (and one seed) per prompt", param="n")
+        prompts = [self._prompt(p) for p in prompts]
         check_size(size)
-        steps, guidance, sampler = self._common(n, steps, guidance, sampler)
+        for n in ns:
+            self._common(n, steps, guidance, sampler)
+        steps, guidance, sampler = self._common(ns[0], steps, guidance, sampler)
         p_steps = prior_steps or self.prior_steps
         p_guid = self.prior_guidance if prior_guidance is None else prior_guidance
-        seeds = _seeds(seed, n)
-        total = p_steps * (2 if negative_prompt else 1) + steps + self._upscale_units(n, size)
+        per_prompt = [_seeds(s, n) for s, n in zip(seeds or [None] * len(ns), ns, strict=True)]
+        every = [s for group in per_prompt for s in group]
+        total = p_steps * (2 if negative_prompt else 1) + steps + self._upscale_units(len(every), size)
         hook, _ = D.cancel_hook(cancel, progress, total)
         with self._lock:
-            embeds = self._prior(prompt, seeds, p_guid, p_steps, hook)
-            negative = self._negative(negative_prompt, seeds, p_steps, hook)
-            x = self._decode(embeds, negative, seeds, size, guidance, steps, sampler, hook)
+            text = D.TextFeatures.cat([self._text([p]).repeat(n) for p, n in zip(prompts, ns, strict=True)])
+            embeds = self._prior_for(text, every, p_guid, p_steps, hook)
+            negative = self._negative(negative_prompt, every, p_steps, hook)
+            x = self._decode(embeds, negative, every, size, guidance, steps, sampler, hook)
         if progress:
             progress(total, total)
-        return self._finish(x, seeds, {"prompt": prompt, "steps": steps, "sampler": sampler, "guidance": guidance,
-                                       "size": size, "negative_prompt": negative_prompt or ""})  # fmt: skip
+        out, start = [], 0
+        for prompt, group in zip(prompts, per_prompt, strict=True):
+            meta = {"prompt": prompt, "steps": steps, "sampler": sampler, "guidance": guidance, "size": size,
+                    "negative_prompt": negative_prompt or ""}  # fmt: skip
+            out.append(self._finish(x[start : start + len(group)], group, meta))
+            start += len(group)
+        return out
 
     def _repaint(self, canvas: Image.Image, mask: np.ndarray, embeds: torch.Tensor, seeds: list[int], size: int,
                  guidance: float, steps: int, sampler: str, hook, feather: bool = False, grow: bool = True,

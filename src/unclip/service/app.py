@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,11 +12,10 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from unclip.safety import provenance
 from unclip.service import errors
 from unclip.service.auth import create_key, create_user, hash_key
 from unclip.service.db import ApiKey, Database, User
-from unclip.service.engines import Loader, ModelRegistry, real_loader
+from unclip.service.engines import Loader, ModelRegistry
 from unclip.service.images import ImageService
 from unclip.service.jobs import JobManager
 from unclip.service.middleware import BodyLimit, RequestId
@@ -27,8 +25,10 @@ from unclip.service.policy import (
     face_detector_ready,
     load_policy,
     offender_rules,
+    use_provenance_key,
 )
 from unclip.service.ratelimit import RateLimiter
+from unclip.service.remote import RemoteJobs
 from unclip.service.settings import Settings
 from unclip.service.storage import BlobStore, UrlSigner, load_secret
 
@@ -43,7 +43,7 @@ class Services:
     store: BlobStore
     signer: UrlSigner
     registry: ModelRegistry
-    jobs: JobManager
+    jobs: JobManager | RemoteJobs
     limiter: RateLimiter
     policy: Policy
     images: ImageService
@@ -65,22 +65,22 @@ def build_services(
     db = Database(settings.db_url)
     store = BlobStore(settings.data_dir / "images")
     signer = UrlSigner(load_secret(settings.data_dir, settings.secret_key), settings.url_ttl_s)
-    # outputs' metadata is signed with the server's own key (UNCLIP_PROVENANCE_KEY, else one made on first start)
-    provenance.use_key(
-        load_secret(settings.data_dir, os.environ.get("UNCLIP_PROVENANCE_KEY", ""), "provenance.key")
-    )
-    if settings.model:
-        default: Path | None = Path(settings.model)
-    elif engines:
-        default = None
-    else:
-        from unclip import BUNDLED_MODEL_DIR
+    use_provenance_key(settings.data_dir)
+    registry = ModelRegistry.from_settings(settings, engine_loader, engines)
+    jobs: JobManager | RemoteJobs
+    if settings.broker_url:
+        from unclip.service.dispatch import Dispatcher
 
-        default = BUNDLED_MODEL_DIR
-    registry = ModelRegistry(
-        default, settings.models_path, engine_loader or real_loader(settings.device), engines
-    )
-    jobs = JobManager(db, store, registry, workers=settings.workers, queue_size=settings.queue_size)
+        dispatcher = Dispatcher(settings.broker_url, heartbeat_s=settings.broker_heartbeat_s)
+        jobs = RemoteJobs(
+            db,
+            dispatcher,
+            queue_size=settings.queue_size,
+            redispatch_s=settings.redispatch_s,
+            sweep_s=min(5.0, settings.redispatch_s / 2, settings.lease_s / 2),
+        )
+    else:
+        jobs = JobManager(db, store, registry, workers=settings.workers, queue_size=settings.queue_size)
     policy = policy if policy is not None else load_policy(settings.policy_file or None)
     sv = Services(
         settings=settings,
@@ -110,7 +110,8 @@ def prepare(sv: Services) -> None:
             "answered 503; install unclip[safety] (opencv-python-headless<5)",
             problem,
         )
-    sv.registry.get(sv.registry.default)
+    if sv.jobs.workers:  # with a broker, the workers load the models
+        sv.registry.get(sv.registry.default)
 
 
 def bootstrap_admin(db: Database, settings: Settings) -> str | None:

@@ -84,6 +84,12 @@ class Job(Base):
     progress_step: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # the worker running the job (one attempt's token) and, for a broker's workers, until when its lease
+    # holds: a job whose lease ran out belongs to a worker that died, and another worker may take it over
+    worker: Mapped[str | None] = mapped_column(String(100), default=None)
+    lease_until: Mapped[float | None] = mapped_column(default=None)
+    cancel_requested: Mapped[str | None] = mapped_column(String(20), default=None)  # user | shutdown
+    dispatched_at: Mapped[float | None] = mapped_column(default=None)  # last message sent to the broker
     created_at: Mapped[float] = mapped_column(default=now)
     started_at: Mapped[float | None] = mapped_column(default=None)
     finished_at: Mapped[float | None] = mapped_column(default=None)

@@ -53,6 +53,22 @@ class ModelRegistry:
         else:
             raise ValueError("no model: give a default model path or engines")
 
+    @classmethod
+    def from_settings(
+        cls, settings: Any, loader: Loader | None = None, engines: dict[str, Any] | None = None
+    ) -> ModelRegistry:
+        """The default model (settings.model, else the bundled one unless `engines` are given) and the models
+        folder, loaded with `loader` (default: `Engine.load` on settings.device)."""
+        if settings.model:
+            default: Path | None = Path(settings.model)
+        elif engines:
+            default = None
+        else:
+            from unclip import BUNDLED_MODEL_DIR
+
+            default = BUNDLED_MODEL_DIR
+        return cls(default, settings.models_path, loader or real_loader(settings.device), engines)
+
     def names(self) -> list[str]:
         return list(dict.fromkeys([self.default, *self._loaded, *self._paths]))
 

@@ -261,7 +261,7 @@ class ImageService:
             if rec is None or rec.user_id != p.user_id:
                 raise APIError(404, f"No image with id '{image_id}'.", param=param, code="image_not_found")
             sha = rec.sha256
-        return sha, self.sv.jobs._load(sha)
+        return sha, self.sv.store.open_image(sha)
 
     def is_own_image(self, p: Principal, data: bytes) -> bool:
         import hashlib

@@ -1,48 +1,35 @@
-"""The job queue: a bounded number of accepted jobs, worker thread(s) that call the engine, cancellation,
-progress, and a graceful shutdown that never loses an accepted job (the database is the source of truth)."""
+"""The embedded job queue: a bounded number of accepted jobs, worker thread(s) in the server that run them
+(`runner.JobRunner`), cancellation, progress, and a graceful shutdown that never loses an accepted job (the
+database is the source of truth). `remote.RemoteJobs` is the same interface over a broker's workers."""
 
 from __future__ import annotations
 
-import io
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-from PIL import Image
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from unclip.service import credits
-from unclip.service.db import Database, ImageRecord, Job, now
-from unclip.service.engines import Cancelled, InvalidInput, ModelRegistry
+from unclip.service.db import Database, Job
+from unclip.service.engines import ModelRegistry
 from unclip.service.errors import APIError
-from unclip.service.policy import encode
+from unclip.service.runner import (
+    MAX_ATTEMPTS,
+    SHUTDOWN_CANCELLED,
+    TERMINAL,
+    Handle,
+    JobRunner,
+    ShuttingDown,
+    crashed_error,
+    finish,
+    move,
+    worker_token,
+)
 from unclip.service.storage import BlobStore
 
 log = logging.getLogger("unclip.service.jobs")
-TERMINAL = ("succeeded", "failed", "cancelled")
-SHUTDOWN_CANCELLED = (
-    "The server is shutting down: your request was cancelled before it finished and its credits were refunded. "
-    "Retry shortly."
-)
-MAX_ATTEMPTS = 3  # starts of one job cut off by a crash before it is failed and refunded
-
-
-@dataclass
-class Handle:
-    job_id: str
-    done: threading.Event = field(default_factory=threading.Event)
-    cancel: threading.Event = field(default_factory=threading.Event)
-    requeue: bool = False
-    step: int = 0
-    total: int = 0
-    status: str = "queued"
-    changed: float = field(default_factory=time.monotonic)
-    waiters: int = 0  # requests waiting for this job's result (synchronous calls)
-    shutdown: bool = False  # cancelled because the server is shutting down
+__all__ = ["TERMINAL", "Handle", "JobManager", "QueueFull", "ShuttingDown"]
 
 
 class QueueFull(APIError):
@@ -54,56 +41,6 @@ class QueueFull(APIError):
             code="queue_full",
             headers={"Retry-After": "5"},
         )
-
-
-class ShuttingDown(APIError):
-    def __init__(
-        self, message: str = "The server is shutting down and takes no new request; retry shortly."
-    ) -> None:
-        super().__init__(
-            503, message, type="server_error", code="server_shutting_down", headers={"Retry-After": "10"}
-        )
-
-
-def _size(value: str) -> int:
-    return int(value.split("x", 1)[0])
-
-
-def run_engine(
-    engine: Any,
-    job: Job,
-    load: Callable[[str], Image.Image],
-    progress: Callable[[int, int], None],
-    cancel: threading.Event,
-) -> list[Image.Image]:
-    """Call the engine for one job. `load(sha)` opens a stored input image."""
-    p = dict(job.params)
-    extra = {k: p[k] for k in ("seed", "steps", "guidance") if p.get(k) is not None}
-    common = {"progress": progress, "cancel": cancel, **extra}
-    kind = job.kind
-    if kind == "generation":
-        if p.get("negative_prompt"):
-            common["negative_prompt"] = p["negative_prompt"]
-        return list(engine.generate(p["prompt"], n=p["n"], size=_size(p["size"]), **common))
-    if kind == "edit":
-        mask = load(p["mask"]) if p.get("mask") else None
-        return list(
-            engine.edit(load(p["image"]), p["prompt"], mask=mask, n=p["n"], size=_size(p["size"]), **common)
-        )
-    if kind == "variation":
-        return list(engine.vary(load(p["image"]), n=p["n"], size=_size(p["size"]), **common))
-    if kind == "outpaint":
-        sides = {k: int(p.get(k) or 0) for k in ("left", "right", "top", "bottom")}
-        return [engine.outpaint(load(p["image"]), p["prompt"], **sides, **common)]
-    if kind == "blend":
-        items = [
-            (load(it["image"]) if it.get("image") else it["prompt"], float(it.get("weight", 1.0)))
-            for it in p["items"]
-        ]
-        return list(engine.blend(items, n=p["n"], size=_size(p["size"]), **common))
-    if kind == "upscale":
-        return [engine.upscale(load(p["image"]), progress=progress, cancel=cancel)]
-    raise ValueError(f"unknown job kind {kind!r}")
 
 
 class JobManager:
@@ -121,6 +58,7 @@ class JobManager:
         self.registry = registry
         self.workers = max(1, workers)
         self.queue_size = queue_size
+        self.runner = JobRunner(db, store, registry)
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._handles: dict[str, Handle] = {}
         self._lock = threading.Lock()
@@ -150,17 +88,10 @@ class JobManager:
             ids = []
             for job in jobs:
                 if job.status == "running" and job.attempts >= MAX_ATTEMPTS:
-                    error = APIError(
-                        500,
-                        f"The server stopped while running this job {job.attempts} times; it was not run again "
-                        "and its credits were refunded.",
-                        type="server_error",
-                        code="job_crashed",
-                    ).body()
-                    self._finish(s, job.id, ("running",), "failed", error)
+                    finish(s, job.id, ("running",), "failed", crashed_error(job.attempts))
                     log.warning("job %s failed after %d interrupted attempts", job.id, job.attempts)
                     continue
-                self._move(s, job.id, ("queued", "running"), status="queued")
+                move(s, job.id, ("queued", "running"), status="queued", worker=None)
                 ids.append(job.id)
         for job_id in ids:
             with self._lock:
@@ -192,7 +123,7 @@ class JobManager:
     def cancel_for_shutdown(self, h: Handle) -> None:
         """Cancel and refund a queued job whose request waits, answering it 503 (see `drain`)."""
         with self.db.session() as s:
-            won = self._finish(s, h.job_id, ("queued",), "cancelled", ShuttingDown(SHUTDOWN_CANCELLED).body())
+            won = finish(s, h.job_id, ("queued",), "cancelled", ShuttingDown(SHUTDOWN_CANCELLED).body())
         if won:
             h.status, h.shutdown, h.changed = "cancelled", True, time.monotonic()
             h.done.set()
@@ -265,7 +196,7 @@ class JobManager:
         """Cancel a queued job at once (refunded), or ask a running one to stop."""
         h = self.handle(job_id)
         with self.db.session() as s:
-            won = self._finish(s, job_id, ("queued",), "cancelled", error=None)
+            won = finish(s, job_id, ("queued",), "cancelled", None)
         if h:
             if won:
                 h.status = "cancelled"
@@ -275,35 +206,6 @@ class JobManager:
                 h.done.set()
 
     # --- running -----------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _move(s: Any, job_id: str, from_: tuple[str, ...], **values: Any) -> bool:
-        """Change a job's row only if its status is still one of `from_` (compare and set). Of two racing
-        transitions exactly one wins; the other changes nothing and gets False."""
-        done = s.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status.in_(from_))
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        return done.rowcount == 1
-
-    def _finish(
-        self,
-        s: Any,
-        job_id: str,
-        from_: tuple[str, ...],
-        status: str,
-        error: dict[str, Any] | None,
-        **values: Any,
-    ) -> bool:
-        """End a job, and refund it when it failed or was cancelled, only if this call made the transition."""
-        if not self._move(s, job_id, from_, status=status, error=error, finished_at=now(), **values):
-            return False
-        job = s.get(Job, job_id, populate_existing=True)
-        if status in ("failed", "cancelled") and job.cost:
-            credits.refund(s, job.user_id, job.cost, job.id)
-        return True
 
     def _work(self) -> None:
         while True:
@@ -322,93 +224,27 @@ class JobManager:
                     if h is None or h.status in TERMINAL:
                         self._pending -= 1
 
-    def _load(self, sha: str) -> Image.Image:
-        img = Image.open(io.BytesIO(self.store.get(sha)))
-        img.load()
-        return img
-
     def _run(self, job_id: str) -> None:
         h = self.handle(job_id) or Handle(job_id)
-        with self.db.session() as s:
-            if h.cancel.is_set() and self._finish(s, job_id, ("queued",), "cancelled", None):
-                h.status = "cancelled"
-                h.done.set()
-                return
-            started = self._move(
-                s, job_id, ("queued",), status="running", started_at=now(), attempts=Job.attempts + 1
-            )
-            job = s.get(Job, job_id, populate_existing=True)
-            if not started:
-                h.status = job.status if job else "failed"
-                h.done.set()
-                return
+        if h.cancel.is_set():
+            with self.db.session() as s:
+                if finish(s, job_id, ("queued",), "cancelled", None):
+                    h.status = "cancelled"
+                    h.done.set()
+                    return
+        token = worker_token()
+        job = self.runner.claim(job_id, token)
+        if job is None:  # cancelled or finished meanwhile
+            with self.db.session() as s:
+                row = s.get(Job, job_id)
+                h.status = row.status if row else "failed"
+            h.done.set()
+            return
         h.status = "running"
         h.changed = time.monotonic()
-
-        def progress(step: int, total: int) -> None:
-            h.step, h.total, h.changed = int(step), int(total), time.monotonic()
-            if h.cancel.is_set():
-                raise Cancelled()
-
-        status, error, result = "failed", None, None
-        try:
-            engine = self.registry.get(job.model)
-            images = run_engine(engine, job, self._load, progress, h.cancel)
-            ids = self._store_results(job, images)
-            status, result = "succeeded", {"images": ids}
-        except Cancelled:
-            status = "queued" if h.requeue else "cancelled"
-            if h.shutdown:
-                error = ShuttingDown(SHUTDOWN_CANCELLED).body()
-        except InvalidInput as exc:  # the engine refused a parameter: 400 naming it
-            message = getattr(exc, "message", None) or str(exc)
-            error = APIError(400, message, param=getattr(exc, "param", None), code="invalid_value").body()
-        except Exception:
-            log.exception("job %s failed", job_id)
-            error = APIError(
-                500, "The server had an error while processing your request.", type="server_error"
-            ).body()
-        with self.db.session() as s:
-            progress_done = {"progress_step": h.step, "progress_total": h.total}
-            if status == "queued":  # interrupted by shutdown: runs again after the restart
-                self._move(s, job_id, ("running",), status="queued", **progress_done)
-            else:
-                self._finish(s, job_id, ("running",), status, error, result=result, **progress_done)
-        h.status = status
+        out = self.runner.execute(job, h)
+        self.runner.complete(job, token, out, h)
+        h.status = out.status
         h.changed = time.monotonic()
-        if status != "queued":
+        if out.status != "queued":  # a shutdown put it back: it runs again after the restart
             h.done.set()
-
-    def _store_results(self, job: Job, images: list[Image.Image]) -> list[str]:
-        """Encode each image with provenance (signed metadata + watermark), store it, then add its row."""
-        prompt = str(job.params.get("prompt") or "")
-        request_id = job.params.get("request_id") or job.id
-        records = []
-        for i, img in enumerate(images):
-            info = img.info.get("unclip") if isinstance(img.info.get("unclip"), dict) else {}
-            seed = info.get("seed", job.params.get("seed"))
-            meta = {
-                "model": job.model,
-                "seed": seed,
-                "request_id": request_id,
-                "job_id": job.id,
-                "kind": job.kind,
-                "index": i,
-            }  # + "created" (UTC), "size", "watermark" and the HMAC "signature", added by encode_png
-            sha = self.store.put(encode(img, meta))  # on disk (fsync) before the row that points to it
-            records.append(
-                ImageRecord(
-                    user_id=job.user_id,
-                    job_id=job.id,
-                    sha256=sha,
-                    kind=job.kind,
-                    model=job.model,
-                    prompt=prompt,
-                    width=img.width,
-                    height=img.height,
-                )
-            )
-        with self.db.session() as s:
-            s.add_all(records)
-            s.flush()
-            return [r.id for r in records]

@@ -174,6 +174,17 @@ def encode(image: Image.Image, metadata: dict[str, Any]) -> bytes:
     return encode_png(image, metadata)
 
 
+def use_provenance_key(data_dir: Path) -> None:
+    """Sign outputs with the server's own key: UNCLIP_PROVENANCE_KEY, else one made on first start in the data
+    folder (which the server and its workers share)."""
+    import os
+
+    from unclip.safety import provenance
+    from unclip.service.storage import load_secret
+
+    provenance.use_key(load_secret(data_dir, os.environ.get("UNCLIP_PROVENANCE_KEY", ""), "provenance.key"))
+
+
 VERIFY_FORMATS = ("PNG", "JPEG", "WEBP")
 
 

@@ -47,6 +47,12 @@ class Settings:
     secret_key: str = ""  # signs image URLs; empty: generated once into data_dir/secret.key
     url_ttl_s: int = 3600
     workers: int = 1
+    # a broker (redis://…) makes the server enqueue jobs for `unclip worker` processes instead of running them
+    broker_url: str = ""
+    broker_heartbeat_s: float = 15.0  # a worker silent this long is dead: the broker hands its job on
+    lease_s: float = 15.0  # a running job whose worker renewed nothing for this long may be taken over
+    redispatch_s: float = 60.0  # a queued job not taken for this long has its message sent again
+    batch_images: int = 8  # a worker runs queued compatible generations together, up to this many images (1: off)
     queue_size: int = 16
     request_timeout_s: float = 600.0
     shutdown_grace_s: float = 30.0

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import os
 import secrets
 import tempfile
 import time
 from pathlib import Path
+
+from PIL import Image
 
 from unclip.service.errors import APIError
 
@@ -54,6 +57,11 @@ class BlobStore:
 
     def exists(self, sha: str) -> bool:
         return self.path(sha).exists()
+
+    def open_image(self, sha: str) -> Image.Image:
+        img = Image.open(io.BytesIO(self.get(sha)))
+        img.load()
+        return img
 
 
 def load_secret(data_dir: Path, configured: str = "", name: str = "secret.key") -> bytes:

@@ -1,0 +1,249 @@
+"""The API's side of a deployment with a broker (`unclip serve --broker redis://…`): the job interface of the
+embedded queue (`jobs.JobManager`), with the jobs run by `unclip worker` processes. Handles mirror the jobs'
+rows (polled), cancel requests travel through the row, and a sweeper sends again the message of any job whose
+message may be lost: the broker restarted, this process died between its commit and its send, or a worker died
+holding the job (its lease ran out)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from sqlalchemy import and_, func, or_, select, update
+
+from unclip.service.db import Database, Job, now
+from unclip.service.dispatch import Dispatcher
+from unclip.service.jobs import QueueFull
+from unclip.service.runner import SHUTDOWN_CANCELLED, TERMINAL, Handle, ShuttingDown, finish, move
+
+log = logging.getLogger("unclip.service.jobs")
+KEEP_DONE_S = 60.0  # a finished job's handle stays this long (late readers of its progress)
+
+
+class RemoteJobs:
+    workers = 0  # no engine in this process
+
+    def __init__(
+        self,
+        db: Database,
+        dispatcher: Dispatcher,
+        *,
+        queue_size: int = 16,
+        poll_s: float = 0.1,
+        sweep_s: float = 5.0,
+        redispatch_s: float = 60.0,
+    ) -> None:
+        self.db = db
+        self.dispatcher = dispatcher
+        self.queue_size = queue_size
+        self.poll_s = poll_s
+        self.sweep_s = sweep_s
+        self.redispatch_s = redispatch_s
+        self._handles: dict[str, Handle] = {}
+        self._lock = threading.Lock()
+        self._reserved = 0  # places taken by submissions whose rows are not committed yet
+        self._stopping = threading.Event()
+        self._draining: float | None = None
+        self._threads: list[threading.Thread] = []
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stopping.clear()
+        for target, name in ((self._poll, "unclip-job-poller"), (self._sweep, "unclip-job-sweeper")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        """Stop polling and sweeping. Queued and running jobs stay with the workers."""
+        self._stopping.set()
+        for t in self._threads:
+            t.join(5.0)
+        self._threads.clear()
+        self.dispatcher.close()
+
+    def drain(self, grace_s: float = 30.0) -> None:
+        """Shutting down (SIGTERM): accept no new job. A queued job that a request of this process waits for is
+        cancelled and refunded now (its request answered 503, so that the retry is not charged twice); after
+        `grace_s` the running ones that requests wait for are asked to stop the same way. Jobs nobody here
+        waits for (async ones) go on in the workers."""
+        with self._lock:
+            if self._draining is not None:
+                return
+            self._draining = time.monotonic()
+            handles = list(self._handles.values())
+        for h in handles:
+            if h.status == "queued" and h.waiters:
+                self.cancel_for_shutdown(h)
+        timer = threading.Timer(grace_s, self._cut_off_running)
+        timer.daemon = True
+        timer.start()
+
+    def _cut_off_running(self) -> None:
+        with self._lock:
+            waited = [h for h in self._handles.values() if h.waiters and not h.done.is_set()]
+        for h in waited:
+            h.shutdown = True
+            with self.db.session() as s:
+                if not finish(s, h.job_id, ("queued",), "cancelled", ShuttingDown(SHUTDOWN_CANCELLED).body()):
+                    move(s, h.job_id, ("running",), cancel_requested="shutdown")
+
+    @property
+    def draining(self) -> bool:
+        return self._draining is not None
+
+    # --- submitting --------------------------------------------------------------------------------------
+
+    def reserve(self) -> None:
+        """Take a place among the unfinished jobs of all workers (queue_size in all) or raise 503."""
+        with self._lock:
+            if self._stopping.is_set() or self._draining is not None:
+                raise ShuttingDown()
+            if self.depth() + self._reserved >= self.queue_size:
+                raise QueueFull()
+            self._reserved += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._reserved -= 1
+
+    def enqueue(self, job_id: str) -> Handle:
+        """Send a job whose row is committed and whose place was reserved."""
+        h = Handle(job_id)
+        with self._lock:
+            self._handles[job_id] = h
+            self._reserved -= 1
+        self._dispatch([job_id])
+        return h
+
+    def _dispatch(self, job_ids: list[str]) -> None:
+        sent = []
+        try:
+            for job_id in job_ids:
+                self.dispatcher.send(job_id)
+                sent.append(job_id)
+        except Exception as exc:  # the broker is down: the rows stay queued and the sweeper sends them later
+            log.warning(
+                "the broker is unreachable (%s); %d job(s) wait to be sent", exc, len(job_ids) - len(sent)
+            )
+        if sent:
+            with self.db.session() as s:
+                s.execute(update(Job).where(Job.id.in_(sent)).values(dispatched_at=now()))
+
+    def depth(self) -> int:
+        """Accepted and unfinished jobs, in every worker (the database's count)."""
+        with self.db.session() as s:
+            return int(
+                s.scalar(select(func.count()).select_from(Job).where(Job.status.in_(("queued", "running"))))
+                or 0
+            )
+
+    # --- watching and cancelling -------------------------------------------------------------------------
+
+    def handle(self, job_id: str) -> Handle | None:
+        """The job's handle; one is made for an unfinished job that another process accepted."""
+        with self._lock:
+            h = self._handles.get(job_id)
+        if h is not None:
+            return h
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.status in TERMINAL:
+                return None
+            h = Handle(job_id, status=job.status, step=job.progress_step, total=job.progress_total)
+        with self._lock:
+            return self._handles.setdefault(job_id, h)
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a queued job at once (refunded), or ask the worker running it to stop."""
+        h = self.handle(job_id)
+        with self.db.session() as s:
+            won = finish(s, job_id, ("queued",), "cancelled", None)
+            if not won:
+                move(s, job_id, ("running",), cancel_requested="user")
+        if h is not None:
+            h.cancel.set()
+            if won:
+                h.status, h.changed = "cancelled", time.monotonic()
+                h.done.set()
+
+    def cancel_for_shutdown(self, h: Handle) -> None:
+        with self.db.session() as s:
+            won = finish(s, h.job_id, ("queued",), "cancelled", ShuttingDown(SHUTDOWN_CANCELLED).body())
+        if won:
+            h.status, h.shutdown, h.changed = "cancelled", True, time.monotonic()
+            h.done.set()
+
+    # --- background threads ------------------------------------------------------------------------------
+
+    def _poll(self) -> None:
+        """Mirror the rows of the jobs this process watches into their handles."""
+        while not self._stopping.wait(self.poll_s):
+            try:
+                self.refresh()
+            except Exception:
+                log.exception("polling the jobs' rows failed")
+
+    def refresh(self) -> None:
+        t = time.monotonic()
+        with self._lock:
+            for job_id, h in list(self._handles.items()):
+                if h.done.is_set() and not h.waiters and t - h.changed > KEEP_DONE_S:
+                    del self._handles[job_id]
+            watched = {job_id: h for job_id, h in self._handles.items() if not h.done.is_set()}
+        if not watched:
+            return
+        with self.db.session() as s:
+            rows = s.execute(
+                select(Job.id, Job.status, Job.progress_step, Job.progress_total, Job.error).where(
+                    Job.id.in_(list(watched))
+                )
+            ).all()
+        for job_id, status, step, total, error in rows:
+            h = watched[job_id]
+            if (status, step, total) != (h.status, h.step, h.total):
+                h.status, h.step, h.total, h.changed = status, step, total, t
+            if status in TERMINAL:
+                h.shutdown = (
+                    h.shutdown or ((error or {}).get("error") or {}).get("code") == "server_shutting_down"
+                )
+                h.done.set()
+
+    def _sweep(self) -> None:
+        while not self._stopping.wait(self.sweep_s):
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("sweeping for unsent jobs failed")
+
+    def sweep(self) -> int:
+        """Send again the jobs whose message may be lost: queued and not sent for `redispatch_s`, or running on a
+        worker whose lease ran out. Returns how many."""
+        t = now()
+        stale = or_(Job.dispatched_at.is_(None), Job.dispatched_at < t - self.redispatch_s)
+        with self.db.session() as s:
+            ids = list(
+                s.scalars(
+                    select(Job.id)
+                    .where(
+                        Job.created_at < t - 1.0,  # not one whose submit is sending it right now
+                        or_(
+                            and_(Job.status == "queued", stale),
+                            and_(
+                                Job.status == "running",
+                                Job.lease_until.is_not(None),
+                                Job.lease_until < t,
+                                or_(stale, Job.dispatched_at < Job.lease_until),  # not sent since it lapsed
+                            ),
+                        ),
+                    )
+                    .order_by(Job.created_at)
+                    .limit(500)
+                )
+            )
+        if ids:
+            log.info("sending %d job(s) again to the workers", len(ids))
+            self._dispatch(ids)
+        return len(ids)

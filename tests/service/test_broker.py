@@ -1,0 +1,282 @@
+"""A deployment with a broker: the API enqueues into Redis, real `unclip worker` processes run the jobs on the
+tiny model. A worker killed mid-job, the API restarted under load and the broker restarted lose nothing: every
+accepted job ends once, with one stored result and one charge (or one refund)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from unclip.service.db import CreditEntry, ImageRecord, Job
+
+from .conftest import Server, free_port, make_settings, start_server
+from .test_books import books
+from .test_jobs import ASYNC, H, wait_status
+
+REDIS = shutil.which("redis-server")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.broker,
+    pytest.mark.skipif(REDIS is None, reason="needs redis-server (apt-get install redis-server)"),
+]
+FAST = {"lease_s": 2.0, "broker_heartbeat_s": 3.0, "redispatch_s": 3.0, "shutdown_grace_s": 2.0}
+LONG_JOB = {"prompt": "a red apple", "n": 4, "size": "1024x1024", "steps": 100}  # a few seconds on 2 cores
+
+
+class Redis:
+    """A private redis-server without persistence: killing it loses every message it held."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.dir = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            cwd=self.dir,
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@dataclass
+class Deployment:
+    tmp: Path
+    redis: Redis
+    model: Path
+    api: Server | None = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def settings(self, **kw: Any) -> Any:
+        return make_settings(
+            self.tmp, broker_url=self.redis.url, model=str(self.model), queue_size=64, **FAST, **kw
+        )
+
+    def start_api(self) -> Server:
+        self.api = start_server(self.settings(), real_engine=True)
+        return self.api
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        st = self.settings()
+        env = {
+            **os.environ,
+            "UNCLIP_LEASE_S": str(st.lease_s),
+            "UNCLIP_BROKER_HEARTBEAT_S": str(st.broker_heartbeat_s),
+            "UNCLIP_SHUTDOWN_GRACE_S": str(st.shutdown_grace_s),
+            "OMP_NUM_THREADS": "1",
+        }
+        log = (self.tmp / f"worker-{len(self.workers)}.log").open("wb")
+        cmd = [sys.executable, "-m", "unclip", "worker", "--broker", st.broker_url, "--db", st.db_url]
+        cmd += ["--data-dir", str(self.tmp), "--model", str(self.model)]
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.workers.append(proc)
+        deadline = time.monotonic() + 120
+        while b"worker ready" not in Path(log.name).read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("worker did not start:\n" + Path(log.name).read_text())
+            time.sleep(0.1)
+        return proc
+
+    def job(self, job_id: str) -> Job:
+        assert self.api is not None
+        with self.api.sv.db.session() as s:
+            return s.get(Job, job_id)
+
+    def stop(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        if self.api is not None:
+            self.api.stop()
+        self.redis.kill()
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, tiny_model: Path) -> Iterator[Deployment]:
+    redis = Redis(tmp_path)
+    redis.start()
+    d = Deployment(tmp_path, redis, tiny_model)
+    try:
+        d.start_api()
+        yield d
+    finally:
+        d.stop()
+
+
+def stored_once(d: Deployment, user_id: str, job_id: str, n: int) -> None:
+    """The job succeeded with exactly `n` stored images (those of its result) and exactly one charge."""
+    assert d.api is not None
+    with d.api.sv.db.session() as s:
+        job = s.get(Job, job_id)
+        rows = list(s.scalars(select(ImageRecord.id).where(ImageRecord.job_id == job_id)))
+        ledger = [
+            (e.reason, e.delta) for e in s.scalars(select(CreditEntry).where(CreditEntry.job_id == job_id))
+        ]
+    assert job.status == "succeeded", job.error
+    assert sorted(rows) == sorted(job.result["images"]) and len(rows) == n
+    assert ledger == [("charge", -job.cost)]
+
+
+def test_a_worker_killed_mid_job_leaves_the_job_to_the_other(deployment: Deployment) -> None:
+    d = deployment
+    first, second = d.start_worker(), d.start_worker()
+    uid, key = d.api.user("trusted")
+    r = httpx.post(d.api.url + "/v1/images/generations", json=LONG_JOB, headers={**H(key), **ASYNC})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    deadline = time.monotonic() + 60
+    while not ((job := d.job(job_id)).status == "running" and job.progress_step > 0):
+        assert time.monotonic() < deadline, f"the job never made progress: {job.status}"
+        time.sleep(0.05)
+    victim = int(job.worker.split(":")[1])
+    survivor = second if victim == first.pid else first
+    assert victim in (first.pid, second.pid)
+    os.kill(victim, signal.SIGKILL)
+
+    wait_status(d.api, key, job_id, "succeeded", timeout=120)
+    job = d.job(job_id)
+    assert job.attempts == 2 and int(job.worker.split(":")[1]) == survivor.pid
+    stored_once(d, uid, job_id, n=4)
+    balance, ledger = books(d.api, uid)
+    assert balance == ledger
+
+
+def test_a_worker_runs_compatible_queued_jobs_in_one_pass(deployment: Deployment) -> None:
+    d = deployment
+    uid, key = d.api.user("trusted")
+    bodies = [{"prompt": f"a cat number {i}", "size": "256x256", "seed": i} for i in range(4)]
+    bodies.append({"prompt": "a bigger cat", "size": "512x512"})  # another size: not in that pass
+    ids = [
+        httpx.post(d.api.url + "/v1/images/generations", json=b, headers={**H(key), **ASYNC}).json()["id"]
+        for b in bodies
+    ]
+    d.start_worker()  # they all wait in the queue when it starts
+    for job_id in ids:
+        wait_status(d.api, key, job_id, "succeeded", timeout=60)
+        stored_once(d, uid, job_id, n=1)
+    passes = [line for line in (d.tmp / "worker-0.log").read_text().splitlines() if "in one pass" in line]
+    assert len(passes) == 1 and all(i in passes[0] for i in ids[:4]) and ids[4] not in passes[0], passes
+    with d.api.sv.db.session() as s:
+        for job_id, body in zip(ids, bodies, strict=True):
+            assert s.scalar(select(ImageRecord.prompt).where(ImageRecord.job_id == job_id)) == body["prompt"]
+
+
+def test_cancel_reaches_the_worker_and_refunds(deployment: Deployment) -> None:
+    d = deployment
+    d.start_worker()
+    uid, key = d.api.user("trusted")
+    job_id = httpx.post(
+        d.api.url + "/v1/images/generations", json=LONG_JOB, headers={**H(key), **ASYNC}
+    ).json()["id"]
+    wait_status(d.api, key, job_id, "running", timeout=60)
+    t0 = time.monotonic()
+    r = httpx.post(f"{d.api.url}/v1/jobs/{job_id}/cancel", headers=H(key), timeout=30)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    assert time.monotonic() - t0 < 3.0
+    with d.api.sv.db.session() as s:
+        ledger = sorted(e.reason for e in s.scalars(select(CreditEntry).where(CreditEntry.job_id == job_id)))
+        assert ledger == ["charge", "refund"]
+        assert not list(s.scalars(select(ImageRecord.id).where(ImageRecord.job_id == job_id)))
+    balance, ledger_sum = books(d.api, uid)
+    assert balance == ledger_sum
+
+
+def test_the_broker_restarting_loses_no_job(deployment: Deployment) -> None:
+    d = deployment
+    d.start_worker()
+    uid, key = d.api.user("trusted")
+    small = {"prompt": "a cat", "size": "256x256"}
+    before = [httpx.post(d.api.url + "/v1/images/generations", json=small, headers={**H(key), **ASYNC})]
+    d.redis.kill()  # messages it held are gone
+    during = [
+        httpx.post(d.api.url + "/v1/images/generations", json=small, headers={**H(key), **ASYNC}, timeout=30)
+        for _ in range(3)
+    ]
+    assert all(r.status_code == 202 for r in before + during), [r.text for r in before + during]
+    time.sleep(1.0)
+    d.redis.start()
+    for r in before + during:
+        wait_status(d.api, key, r.json()["id"], "succeeded", timeout=90)
+        stored_once(d, uid, r.json()["id"], n=1)
+
+
+def test_restarting_the_api_under_load_loses_no_accepted_job(deployment: Deployment) -> None:
+    d = deployment
+    d.start_worker()
+    d.start_worker()
+    uid, key = d.api.user("trusted")
+    accepted: list[str] = []
+    answers: list[int] = []
+    stop = threading.Event()
+    url = [d.api.url]
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                r = httpx.post(
+                    url[0] + "/v1/images/generations",
+                    json={"prompt": "a dog", "size": "256x256"},
+                    headers={**H(key), **ASYNC},
+                    timeout=10,
+                )
+            except httpx.TransportError:
+                answers.append(0)  # the server was down
+            else:
+                answers.append(r.status_code)
+                if r.status_code == 202:
+                    accepted.append(r.json()["id"])
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    try:
+        time.sleep(2.0)
+        d.api.sigterm()
+        d.api.stop()
+        api = d.start_api()
+        url[0] = api.url
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        thread.join()
+    assert accepted and set(answers) <= {0, 202, 503}, answers
+    for job_id in accepted:
+        wait_status(d.api, key, job_id, "succeeded", timeout=120)
+        stored_once(d, uid, job_id, n=1)
+    balance, ledger = books(d.api, uid)
+    assert balance == ledger
