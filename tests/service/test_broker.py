@@ -24,7 +24,7 @@ from sqlalchemy import select
 from unclip.service.db import CreditEntry, ImageRecord, Job
 
 from .conftest import Server, free_port, make_settings, start_server
-from .test_books import books
+from .test_books import DATABASES, PG_URL, _clean_postgres, books
 from .test_jobs import ASYNC, H, wait_status
 
 REDIS = shutil.which("redis-server")
@@ -78,16 +78,25 @@ class Deployment:
     tmp: Path
     redis: Redis
     model: Path
+    db_url: str = ""  # empty: SQLite in the data folder
     api: Server | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def settings(self, **kw: Any) -> Any:
         return make_settings(
-            self.tmp, broker_url=self.redis.url, model=str(self.model), queue_size=64, **FAST, **kw
+            self.tmp,
+            **{
+                "broker_url": self.redis.url,
+                "model": str(self.model),
+                "queue_size": 64,
+                **({"database_url": self.db_url} if self.db_url else {}),
+                **FAST,
+                **kw,
+            },
         )
 
-    def start_api(self) -> Server:
-        self.api = start_server(self.settings(), real_engine=True)
+    def start_api(self, **kw: Any) -> Server:
+        self.api = start_server(self.settings(**kw), real_engine=True)
         return self.api
 
     def start_worker(self) -> subprocess.Popen[bytes]:
@@ -126,11 +135,18 @@ class Deployment:
         self.redis.kill()
 
 
-@pytest.fixture
-def deployment(tmp_path: Path, tiny_model: Path) -> Iterator[Deployment]:
+@pytest.fixture(params=DATABASES)
+def deployment(request: pytest.FixtureRequest, tmp_path: Path, tiny_model: Path) -> Iterator[Deployment]:
+    """The API in this process, workers in their own, on SQLite (processes of one machine) and on PostgreSQL
+    (what several machines share)."""
+    db_url = ""
+    if request.param == "postgres":
+        if not PG_URL:
+            pytest.skip("UNCLIP_TEST_POSTGRES_URL is not set")
+        db_url = _clean_postgres()
     redis = Redis(tmp_path)
     redis.start()
-    d = Deployment(tmp_path, redis, tiny_model)
+    d = Deployment(tmp_path, redis, tiny_model, db_url)
     try:
         d.start_api()
         yield d
@@ -280,3 +296,38 @@ def test_restarting_the_api_under_load_loses_no_accepted_job(deployment: Deploym
         stored_once(d, uid, job_id, n=1)
     balance, ledger = books(d.api, uid)
     assert balance == ledger
+
+
+def test_a_bounded_load_gets_images_429_or_503_and_nothing_else(deployment: Deployment) -> None:
+    """Open-loop load well above what two workers serve, with a small queue: the server answers images, 503
+    (queue full) or 429 (a member over its rate limit), never another error; the books balance afterwards and
+    the workers' memory stays flat. bench/load_test.py measures the same at length (docs/reliability.md)."""
+    from unclip.evaluation.load import run_load
+
+    d = deployment
+    d.api.stop()
+    d.start_api(queue_size=8, rate_limits={"trusted": 100_000, "member": 30})
+    workers = [d.start_worker(), d.start_worker()]
+    users = [d.api.user("trusted") for _ in range(4)] + [d.api.user("member")]
+    clients = [(key, 8.0) for _, key in users[:4]] + [(users[4][1], 5.0)]  # 37 requests/s offered
+    report = run_load(
+        d.api.url + "/v1/images/generations",
+        clients,
+        {"prompt": "a red apple", "size": "256x256"},
+        10.0,
+        memory_of={f"worker-{i}": w.pid for i, w in enumerate(workers)},
+    )
+    assert not report.unexpected, [(a.status, a.code) for a in report.unexpected][:10]
+    assert report.count(200) > 0 and report.count(503) > 0 and report.count(429) > 0, report.summary()
+    assert all(a.images == 1 for a in report.answers if a.status == 200)
+    assert {a.code for a in report.answers if a.status == 503} == {"queue_full"}
+    for name in report.memory_mb:
+        assert report.growth_mb(name) < 100, report.summary()["memory_mb"]
+    with d.api.sv.db.session() as s:
+        jobs = list(s.scalars(select(Job)))
+    assert len(jobs) == report.count(200)  # synchronous requests: only those answered 200 were accepted
+    for job in jobs:
+        stored_once(d, job.user_id, job.id, n=1)
+    for user_id, _ in users:
+        balance, ledger = books(d.api, user_id)
+        assert balance == ledger

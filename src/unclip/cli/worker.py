@@ -28,8 +28,11 @@ def worker(
     """Run jobs from the broker until stopped (SIGTERM or Ctrl-C: running jobs get the shutdown grace, then
     go back to the queue for another worker). Start as many as you like, on any host that reaches the database,
     the broker and the data folder."""
+    import faulthandler
     import logging
+    import signal
 
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack: where a job is stuck
     from unclip.service.settings import Settings
     from unclip.service.worker import BrokerWorker
 

@@ -49,7 +49,7 @@ def cancel_job(request: Request, job_id: str, p: Principal = Depends(authenticat
     sv.images.job(p, job_id)  # 404 unless it is the caller's
     sv.jobs.cancel(job_id)
     h = sv.jobs.handle(job_id)
-    if h is not None and h.status == "running":
+    if h is not None and not h.done.is_set():  # running: it stops at its next step
         h.done.wait(5.0)
     return sv.images.job_json(sv.images.job(p, job_id), base_url(request))
 
