@@ -200,3 +200,17 @@ def test_member_cannot_outpaint(live: Server, member: tuple[str, str]) -> None:
         data={"prompt": "more", "top": "32"},
     )
     assert r.status_code == 403
+
+
+def test_finished_jobs_handles_are_dropped_after_a_while() -> None:
+    from unclip.service.runner import KEEP_DONE_S, Handle, prune_handles
+
+    old, recent, waited, running = Handle("old"), Handle("recent"), Handle("waited"), Handle("running")
+    for h in (old, recent, waited):
+        h.done.set()
+    old.changed = waited.changed = time.monotonic() - KEEP_DONE_S - 1
+    waited.waiters = 1
+    running.changed = time.monotonic() - 10 * KEEP_DONE_S
+    handles = {h.job_id: h for h in (old, recent, waited, running)}
+    prune_handles(handles)
+    assert sorted(handles) == ["recent", "running", "waited"]

@@ -24,6 +24,7 @@ from unclip.service.runner import (
     crashed_error,
     finish,
     move,
+    prune_handles,
     worker_token,
 )
 from unclip.service.storage import BlobStore
@@ -180,6 +181,7 @@ class JobManager:
         """Queue a job whose row is committed and whose place was reserved."""
         h = Handle(job_id)
         with self._lock:
+            prune_handles(self._handles)
             self._handles[job_id] = h
         self._queue.put(job_id)
         return h

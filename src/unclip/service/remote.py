@@ -15,10 +15,17 @@ from sqlalchemy import and_, func, or_, select, update
 from unclip.service.db import Database, Job, now
 from unclip.service.dispatch import Dispatcher
 from unclip.service.jobs import QueueFull
-from unclip.service.runner import SHUTDOWN_CANCELLED, TERMINAL, Handle, ShuttingDown, finish, move
+from unclip.service.runner import (
+    SHUTDOWN_CANCELLED,
+    TERMINAL,
+    Handle,
+    ShuttingDown,
+    finish,
+    move,
+    prune_handles,
+)
 
 log = logging.getLogger("unclip.service.jobs")
-KEEP_DONE_S = 60.0  # a finished job's handle stays this long (late readers of its progress)
 
 
 class RemoteJobs:
@@ -189,9 +196,7 @@ class RemoteJobs:
     def refresh(self) -> None:
         t = time.monotonic()
         with self._lock:
-            for job_id, h in list(self._handles.items()):
-                if h.done.is_set() and not h.waiters and t - h.changed > KEEP_DONE_S:
-                    del self._handles[job_id]
+            prune_handles(self._handles)
             watched = {job_id: h for job_id, h in self._handles.items() if not h.done.is_set()}
         if not watched:
             return

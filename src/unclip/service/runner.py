@@ -147,6 +147,19 @@ class Handle:
     shutdown: bool = False  # cancelled because the server is shutting down
 
 
+KEEP_DONE_S = 60.0  # a finished job's handle stays this long (late readers of its progress), then goes
+
+
+def prune_handles(handles: dict[str, Handle]) -> None:
+    """Drop the handles of jobs finished more than KEEP_DONE_S ago that no request waits for (the caller holds
+    the lock that guards `handles`)."""
+    t = time.monotonic()
+    for job_id in [
+        j for j, h in handles.items() if h.done.is_set() and not h.waiters and t - h.changed > KEEP_DONE_S
+    ]:
+        del handles[job_id]
+
+
 @dataclass
 class Outcome:
     status: str  # succeeded | failed | cancelled | queued (to run again)
