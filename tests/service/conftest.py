@@ -101,12 +101,13 @@ def start_server(
     engines: dict[str, Any] | None = None,
     *,
     real_engine: bool = False,
+    engine_loader: Any = None,
 ) -> Server:
     """A live server on a free port. `real_engine`: the production loader (`Engine.load` on `settings.model`)
     instead of the fake engine."""
     engine = None if real_engine else engine or FakeEngine()
     if real_engine:
-        app = create_app(settings, policy=policy or FakePolicy())
+        app = create_app(settings, policy=policy or FakePolicy(), engine_loader=engine_loader)
     else:
         app = create_app(settings, engines=engines or {"unclip-test": engine}, policy=policy or FakePolicy())
     port = free_port()

@@ -214,3 +214,47 @@ def test_finished_jobs_handles_are_dropped_after_a_while() -> None:
     handles = {h.job_id: h for h in (old, recent, waited, running)}
     prune_handles(handles)
     assert sorted(handles) == ["recent", "running", "waited"]
+
+
+def test_queued_compatible_generations_run_in_one_pass(tmp_path: Path, tiny_model: Path) -> None:
+    """Jobs waiting in the queue (here: left queued by a stopped server) that can share a pass run in one
+    engine call; each gets its own images, stored and charged once."""
+    from sqlalchemy import select
+
+    from unclip.engine import Engine
+    from unclip.service.db import ImageRecord, Job
+
+    passes: list[list[str]] = []
+
+    def loader(path: Path) -> Engine:
+        engine = Engine.load(path)
+        batch = engine.generate_batch
+
+        def spy(prompts, *args, **kw):  # type: ignore[no-untyped-def]
+            passes.append(list(prompts))
+            return batch(prompts, *args, **kw)
+
+        engine.generate_batch = spy  # type: ignore[method-assign]
+        return engine
+
+    settings = make_settings(tmp_path, model=str(tiny_model))
+    srv = start_server(settings, real_engine=True, engine_loader=loader)
+    uid, key = srv.user("trusted")
+    srv.stop()
+    with srv.sv.db.session() as s:
+        for i, size in enumerate(["256x256"] * 3 + ["512x512"]):
+            params = {"prompt": f"a cat {i}", "n": 1, "size": size, "response_format": "url"}
+            s.add(Job(user_id=uid, kind="generation", model="tiny", params=params, cost=1))
+    srv = start_server(settings, real_engine=True, engine_loader=loader)
+    try:
+        with srv.sv.db.session() as s:
+            ids = [j.id for j in s.scalars(select(Job).order_by(Job.created_at))]
+        for job_id in ids:
+            wait_status(srv, key, job_id, "succeeded", timeout=60)
+        assert sorted(map(sorted, passes)) == [["a cat 0", "a cat 1", "a cat 2"], ["a cat 3"]]
+        with srv.sv.db.session() as s:
+            for i, job_id in enumerate(ids):
+                rows = list(s.scalars(select(ImageRecord).where(ImageRecord.job_id == job_id)))
+                assert [r.prompt for r in rows] == [f"a cat {i}"] and rows[0].width == (512 if i == 3 else 256)
+    finally:
+        srv.stop()

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from unclip.safety.watermark import MAGIC, MIN_SIDE, decode_watermark, embed_watermark, same_payload
+from unclip.safety.watermark import MAGIC, MIN_SIDE, decode_watermark, embed_watermark, payload_matches
 
 __all__ = [
     "MAGIC",
@@ -206,7 +206,7 @@ def verify(image_or_bytes: Image.Image | bytes | bytearray | str | os.PathLike[s
     payload, how, agreement = decode_watermark(img, hint)
     request_match = None
     if payload is not None and "unclip:request_id" in meta:
-        request_match = same_payload(payload, payload_for(meta["unclip:request_id"]))
+        request_match = payload_matches(payload, payload_for(meta["unclip:request_id"]))
     return VerifyResult(
         from_unclip=bool(payload is not None or metadata_valid),
         metadata={k.removeprefix("unclip:"): v for k, v in meta.items()},

@@ -80,7 +80,14 @@ def build_services(
             sweep_s=min(5.0, settings.redispatch_s / 2, settings.lease_s / 2),
         )
     else:
-        jobs = JobManager(db, store, registry, workers=settings.workers, queue_size=settings.queue_size)
+        jobs = JobManager(
+            db,
+            store,
+            registry,
+            workers=settings.workers,
+            queue_size=settings.queue_size,
+            batch_images=settings.batch_images,
+        )
     policy = policy if policy is not None else load_policy(settings.policy_file or None)
     sv = Services(
         settings=settings,

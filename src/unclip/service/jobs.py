@@ -53,12 +53,14 @@ class JobManager:
         *,
         workers: int = 1,
         queue_size: int = 16,
+        batch_images: int = 1,
     ) -> None:
         self.db = db
         self.store = store
         self.registry = registry
         self.workers = max(1, workers)
         self.queue_size = queue_size
+        self.batch_images = batch_images  # compatible queued generations run in one pass, up to this many images
         self.runner = JobRunner(db, store, registry)
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._handles: dict[str, Handle] = {}
@@ -228,6 +230,9 @@ class JobManager:
 
     def _run(self, job_id: str) -> None:
         h = self.handle(job_id) or Handle(job_id)
+        if h.status != "queued":  # taken into another job's pass (or finished there)
+            h.done.wait()
+            return
         if h.cancel.is_set():
             with self.db.session() as s:
                 if finish(s, job_id, ("queued",), "cancelled", None):
@@ -242,11 +247,18 @@ class JobManager:
                 h.status = row.status if row else "failed"
             h.done.set()
             return
-        h.status = "running"
-        h.changed = time.monotonic()
-        out = self.runner.execute(job, h)
-        self.runner.complete(job, token, out, h)
-        h.status = out.status
-        h.changed = time.monotonic()
-        if out.status != "queued":  # a shutdown put it back: it runs again after the restart
-            h.done.set()
+        group = [(job, token, h)]
+        if self.batch_images > 1:
+            for other, other_token in self.runner.claim_companions(job, self.batch_images):
+                group.append((other, other_token, self.handle(other.id) or Handle(other.id)))
+        for _, _, gh in group:
+            gh.status, gh.changed = "running", time.monotonic()
+        outcomes = self.runner.execute_batch([j for j, _, _ in group], [gh for _, _, gh in group])
+        for (j, tok, gh), out in zip(group, outcomes, strict=True):
+            self.runner.complete(j, tok, out, gh)
+            gh.status, gh.changed = out.status, time.monotonic()
+            if out.status != "queued":
+                gh.done.set()
+            elif gh is h and not h.requeue:  # its pass stopped for another job: it runs again now
+                self._queue.put(job_id)
+        # a job put back by a shutdown (requeue) runs after the restart; companions put back are still queued

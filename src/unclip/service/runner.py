@@ -264,6 +264,8 @@ class JobRunner:
         room = max_images - int(job.params.get("n") or 1)
         if job.kind != "generation" or room <= 0:
             return []
+        if not hasattr(self.registry.get(job.model), "generate_batch"):
+            return []  # an engine that runs one request at a time
         with self.db.session() as s:
             candidates = list(
                 s.scalars(
