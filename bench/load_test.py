@@ -67,7 +67,17 @@ def deploy_and_load(args: argparse.Namespace, workers: int, root: Path) -> tuple
         if workers:
             rport = free_port()
             redis = subprocess.Popen(
-                ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                [
+                    "redis-server",
+                    "--port",
+                    str(rport),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
                 stdout=subprocess.DEVNULL,
                 cwd=root,
             )
@@ -76,7 +86,10 @@ def deploy_and_load(args: argparse.Namespace, workers: int, root: Path) -> tuple
         common = ["--model", str(args.model), "--data-dir", str(root)]
         with (root / "api.log").open("wb") as log:
             procs["api"] = subprocess.Popen(
-                [*unclip, "serve", "--port", str(port), *common], env=env, stdout=log, stderr=subprocess.STDOUT
+                [*unclip, "serve", "--port", str(port), *common],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: up(base + "/v1/models"), "the API")
@@ -91,7 +104,9 @@ def deploy_and_load(args: argparse.Namespace, workers: int, root: Path) -> tuple
         keys = []
         for i, role in enumerate(["trusted"] * args.clients + ["member"]):
             r = httpx.post(
-                base + "/v1/admin/users", json={"email": f"load{i}@example.test", "role": role}, headers=headers
+                base + "/v1/admin/users",
+                json={"email": f"load{i}@example.test", "role": role},
+                headers=headers,
             )
             r.raise_for_status()
             keys.append(r.json()["api_key"])
@@ -137,7 +152,9 @@ def settle(root: Path, timeout: float = 300.0) -> dict:
     ).fetchall()
     bad_jobs = 0
     for job_id, status, result in db.execute("SELECT id, status, result FROM jobs"):
-        reasons = sorted(r for (r,) in db.execute("SELECT reason FROM credit_ledger WHERE job_id = ?", (job_id,)))
+        reasons = sorted(
+            r for (r,) in db.execute("SELECT reason FROM credit_ledger WHERE job_id = ?", (job_id,))
+        )
         images = sorted(i for (i,) in db.execute("SELECT id FROM images WHERE job_id = ?", (job_id,)))
         if status == "succeeded":
             ok = reasons == ["charge"] and images == sorted(json.loads(result)["images"])
@@ -149,9 +166,13 @@ def settle(root: Path, timeout: float = 300.0) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="tiny", help="model folder, or 'tiny' (random weights: the server alone)")
+    ap.add_argument(
+        "--model", default="tiny", help="model folder, or 'tiny' (random weights: the server alone)"
+    )
     ap.add_argument("--workers", default="1,2", help="worker counts to run; 0 is the embedded single process")
-    ap.add_argument("--rate", type=float, default=12.0, help="requests per second offered by the trusted users")
+    ap.add_argument(
+        "--rate", type=float, default=12.0, help="requests per second offered by the trusted users"
+    )
     ap.add_argument("--clients", type=int, default=6, help="trusted users sharing that rate")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--queue-size", type=int, default=16)
