@@ -44,7 +44,52 @@ class QueueFull(APIError):
         )
 
 
-class JobManager:
+class JobQueue:
+    """What the embedded queue and a broker's API side share: the handles of the jobs this process watches,
+    and the shutdown that answers waiting requests of unstarted jobs 503 (refunded)."""
+
+    def __init__(self, db: Database, queue_size: int) -> None:
+        self.db = db
+        self.queue_size = queue_size
+        self._handles: dict[str, Handle] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._draining: float | None = None  # monotonic time the shutdown began
+
+    def drain(self, grace_s: float = 30.0) -> None:
+        """The server is shutting down (SIGTERM): accept no new job and start none. A queued job that a request
+        is waiting for is cancelled and refunded now, and the request answered 503, so that the client's retry
+        is not charged twice; a queued job nobody waits for (an async one) stays queued. Running jobs get
+        `grace_s` to finish; then `_cut_off_running`."""
+        with self._lock:
+            if self._draining is not None:
+                return
+            self._draining = time.monotonic()
+            handles = list(self._handles.values())
+        for h in handles:
+            if h.status == "queued" and h.waiters:
+                self.cancel_for_shutdown(h)
+        timer = threading.Timer(grace_s, self._cut_off_running)
+        timer.daemon = True
+        timer.start()
+
+    def _cut_off_running(self) -> None:
+        raise NotImplementedError
+
+    def cancel_for_shutdown(self, h: Handle) -> None:
+        """Cancel and refund a queued job whose request waits, answering it 503 (see `drain`)."""
+        with self.db.session() as s:
+            won = finish(s, h.job_id, ("queued",), "cancelled", ShuttingDown(SHUTDOWN_CANCELLED).body())
+        if won:
+            h.status, h.shutdown, h.changed = "cancelled", True, time.monotonic()
+            h.done.set()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining is not None
+
+
+class JobManager(JobQueue):
     def __init__(
         self,
         db: Database,
@@ -55,19 +100,14 @@ class JobManager:
         queue_size: int = 16,
         batch_images: int = 1,
     ) -> None:
-        self.db = db
+        super().__init__(db, queue_size)
         self.store = store
         self.registry = registry
         self.workers = max(1, workers)
-        self.queue_size = queue_size
         self.batch_images = batch_images  # compatible queued generations run in one pass, up to this many images
         self.runner = JobRunner(db, store, registry)
         self._queue: queue.Queue[str | None] = queue.Queue()
-        self._handles: dict[str, Handle] = {}
-        self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._stopping = threading.Event()
-        self._draining: float | None = None  # monotonic time the shutdown began
         self._pending = 0  # accepted and not finished
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -105,33 +145,9 @@ class JobManager:
             log.info("re-queued %d unfinished job(s)", len(ids))
         return len(ids)
 
-    def drain(self, grace_s: float = 30.0) -> None:
-        """The server is shutting down (SIGTERM): accept no new job and start none. A queued job that a request
-        is waiting for is cancelled and refunded now, and the request answered 503, so that the client's retry
-        is not charged twice; a queued job nobody waits for (an async one) stays queued for the next start.
-        Running jobs get `grace_s` to finish; then those that requests wait for are cancelled and refunded,
-        the others put back in the queue."""
-        with self._lock:
-            if self._draining is not None:
-                return
-            self._draining = time.monotonic()
-            handles = list(self._handles.values())
-        for h in handles:
-            if h.status == "queued" and h.waiters:
-                self.cancel_for_shutdown(h)
-        timer = threading.Timer(grace_s, self._cut_off_running)
-        timer.daemon = True
-        timer.start()
-
-    def cancel_for_shutdown(self, h: Handle) -> None:
-        """Cancel and refund a queued job whose request waits, answering it 503 (see `drain`)."""
-        with self.db.session() as s:
-            won = finish(s, h.job_id, ("queued",), "cancelled", ShuttingDown(SHUTDOWN_CANCELLED).body())
-        if won:
-            h.status, h.shutdown, h.changed = "cancelled", True, time.monotonic()
-            h.done.set()
-
     def _cut_off_running(self) -> None:
+        """After the grace: running jobs that requests wait for are cancelled and refunded, the others put
+        back in the queue for the next start."""
         with self._lock:
             running = [h for h in self._handles.values() if h.status == "running"]
         for h in running:
@@ -140,10 +156,6 @@ class JobManager:
             else:
                 h.requeue = True
             h.cancel.set()
-
-    @property
-    def draining(self) -> bool:
-        return self._draining is not None
 
     def stop(self, grace_s: float = 30.0) -> None:
         """Start no new job; let running ones finish for `grace_s` (counted from `drain` when it came first),

@@ -14,7 +14,7 @@ from sqlalchemy import and_, func, or_, select, update
 
 from unclip.service.db import Database, Job, now
 from unclip.service.dispatch import Dispatcher
-from unclip.service.jobs import QueueFull
+from unclip.service.jobs import JobQueue, QueueFull
 from unclip.service.runner import (
     SHUTDOWN_CANCELLED,
     TERMINAL,
@@ -28,7 +28,7 @@ from unclip.service.runner import (
 log = logging.getLogger("unclip.service.jobs")
 
 
-class RemoteJobs:
+class RemoteJobs(JobQueue):
     workers = 0  # no engine in this process
 
     def __init__(
@@ -41,17 +41,12 @@ class RemoteJobs:
         sweep_s: float = 5.0,
         redispatch_s: float = 60.0,
     ) -> None:
-        self.db = db
+        super().__init__(db, queue_size)
         self.dispatcher = dispatcher
-        self.queue_size = queue_size
         self.poll_s = poll_s
         self.sweep_s = sweep_s
         self.redispatch_s = redispatch_s
-        self._handles: dict[str, Handle] = {}
-        self._lock = threading.Lock()
         self._reserved = 0  # places taken by submissions whose rows are not committed yet
-        self._stopping = threading.Event()
-        self._draining: float | None = None
         self._threads: list[threading.Thread] = []
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -71,24 +66,9 @@ class RemoteJobs:
         self._threads.clear()
         self.dispatcher.close()
 
-    def drain(self, grace_s: float = 30.0) -> None:
-        """Shutting down (SIGTERM): accept no new job. A queued job that a request of this process waits for is
-        cancelled and refunded now (its request answered 503, so that the retry is not charged twice); after
-        `grace_s` the running ones that requests wait for are asked to stop the same way. Jobs nobody here
-        waits for (async ones) go on in the workers."""
-        with self._lock:
-            if self._draining is not None:
-                return
-            self._draining = time.monotonic()
-            handles = list(self._handles.values())
-        for h in handles:
-            if h.status == "queued" and h.waiters:
-                self.cancel_for_shutdown(h)
-        timer = threading.Timer(grace_s, self._cut_off_running)
-        timer.daemon = True
-        timer.start()
-
     def _cut_off_running(self) -> None:
+        """After the grace: the jobs that requests of this process wait for are stopped and refunded (503);
+        async jobs go on in the workers."""
         with self._lock:
             waited = [h for h in self._handles.values() if h.waiters and not h.done.is_set()]
         for h in waited:
@@ -96,10 +76,6 @@ class RemoteJobs:
             with self.db.session() as s:
                 if not finish(s, h.job_id, ("queued",), "cancelled", ShuttingDown(SHUTDOWN_CANCELLED).body()):
                     move(s, h.job_id, ("running",), cancel_requested="shutdown")
-
-    @property
-    def draining(self) -> bool:
-        return self._draining is not None
 
     # --- submitting --------------------------------------------------------------------------------------
 
@@ -175,13 +151,6 @@ class RemoteJobs:
             if won:
                 h.status, h.changed = "cancelled", time.monotonic()
                 h.done.set()
-
-    def cancel_for_shutdown(self, h: Handle) -> None:
-        with self.db.session() as s:
-            won = finish(s, h.job_id, ("queued",), "cancelled", ShuttingDown(SHUTDOWN_CANCELLED).body())
-        if won:
-            h.status, h.shutdown, h.changed = "cancelled", True, time.monotonic()
-            h.done.set()
 
     # --- background threads ------------------------------------------------------------------------------
 
