@@ -43,7 +43,10 @@ class FakeEngine:
                 progress(i + 1, self.steps)
 
     def _images(self, key: str, n: int, size: int, seed: int | None) -> list[Image.Image]:
-        return [Image.new("RGB", (size, size), _color(f"{key}|{seed}|{i}")) for i in range(n)]
+        images = [Image.new("RGB", (size, size), _color(f"{key}|{seed}|{i}")) for i in range(n)]
+        for i, im in enumerate(images):  # as the engine does: the seed that reproduces each image
+            im.info["unclip"] = {"seed": (7000 if seed is None else seed) + i}
+        return images
 
     def generate(self, prompt, n=1, size=256, seed=None, progress=None, cancel=None, **kw):  # type: ignore[no-untyped-def]
         self.calls.append(("generate", {"prompt": prompt, "n": n, "size": size, "seed": seed, **kw}))

@@ -258,3 +258,18 @@ def test_queued_compatible_generations_run_in_one_pass(tmp_path: Path, tiny_mode
                 assert [r.prompt for r in rows] == [f"a cat {i}"] and rows[0].width == (512 if i == 3 else 256)
     finally:
         srv.stop()
+
+
+def test_an_image_shows_its_seed_settings_and_provenance(live: Server, member: tuple[str, str]) -> None:
+    """What the web app's image viewer shows, from the image's own signed metadata and its request."""
+    body = {"prompt": "a cat", "size": "256x256", "n": 2, "seed": 41, "steps": 3, "guidance": 5.0}
+    job = httpx.post(live.url + "/v1/images/generations", json=body, headers={**H(member[1]), **ASYNC}).json()
+    job = wait_status(live, member[1], job["id"], "succeeded")
+    assert len(job["image_ids"]) == 2
+    image = httpx.get(f"{live.url}/v1/images/{job['image_ids'][0]}", headers=H(member[1])).json()
+    assert image["prompt"] == "a cat" and image["job_id"] == job["id"] and image["seed"] == 41
+    assert image["settings"] == {"size": "256x256", "n": 2, "steps": 3, "guidance": 5.0}
+    assert image["provenance"]["signed"] is True and image["provenance"]["request_id"]
+    _, other = live.user("member")
+    r = httpx.get(f"{live.url}/v1/images/{job['image_ids'][0]}", headers=H(other))
+    assert r.status_code == 404 and r.json()["error"]["code"] == "image_not_found"

@@ -169,6 +169,25 @@ class VerifyResult:
         }
 
 
+def _signed_fields(img: Image.Image) -> tuple[dict[str, str], bool]:
+    """The `unclip:*` text fields of a loaded image, and whether their signature checks out."""
+    text = dict(getattr(img, "text", {}) or {}) if hasattr(img, "text") else dict(img.info)
+    meta = {k: str(v) for k, v in text.items() if isinstance(k, str) and k.startswith("unclip:")}
+    valid = bool(meta.get("unclip:signature")) and hmac.compare_digest(
+        meta.get("unclip:signature", ""), _sign(meta)
+    )
+    return meta, valid
+
+
+def read_metadata(png: bytes) -> tuple[dict[str, str], bool]:
+    """The provenance fields of one of this server's own PNGs (names without `unclip:`) and whether they are
+    signed by its key; no watermark reading (see `verify` for images from elsewhere)."""
+    img = Image.open(io.BytesIO(png))
+    img.load()
+    meta, valid = _signed_fields(img)
+    return {k.removeprefix("unclip:"): v for k, v in meta.items()}, valid
+
+
 def verify(image_or_bytes: Image.Image | bytes | bytearray | str | os.PathLike[str]) -> VerifyResult:
     """Say whether an image came from this server: signed metadata and/or the invisible watermark.
 
@@ -191,11 +210,7 @@ def verify(image_or_bytes: Image.Image | bytes | bytearray | str | os.PathLike[s
         if img.width * img.height > MAX_VERIFY_PIXELS:
             raise ValueError(f"image too large to verify: {img.width}x{img.height}")
         img.load()
-    text = dict(getattr(img, "text", {}) or {}) if hasattr(img, "text") else dict(img.info)
-    meta = {k: str(v) for k, v in text.items() if isinstance(k, str) and k.startswith("unclip:")}
-    metadata_valid = bool(meta.get("unclip:signature")) and hmac.compare_digest(
-        meta.get("unclip:signature", ""), _sign(meta)
-    )
+    meta, metadata_valid = _signed_fields(img)
     hint = None
     size = meta.get("unclip:size", "")
     if "x" in size:

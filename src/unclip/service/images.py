@@ -21,6 +21,7 @@ from unclip.service.policy import has_real_face, prompt_hash, real_face_refusal
 log = logging.getLogger("unclip.service")
 SIZES = ("256x256", "512x512", "1024x1024")
 FORMATS = ("url", "b64_json")
+VIEWER_SETTINGS = ("size", "n", "steps", "guidance", "negative_prompt", "left", "right", "top", "bottom")
 MAX_PROMPT = 1000
 FEATURE_OF = {
     "generation": "generate",
@@ -377,7 +378,25 @@ class ImageService:
             "cost": job.cost,
             "progress": {"step": step, "total": total},
             "result": self.images_response(job, base_url) if job.status == "succeeded" else None,
+            "image_ids": list((job.result or {}).get("images", [])),
             "error": (job.error or {}).get("error"),
+        }
+
+    def image_detail(self, rec: ImageRecord, base_url: str) -> dict[str, Any]:
+        """`image_json` plus what the viewer shows: the seed that reproduces the image, the request's settings
+        and whether the file's provenance metadata is signed by this server."""
+        from unclip.safety.provenance import read_metadata
+
+        meta, signed = read_metadata(self.sv.store.get(rec.sha256))
+        with self.sv.db.session() as s:
+            job = s.get(Job, rec.job_id) if rec.job_id else None
+            params = dict(job.params) if job is not None else {}
+        seed = meta.get("seed", "")
+        return {
+            **self.image_json(rec, base_url),
+            "seed": int(seed) if seed.isdigit() else None,
+            "settings": {k: params[k] for k in VIEWER_SETTINGS if params.get(k) not in (None, "", 0)},
+            "provenance": {"signed": signed, "request_id": meta.get("request_id"), "created": meta.get("created")},
         }
 
     def image_json(self, rec: ImageRecord, base_url: str) -> dict[str, Any]:

@@ -8,6 +8,8 @@ let csrf = "";
 let currentJob = null;
 let busy = false; // one submission at a time: a double click must not start two jobs
 let historyAfter = null;
+let features = new Set(); // what the signed-in role may use (GET /v1/me)
+let editBlob = null; // an image of yours sent to the edit tab from the viewer (instead of a file)
 // which feature each tab needs (GET /v1/me lists the features the user's role may use)
 const TAB_FEATURE = { generate: "generate", edit: "edit_upload", vary: "variation" };
 
@@ -40,7 +42,7 @@ async function signIn() {
       showError(new Error("You are on the waitlist: an administrator will approve your account."));
       return;
     }
-    const features = new Set(me.features || []);
+    features = new Set(me.features || []);
     for (const b of document.querySelectorAll("nav button")) {
       const need = TAB_FEATURE[b.dataset.tab];
       b.hidden = Boolean(need) && !features.has(need);
@@ -93,12 +95,81 @@ for (const b of document.querySelectorAll("nav button")) {
   };
 }
 
-function figure(url, caption) {
+function figure(url, caption, id) {
   const f = document.createElement("figure");
-  f.innerHTML = `<a href="${url}" target="_blank"><img src="${url}" loading="lazy"></a><figcaption></figcaption>`;
+  f.innerHTML = `<a href="${url}" target="_blank"><img src="${url}" loading="lazy" alt=""></a><figcaption></figcaption>`;
   f.querySelector("figcaption").textContent = caption || "";
+  f.querySelector("img").alt = caption || "generated image";
+  if (id) f.querySelector("a").onclick = (ev) => { ev.preventDefault(); openViewer(id); };
   return f;
 }
+
+// --- the image viewer: prompt, seed, settings, provenance; download, copy, and vary / edit / upscale this ---
+let viewing = null;
+async function openViewer(id) {
+  try {
+    const im = await api(`/images/${id}`);
+    viewing = im;
+    $("viewer-img").src = `/v1/images/${id}/content`;
+    $("viewer-img").alt = im.prompt || im.kind;
+    $("viewer-prompt").textContent = im.prompt || `(${im.kind}, no prompt)`;
+    $("viewer-seed").textContent = im.seed ?? "unknown";
+    $("viewer-model").textContent = im.model;
+    const settings = Object.entries(im.settings || {}).map(([k, v]) => `${k} ${v}`);
+    if (im.settings?.size !== `${im.width}x${im.height}`) settings.push(`${im.width}×${im.height} px`);
+    $("viewer-settings").textContent = settings.join(" · ");
+    $("viewer-made").textContent = `${im.kind} · ${new Date(im.created_at * 1000).toLocaleString()}`;
+    $("viewer-provenance").textContent = im.provenance?.signed
+      ? `signed by this server · request ${im.provenance.request_id}` : "not signed by this server";
+    $("viewer-download").href = `/v1/images/${id}/content`;
+    $("viewer-download").download = `unclip-${id}.png`;
+    $("viewer-copy-prompt").disabled = !im.prompt;
+    $("viewer-copy-seed").disabled = im.seed == null;
+    for (const b of document.querySelectorAll("#viewer [data-feature]")) b.hidden = !features.has(b.dataset.feature);
+    const tooBig = Math.max(im.width, im.height) > 256; // the learned 4x stage takes up to 256 px
+    $("viewer-upscale").disabled = tooBig;
+    $("viewer-note").textContent = tooBig && features.has("upscale") ? "Upscaling takes images up to 256 px." : "";
+    $("viewer").showModal();
+  } catch (e) { showError(e); }
+}
+function closeViewer() { $("viewer").close(); }
+$("viewer-close").onclick = closeViewer;
+async function copy(text, what) {
+  try { await navigator.clipboard.writeText(String(text)); $("viewer-note").textContent = `${what} copied.`; }
+  catch { $("viewer-note").textContent = `Could not copy: select it above.`; }
+}
+$("viewer-copy-prompt").onclick = () => copy(viewing.prompt, "Prompt");
+$("viewer-copy-seed").onclick = () => copy(viewing.seed, "Seed");
+async function viewedBlob() {
+  const res = await fetch(`/v1/images/${viewing.id}/content`, { credentials: "same-origin" });
+  if (!res.ok) throw new Error(`Could not load the image (${res.status}).`);
+  return res.blob();
+}
+function square(im) { return `${im.width}x${im.height}`; }
+$("viewer-vary").onclick = async () => {
+  try {
+    const form = new FormData();
+    form.append("image", await viewedBlob(), "image.png"); form.append("n", $("vary-n").value);
+    const size = square(viewing);
+    form.append("size", ["256x256", "512x512", "1024x1024"].includes(size) ? size : "256x256");
+    closeViewer(); run("/images/variations", { body: form });
+  } catch (e) { $("viewer-note").textContent = e.message; }
+};
+$("viewer-upscale").onclick = () => {
+  const form = new FormData(); form.append("image_id", viewing.id);
+  closeViewer(); run("/images/upscales", { body: form });
+};
+$("viewer-edit").onclick = async () => {
+  try {
+    const blob = await viewedBlob();
+    closeViewer();
+    document.querySelector('nav button[data-tab="edit"]').click();
+    $("edit-file").value = ""; editBlob = blob;
+    loadEditImage(blob);
+    if (viewing.prompt) $("edit-prompt").value = viewing.prompt;
+    $("edit-canvas").scrollIntoView({ behavior: "smooth" });
+  } catch (e) { $("viewer-note").textContent = e.message; }
+};
 
 // Submit with "Prefer: respond-async", then follow progress over server-sent events.
 async function run(path, init) {
@@ -137,7 +208,9 @@ async function follow(path, init) {
       }
     }
     $("status").hidden = true; currentJob = null;
-    if (done?.status === "succeeded") done.result.data.forEach((im) => $("results").append(figure(im.url)));
+    if (done?.status === "succeeded") {
+      done.result.data.forEach((im, i) => $("results").append(figure(im.url, "", done.image_ids?.[i])));
+    }
     else showError(new Error(done?.error?.message || `Job ${done?.status}`));
     signIn();
   } catch (e) { $("status").hidden = true; showError(e); }
@@ -160,14 +233,17 @@ function redraw() {
   if (source) ctx.drawImage(source, 0, 0, canvas.width, canvas.height);
   ctx.globalCompositeOperation = "destination-out"; ctx.drawImage(mask, 0, 0); ctx.globalCompositeOperation = "source-over";
 }
-$("edit-file").onchange = () => {
-  const file = $("edit-file").files[0]; if (!file) return;
+function loadEditImage(blob) {
   const img = new Image();
   img.onload = () => {
     source = img; canvas.width = mask.width = img.naturalWidth; canvas.height = mask.height = img.naturalHeight;
     mctx.clearRect(0, 0, mask.width, mask.height); redraw();
   };
-  img.src = URL.createObjectURL(file);
+  img.src = URL.createObjectURL(blob);
+}
+$("edit-file").onchange = () => {
+  const file = $("edit-file").files[0]; if (!file) return;
+  editBlob = null; loadEditImage(file);
 };
 function paint(ev) {
   if (!painting || !source) return;
@@ -183,13 +259,14 @@ $("clear-mask").onclick = () => { mctx.clearRect(0, 0, mask.width, mask.height);
 
 $("edit-form").onsubmit = async (ev) => {
   ev.preventDefault();
-  const file = $("edit-file").files[0]; if (!file) return;
+  const file = editBlob || $("edit-file").files[0];
+  if (!file) { showError(new Error("Choose a square PNG to edit, or open one of your images and press Edit.")); return; }
   const m = document.createElement("canvas"); m.width = mask.width; m.height = mask.height;
   const c = m.getContext("2d"); c.fillStyle = "#000"; c.fillRect(0, 0, m.width, m.height);
   c.globalCompositeOperation = "destination-out"; c.drawImage(mask, 0, 0);
   const maskBlob = await new Promise((ok) => m.toBlob(ok, "image/png"));
   const form = new FormData();
-  form.append("image", file); form.append("mask", maskBlob, "mask.png");
+  form.append("image", file, "image.png"); form.append("mask", maskBlob, "mask.png");
   form.append("prompt", $("edit-prompt").value); form.append("n", $("edit-n").value); form.append("size", $("edit-size").value);
   run("/images/edits", { body: form });
 };
@@ -204,7 +281,7 @@ $("vary-form").onsubmit = (ev) => {
 async function loadHistory() {
   try {
     const page = await api("/images?limit=24" + (historyAfter ? "&after=" + historyAfter : ""));
-    page.data.forEach((im) => $("history").append(figure(im.url, im.prompt ? `${im.kind} · ${im.prompt}` : im.kind)));
+    page.data.forEach((im) => $("history").append(figure(im.url, im.prompt ? `${im.kind} · ${im.prompt}` : im.kind, im.id)));
     historyAfter = page.last_id; $("more").hidden = !page.has_more;
   } catch (e) { showError(e); }
 }

@@ -537,9 +537,9 @@ def _own_image(request: Request, p: Principal, image_id: str) -> ImageRecord:
     return rec
 
 
-@router.get("/images/{image_id}", summary="One of your images (unclip)")
+@router.get("/images/{image_id}", summary="One of your images, with its seed, settings and provenance (unclip)")
 def get_image(request: Request, image_id: str, p: Principal = Depends(authenticate)) -> dict[str, Any]:
-    return services(request).images.image_json(_own_image(request, p, image_id), base_url(request))
+    return services(request).images.image_detail(_own_image(request, p, image_id), base_url(request))
 
 
 @router.get(
