@@ -99,3 +99,89 @@ def test_the_image_viewer_shows_an_image_and_acts_on_it(page: Any, live: Server,
     page.keyboard.press("Escape")
     viewer.wait_for(state="hidden")
     assert not page.is_visible("#error")
+
+
+def test_create_with_seed_steps_guidance_and_a_negative_prompt(page: Any, live: Server, tmp_path: Path) -> None:
+    _, key = live.user("member")
+    sign_in(page, live, key)
+    page.fill("#gen-prompt", "a rocket")
+    page.click("#gen-advanced summary")
+    page.fill("#gen-seed", "123")
+    page.fill("#gen-steps", "3")
+    page.fill("#gen-guidance", "4.5")
+    page.fill("#gen-negative", "blurry")
+    shot(page, "create-advanced", tmp_path)
+    page.click("#gen-form button")
+    page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
+    kind, args = live.engine.calls[-1]
+    assert kind == "generate" and args["seed"] == 123 and args["steps"] == 3
+    assert args["guidance"] == 4.5 and args["negative_prompt"] == "blurry"
+    page.click("#results figure img")
+    page.locator("#viewer").wait_for(state="visible")
+    assert page.text_content("#viewer-seed") == "123"
+    assert "negative_prompt blurry" in (page.text_content("#viewer-settings") or "")
+
+
+TRANSPARENT = "(() => { const c = document.getElementById('edit-canvas'); const d = c.getContext('2d')" \
+    ".getImageData(0, 0, c.width, c.height).data; let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] === 0;" \
+    " return n; })()"  # fmt: skip
+
+
+def stroke(page: Any, dx: float = 0) -> None:
+    box = page.locator("#edit-canvas").bounding_box()
+    x, y = box["x"] + box["width"] / 2 + dx, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 30, y + 10)
+    page.mouse.up()
+
+
+def test_the_mask_brush_eraser_undo_and_redo(page: Any, live: Server, tmp_path: Path) -> None:
+    from .conftest import png
+
+    _, key = live.user("trusted")  # may edit uploaded images
+    sign_in(page, live, key)
+    page.click('nav button[data-tab="edit"]')
+    page.set_input_files("#edit-file", {"name": "in.png", "mimeType": "image/png", "buffer": png(256, "RGB")})
+    page.wait_for_function("document.getElementById('edit-canvas').width === 256")
+    assert page.evaluate(TRANSPARENT) == 0 and page.is_disabled("#undo")
+    stroke(page)
+    painted = page.evaluate(TRANSPARENT)
+    assert painted > 500
+    page.click("#undo")
+    assert page.evaluate(TRANSPARENT) == 0 and page.is_enabled("#redo")
+    page.click("#redo")
+    assert page.evaluate(TRANSPARENT) == painted
+    page.check("#tool-eraser")
+    stroke(page, dx=20)
+    assert 0 < page.evaluate(TRANSPARENT) < painted  # the eraser took part of the mask back
+    page.keyboard.press("Control+z")
+    assert page.evaluate(TRANSPARENT) == painted
+    shot(page, "mask", tmp_path)
+    page.fill("#edit-prompt", "a hat")
+    page.click("#edit-form button:not([type=button])")
+    page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
+    assert live.engine.calls[-1][0] == "edit" and live.engine.calls[-1][1]["mask"] is True
+
+
+def test_upscale_screen_and_cancel_during_upscaling(page: Any, live: Server, tmp_path: Path) -> None:
+    from .conftest import png
+
+    _, key = live.user("member")
+    sign_in(page, live, key)
+    page.click('nav button[data-tab="upscale"]')
+    page.set_input_files("#upscale-file", {"name": "s.png", "mimeType": "image/png", "buffer": png(64, "RGB")})
+    page.click("#upscale-form button")
+    page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
+    assert live.engine.calls[-1][0] == "upscale"
+    shot(page, "upscale", tmp_path)
+
+    live.engine.delay = 0.5  # 4 steps of half a second: cancel lands in the middle
+    page.click("#upscale-form button")
+    page.wait_for_selector("#status:not([hidden])")
+    page.wait_for_function("document.getElementById('status-text').textContent.startsWith('running')")
+    page.click("#cancel")
+    page.wait_for_selector("#error:not([hidden])", timeout=5_000)
+    assert page.text_content("#error") == "Cancelled: its credits were refunded."
+    assert page.is_hidden("#status")
+    shot(page, "upscale-cancelled", tmp_path)

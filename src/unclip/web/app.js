@@ -11,7 +11,7 @@ let historyAfter = null;
 let features = new Set(); // what the signed-in role may use (GET /v1/me)
 let editBlob = null; // an image of yours sent to the edit tab from the viewer (instead of a file)
 // which feature each tab needs (GET /v1/me lists the features the user's role may use)
-const TAB_FEATURE = { generate: "generate", edit: "edit_upload", vary: "variation" };
+const TAB_FEATURE = { generate: "generate", edit: "edit_upload", vary: "variation", upscale: "upscale" };
 
 async function api(path, opts = {}) {
   const method = (opts.method || "GET").toUpperCase();
@@ -211,6 +211,7 @@ async function follow(path, init) {
     if (done?.status === "succeeded") {
       done.result.data.forEach((im, i) => $("results").append(figure(im.url, "", done.image_ids?.[i])));
     }
+    else if (done?.status === "cancelled" && !done.error) showError(new Error("Cancelled: its credits were refunded."));
     else showError(new Error(done?.error?.message || `Job ${done?.status}`));
     signIn();
   } catch (e) { $("status").hidden = true; showError(e); }
@@ -220,8 +221,20 @@ $("cancel").onclick = () => currentJob && api(`/jobs/${currentJob}/cancel`, { me
 
 $("gen-form").onsubmit = (ev) => {
   ev.preventDefault();
-  run("/images/generations", { headers: { "Content-Type": "application/json" }, body: JSON.stringify({
-    prompt: $("gen-prompt").value, n: +$("gen-n").value, size: $("gen-size").value, model: $("gen-model").value }) });
+  const body = { prompt: $("gen-prompt").value, n: +$("gen-n").value, size: $("gen-size").value,
+    model: $("gen-model").value };
+  // advanced settings, sent only when set (the server's defaults otherwise)
+  if ($("gen-seed").value !== "") body.seed = Math.trunc(+$("gen-seed").value);
+  if ($("gen-steps").value !== "") body.steps = Math.trunc(+$("gen-steps").value);
+  if ($("gen-guidance").value !== "") body.guidance = +$("gen-guidance").value;
+  if ($("gen-negative").value.trim()) body.negative_prompt = $("gen-negative").value;
+  run("/images/generations", { headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+};
+
+$("upscale-form").onsubmit = (ev) => {
+  ev.preventDefault();
+  const form = new FormData(); form.append("image", $("upscale-file").files[0], "image.png");
+  run("/images/upscales", { body: form });
 };
 
 // --- edit: upload, paint the mask (painted = transparent = repaint) --------------------------------------
@@ -237,7 +250,7 @@ function loadEditImage(blob) {
   const img = new Image();
   img.onload = () => {
     source = img; canvas.width = mask.width = img.naturalWidth; canvas.height = mask.height = img.naturalHeight;
-    mctx.clearRect(0, 0, mask.width, mask.height); redraw();
+    mctx.clearRect(0, 0, mask.width, mask.height); resetHistory(); redraw();
   };
   img.src = URL.createObjectURL(blob);
 }
@@ -248,14 +261,37 @@ $("edit-file").onchange = () => {
 function paint(ev) {
   if (!painting || !source) return;
   const r = canvas.getBoundingClientRect(); const sx = canvas.width / r.width;
+  // the eraser takes painted area back out of the mask
+  mctx.globalCompositeOperation = $("tool-eraser").checked ? "destination-out" : "source-over";
   mctx.fillStyle = "#000"; mctx.beginPath();
   mctx.arc((ev.clientX - r.left) * sx, (ev.clientY - r.top) * sx, +$("brush").value * sx / 2, 0, 2 * Math.PI);
-  mctx.fill(); redraw();
+  mctx.fill(); mctx.globalCompositeOperation = "source-over"; redraw();
 }
-canvas.onpointerdown = (ev) => { painting = true; paint(ev); };
+// undo / redo: the mask as it was before each stroke (or clear)
+const undoStack = []; const redoStack = [];
+function snapshot() { return mask.width ? mctx.getImageData(0, 0, mask.width, mask.height) : null; }
+function remember() {
+  const s = snapshot(); if (!s) return;
+  undoStack.push(s); if (undoStack.length > 50) undoStack.shift();
+  redoStack.length = 0; historyButtons();
+}
+function historyButtons() { $("undo").disabled = !undoStack.length; $("redo").disabled = !redoStack.length; }
+function restore(from, to) {
+  if (!from.length) return;
+  to.push(snapshot()); mctx.putImageData(from.pop(), 0, 0); redraw(); historyButtons();
+}
+$("undo").onclick = () => restore(undoStack, redoStack);
+$("redo").onclick = () => restore(redoStack, undoStack);
+function resetHistory() { undoStack.length = 0; redoStack.length = 0; historyButtons(); }
+canvas.onpointerdown = (ev) => { if (!source) return; remember(); painting = true; paint(ev); };
 canvas.onpointermove = paint;
 window.addEventListener("pointerup", () => (painting = false));
-$("clear-mask").onclick = () => { mctx.clearRect(0, 0, mask.width, mask.height); redraw(); };
+$("clear-mask").onclick = () => { remember(); mctx.clearRect(0, 0, mask.width, mask.height); redraw(); };
+document.addEventListener("keydown", (ev) => {
+  if ($("tab-edit").hidden || !(ev.ctrlKey || ev.metaKey) || ev.key.toLowerCase() !== "z") return;
+  if (["INPUT", "TEXTAREA"].includes(ev.target.tagName)) return; // their own text undo
+  ev.preventDefault(); restore(ev.shiftKey ? redoStack : undoStack, ev.shiftKey ? undoStack : redoStack);
+});
 
 $("edit-form").onsubmit = async (ev) => {
   ev.preventDefault();
