@@ -185,3 +185,66 @@ def test_upscale_screen_and_cancel_during_upscaling(page: Any, live: Server, tmp
     assert page.text_content("#error") == "Cancelled: its credits were refunded."
     assert page.is_hidden("#status")
     shot(page, "upscale-cancelled", tmp_path)
+
+
+def test_an_admin_approves_the_waitlist_and_manages_users(page: Any, live: Server, tmp_path: Path) -> None:
+    import httpx
+
+    from unclip.service.db import User
+
+    _, admin = live.user("admin")
+    waiting, _ = live.user("waitlisted", email="wait@example.test")
+    member, member_key = live.user("member", email="member@example.test")
+    r = httpx.post(live.url + "/v1/images/generations", json={"prompt": "something forbidden"},
+                   headers={"Authorization": f"Bearer {member_key}"})  # fmt: skip
+    assert r.status_code == 400  # refused: the audit log has it
+
+    def user(user_id: str) -> User:
+        with live.sv.db.session() as s:
+            return s.get(User, user_id)
+
+    sign_in(page, live, admin)
+    page.click('nav button[data-tab="admin"]')
+    row = page.locator('#waitlist tr[data-email="wait@example.test"]')
+    row.wait_for()
+    assert "violence" in (page.text_content("#audit") or "") and "member@example.test" in page.text_content("#audit")
+    shot(page, "admin", tmp_path)
+    row.get_by_role("button", name="Approve as member").click()
+    row.wait_for(state="detached")
+    assert user(waiting).role == "member"
+
+    before = user(member).credits
+    member_row = page.locator('#users tr[data-email="member@example.test"]')
+    member_row.get_by_label("credits to add for member@example.test").fill("50")
+    member_row.get_by_role("button", name="Add").click()
+    page.wait_for_function("document.querySelector('#users tr[data-email=\"member@example.test\"]')"
+                           f".textContent.includes('{before + 50}')")  # fmt: skip
+    assert user(member).credits == before + 50
+    member_row.get_by_label("role of member@example.test").select_option("trusted")
+    page.wait_for_function("document.querySelector('#users tr[data-email=\"member@example.test\"] select')"
+                           ".value === 'trusted'")  # fmt: skip
+    member_row.get_by_role("button", name="Suspend").click()
+    page.locator('#users tr[data-email="member@example.test"] >> text=Reactivate').wait_for()
+    assert user(member).role == "trusted" and user(member).status == "suspended"
+    assert not page.is_visible("#error")
+
+
+def test_phone_width(live: Server, tmp_path: Path) -> None:
+    """At 390 px the app fits the screen: no sideways scrolling on the create screen or in the viewer."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    _, key = live.user("member")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True).new_page()
+        page.set_default_timeout(20_000)
+        sign_in(page, live, key)
+        page.fill("#gen-prompt", "a red apple")
+        page.click("#gen-form button")
+        page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        shot(page, "phone-create", tmp_path)
+        page.click("#results figure img")
+        page.locator("#viewer").wait_for(state="visible")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        shot(page, "phone-viewer", tmp_path)
+        browser.close()

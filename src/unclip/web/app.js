@@ -45,7 +45,7 @@ async function signIn() {
     features = new Set(me.features || []);
     for (const b of document.querySelectorAll("nav button")) {
       const need = TAB_FEATURE[b.dataset.tab];
-      b.hidden = Boolean(need) && !features.has(need);
+      b.hidden = b.dataset.tab === "admin" ? me.role !== "admin" : Boolean(need) && !features.has(need);
     }
     const models = await api("/models");
     // "dall-e-2" is the OpenAI clients' name for the default model: list each model once
@@ -92,6 +92,7 @@ for (const b of document.querySelectorAll("nav button")) {
     document.querySelectorAll(".tab").forEach((t) => (t.hidden = t.id !== "tab-" + b.dataset.tab));
     showError(null); if (!busy) $("results").innerHTML = "";
     if (b.dataset.tab === "history") { $("history").innerHTML = ""; historyAfter = null; loadHistory(); }
+    if (b.dataset.tab === "admin") loadAdmin();
   };
 }
 
@@ -322,5 +323,74 @@ async function loadHistory() {
   } catch (e) { showError(e); }
 }
 $("more").onclick = loadHistory;
+
+// --- admin: the waitlist, users' roles, credits and status, refused requests ----------------------------
+const ROLES = ["admin", "trusted", "member", "waitlisted"];
+function cell(row, content) {
+  const td = row.insertCell();
+  if (content instanceof Node) td.append(content); else td.textContent = content ?? "";
+  return td;
+}
+function button(text, onclick) {
+  const b = document.createElement("button"); b.type = "button"; b.textContent = text;
+  b.onclick = async () => { b.disabled = true; try { await onclick(); } catch (e) { showError(e); } finally { b.disabled = false; } };
+  return b;
+}
+async function adminPatch(user, body) {
+  await api(`/admin/users/${user.id}`, { method: "PATCH", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body) });
+  await loadAdmin();
+}
+async function loadAdmin() {
+  try {
+    showError(null);
+    const [users, audit] = await Promise.all([api("/admin/users"), api("/admin/audit?limit=50")]);
+    const byId = Object.fromEntries(users.data.map((u) => [u.id, u]));
+    const waiting = users.data.filter((u) => u.role === "waitlisted");
+    const wl = $("waitlist").tBodies[0]; wl.innerHTML = "";
+    for (const u of waiting) {
+      const row = wl.insertRow(); row.dataset.email = u.email;
+      cell(row, u.email); cell(row, u.name); cell(row, new Date(u.created_at * 1000).toLocaleString());
+      const actions = document.createElement("span");
+      for (const role of ["member", "trusted"]) {
+        actions.append(button(`Approve as ${role}`, async () => {
+          await api(`/admin/users/${u.id}/approve`, { method: "POST", headers: { "Content-Type": "application/json" },
+            body: JSON.stringify({ role }) });
+          await loadAdmin();
+        }), " ");
+      }
+      cell(row, actions);
+    }
+    $("waitlist-empty").hidden = waiting.length > 0;
+    const find = $("user-filter").value.trim().toLowerCase();
+    const ub = $("users").tBodies[0]; ub.innerHTML = "";
+    for (const u of users.data.filter((x) => x.role !== "waitlisted" && x.email.toLowerCase().includes(find))) {
+      const row = ub.insertRow(); row.dataset.email = u.email;
+      cell(row, u.email);
+      const role = document.createElement("select"); role.setAttribute("aria-label", `role of ${u.email}`);
+      role.innerHTML = ROLES.map((r) => `<option${r === u.role ? " selected" : ""}>${r}</option>`).join("");
+      role.onchange = () => adminPatch(u, { role: role.value }).catch(showError);
+      cell(row, role);
+      const credits = document.createElement("span");
+      const delta = document.createElement("input"); delta.type = "number"; delta.placeholder = "+/-";
+      delta.setAttribute("aria-label", `credits to add for ${u.email}`);
+      credits.append(`${u.credits} `, delta, " ", button("Add", async () => {
+        const d = Math.trunc(+delta.value); if (!d) return;
+        await adminPatch(u, { credits_delta: d });
+      }));
+      cell(row, credits);
+      const suspended = u.status === "suspended";
+      cell(row, button(suspended ? "Reactivate" : "Suspend",
+        () => adminPatch(u, { status: suspended ? "active" : "suspended" }))).prepend(`${u.status} `);
+    }
+    const ab = $("audit").tBodies[0]; ab.innerHTML = "";
+    for (const e of audit.data) {
+      const row = ab.insertRow();
+      cell(row, new Date(e.created_at * 1000).toLocaleString()); cell(row, byId[e.user_id]?.email || e.user_id);
+      cell(row, e.endpoint); cell(row, e.category); cell(row, e.score.toFixed(2)); cell(row, e.action);
+    }
+  } catch (e) { showError(e); }
+}
+$("user-filter").oninput = () => loadAdmin();
 
 signIn();
