@@ -248,3 +248,47 @@ def test_phone_width(live: Server, tmp_path: Path) -> None:
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         shot(page, "phone-viewer", tmp_path)
         browser.close()
+
+
+def test_blend_a_prompt_with_an_image_from_the_viewer(page: Any, live: Server, tmp_path: Path) -> None:
+    _, key = live.user("member")
+    sign_in(page, live, key)
+    page.fill("#gen-prompt", "a cat")
+    page.click("#gen-form button")
+    page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
+    page.click("#results figure img")
+    page.locator("#viewer").wait_for(state="visible")
+    page.click("#viewer-blend")
+    page.wait_for_selector("#tab-blend:not([hidden])")
+    assert page.locator("#blend-items .blend-item").count() == 2
+    assert page.locator("#blend-items .blend-item[data-image-id]").count() == 1
+    page.fill("#blend-items .blend-item:not([data-image-id]) input[type=text]", "a dog")
+    page.locator("#blend-items .blend-item[data-image-id] input[type=range]").fill("0.8")
+    shot(page, "blend", tmp_path)
+    page.click("#blend-form button:not([type=button])")
+    page.wait_for_function("document.querySelectorAll('#results figure').length === 2")
+    assert live.engine.calls[-1] == ("blend", {"items": 2})
+    page.click('nav button[data-tab="blend"]')
+    for _ in range(2):
+        page.click("#blend-add")
+    assert page.is_disabled("#blend-add")  # 4 at most
+
+
+def test_a_refusal_is_shown_plainly_and_costs_nothing(page: Any, live: Server, tmp_path: Path) -> None:
+    from unclip.service.db import User
+
+    uid, key = live.user("member")
+    sign_in(page, live, key)
+    credits = page.text_content("#who")
+    page.fill("#gen-prompt", "something forbidden")
+    page.click("#gen-form button")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "safety system" in (page.text_content("#error") or "")
+    assert page.locator("#results figure").count() == 0 and page.text_content("#who") == credits
+    shot(page, "refusal", tmp_path)
+    with live.sv.db.session() as s:
+        assert s.get(User, uid).credits == int((credits or "").split(" · ")[-1].split()[0])
+    page.fill("#gen-prompt", "a red apple")  # the next action clears it
+    page.click("#gen-form button")
+    page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
+    assert page.is_hidden("#error")

@@ -11,7 +11,7 @@ let historyAfter = null;
 let features = new Set(); // what the signed-in role may use (GET /v1/me)
 let editBlob = null; // an image of yours sent to the edit tab from the viewer (instead of a file)
 // which feature each tab needs (GET /v1/me lists the features the user's role may use)
-const TAB_FEATURE = { generate: "generate", edit: "edit_upload", vary: "variation", upscale: "upscale" };
+const TAB_FEATURE = { generate: "generate", edit: "edit_upload", vary: "variation", blend: "blend", upscale: "upscale" };
 
 async function api(path, opts = {}) {
   const method = (opts.method || "GET").toUpperCase();
@@ -160,6 +160,14 @@ $("viewer-upscale").onclick = () => {
   const form = new FormData(); form.append("image_id", viewing.id);
   closeViewer(); run("/images/upscales", { body: form });
 };
+$("viewer-blend").onclick = () => {
+  closeViewer();
+  document.querySelector('nav button[data-tab="blend"]').click();
+  const rows = [...$("blend-items").children];
+  const empty = rows.find((r) => !r.dataset.imageId && !r.querySelector("input[type=text]").value.trim());
+  if (empty) empty.remove(); else if (rows.length >= 4) rows[rows.length - 1].remove();
+  blendItem({ image_id: viewing.id, label: viewing.prompt || viewing.kind });
+};
 $("viewer-edit").onclick = async () => {
   try {
     const blob = await viewedBlob();
@@ -230,6 +238,42 @@ $("gen-form").onsubmit = (ev) => {
   if ($("gen-guidance").value !== "") body.guidance = +$("gen-guidance").value;
   if ($("gen-negative").value.trim()) body.negative_prompt = $("gen-negative").value;
   run("/images/generations", { headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+};
+
+// --- blend: 2 to 4 prompts or images of yours, with weights ---------------------------------------------
+function blendItem(item) {
+  const row = document.createElement("div"); row.className = "blend-item";
+  if (item.image_id) {
+    row.dataset.imageId = item.image_id;
+    const img = document.createElement("img"); img.src = `/v1/images/${item.image_id}/content`; img.alt = item.label || "";
+    row.append(img, item.label || "image");
+  } else {
+    const text = document.createElement("input"); text.type = "text"; text.maxLength = 1000;
+    text.placeholder = "a prompt"; text.value = item.prompt || ""; text.setAttribute("aria-label", "prompt");
+    row.append(text);
+  }
+  const weight = document.createElement("input"); weight.type = "range"; weight.min = "0"; weight.max = "1";
+  weight.step = "0.05"; weight.value = "0.5"; weight.setAttribute("aria-label", "weight");
+  const shown = document.createElement("span"); shown.textContent = "0.50";
+  weight.oninput = () => (shown.textContent = (+weight.value).toFixed(2));
+  const remove = document.createElement("button"); remove.type = "button"; remove.textContent = "Remove";
+  remove.onclick = () => { row.remove(); blendButtons(); };
+  row.append(weight, shown, remove);
+  $("blend-items").append(row); blendButtons();
+}
+function blendButtons() { $("blend-add").disabled = $("blend-items").children.length >= 4; }
+$("blend-add").onclick = () => blendItem({});
+blendItem({}); blendItem({});
+$("blend-form").onsubmit = (ev) => {
+  ev.preventDefault();
+  const items = [...$("blend-items").children].map((row) => {
+    const weight = +row.querySelector("input[type=range]").value;
+    return row.dataset.imageId ? { image_id: row.dataset.imageId, weight }
+      : { prompt: row.querySelector("input[type=text]").value.trim(), weight };
+  }).filter((it) => it.image_id || it.prompt);
+  if (items.length < 2) { showError(new Error("A blend needs 2 to 4 prompts or images.")); return; }
+  run("/images/blends", { headers: { "Content-Type": "application/json" }, body: JSON.stringify({
+    items, n: +$("blend-n").value, size: $("blend-size").value }) });
 };
 
 $("upscale-form").onsubmit = (ev) => {
