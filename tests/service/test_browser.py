@@ -51,7 +51,7 @@ def test_the_image_viewer_shows_an_image_and_acts_on_it(page: Any, live: Server,
     sign_in(page, live, key)
     page.fill("#gen-prompt", "a red apple")
     page.fill("#gen-n", "2")
-    page.click("#gen-form button")
+    page.click("#gen-form button:not([type=button])")
     page.wait_for_function("document.querySelectorAll('#results figure').length === 2")
     shot(page, "create", tmp_path)
 
@@ -111,7 +111,7 @@ def test_create_with_seed_steps_guidance_and_a_negative_prompt(page: Any, live: 
     page.fill("#gen-guidance", "4.5")
     page.fill("#gen-negative", "blurry")
     shot(page, "create-advanced", tmp_path)
-    page.click("#gen-form button")
+    page.click("#gen-form button:not([type=button])")
     page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
     kind, args = live.engine.calls[-1]
     assert kind == "generate" and args["seed"] == 123 and args["steps"] == 3
@@ -239,7 +239,7 @@ def test_phone_width(live: Server, tmp_path: Path) -> None:
         page.set_default_timeout(20_000)
         sign_in(page, live, key)
         page.fill("#gen-prompt", "a red apple")
-        page.click("#gen-form button")
+        page.click("#gen-form button:not([type=button])")
         page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         shot(page, "phone-create", tmp_path)
@@ -254,7 +254,7 @@ def test_blend_a_prompt_with_an_image_from_the_viewer(page: Any, live: Server, t
     _, key = live.user("member")
     sign_in(page, live, key)
     page.fill("#gen-prompt", "a cat")
-    page.click("#gen-form button")
+    page.click("#gen-form button:not([type=button])")
     page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
     page.click("#results figure img")
     page.locator("#viewer").wait_for(state="visible")
@@ -281,7 +281,7 @@ def test_a_refusal_is_shown_plainly_and_costs_nothing(page: Any, live: Server, t
     sign_in(page, live, key)
     credits = page.text_content("#who")
     page.fill("#gen-prompt", "something forbidden")
-    page.click("#gen-form button")
+    page.click("#gen-form button:not([type=button])")
     page.wait_for_selector("#error:not([hidden])")
     assert "safety system" in (page.text_content("#error") or "")
     assert page.locator("#results figure").count() == 0 and page.text_content("#who") == credits
@@ -289,6 +289,38 @@ def test_a_refusal_is_shown_plainly_and_costs_nothing(page: Any, live: Server, t
     with live.sv.db.session() as s:
         assert s.get(User, uid).credits == int((credits or "").split(" · ")[-1].split()[0])
     page.fill("#gen-prompt", "a red apple")  # the next action clears it
-    page.click("#gen-form button")
+    page.click("#gen-form button:not([type=button])")
     page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
     assert page.is_hidden("#error")
+
+
+def test_surprise_me_offers_the_models_measured_prompts(tmp_path: Path) -> None:
+    import json
+
+    from .conftest import make_settings, start_server
+
+    folder = tmp_path / "models" / "unclip-test"
+    folder.mkdir(parents=True)
+    prompts = ["a red apple in the style of Noto emoji", "a rocket, Twemoji style"]
+    (folder / "examples.json").write_text(json.dumps({"examples": [{"prompt": p} for p in prompts]}))
+    live = start_server(make_settings(tmp_path / "data", models_dir=str(tmp_path / "models")))
+    sync_api = pytest.importorskip("playwright.sync_api")
+    try:
+        _, key = live.user("member")
+        import httpx
+
+        models = httpx.get(live.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).json()["data"]
+        assert {m["id"]: m["examples"] for m in models}["unclip-test"] == prompts
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page()
+            page.set_default_timeout(20_000)
+            sign_in(page, live, key)
+            page.wait_for_selector("#surprise:not([hidden])")
+            page.click("#surprise")
+            first = page.input_value("#gen-prompt")
+            page.click("#surprise")
+            assert {first, page.input_value("#gen-prompt")} == set(prompts)  # another one each time
+            browser.close()
+    finally:
+        live.stop()

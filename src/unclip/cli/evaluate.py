@@ -20,6 +20,7 @@ WHAT = (
     "judge",
     "cascade",
     "watermark",
+    "examples",
 )
 NEEDS_NO_MODEL = ("judge",)
 
@@ -33,7 +34,7 @@ def eval_cmd(
         None,
         help="Prompts per split for `generation` (64), canvases for `outpaint` (8), images for `upsampler` "
         "(48), prompts per kind (seen, holdout) for `cascade` (160), images per sample for `judge` (300), "
-        "images for `watermark` (32).",
+        "images for `watermark` (32), candidate prompts for `examples` (40).",
     ),
     out: Path | None = typer.Option(None, help="Write the figures as JSON here (merged with what is there)."),
     images: Path | None = typer.Option(
@@ -56,10 +57,11 @@ def eval_cmd(
 ) -> None:
     """Report retrieval, cosine, PSNR/SSIM, sharpness and Fréchet figures (with our own CLIP), and the
     independent judge's figures (`judge`: its own ceiling and floor; `cascade`: what each stage loses), and
-    the invisible watermark's strength and survival on the model's images (`watermark`)."""
+    the invisible watermark's strength and survival on the model's images (`watermark`); `examples` writes the
+    prompts the model draws well, judged, into its folder (examples.json: the web app's "Surprise me")."""
     from rich.console import Console
 
-    todo = WHAT if what == "all" else (what,)
+    todo = tuple(w for w in WHAT if w != "examples") if what == "all" else (what,)  # examples writes a file
     if any(w not in WHAT for w in todo):
         raise typer.BadParameter(f"choose from {', '.join(WHAT)} or all", param_hint="what")
     engine = None
@@ -78,7 +80,15 @@ def eval_cmd(
             path = contact_sheet(engine, data, images or Path("docs/contact-sheet.png"))
             console.print(f"contact sheet: {path} and {path.with_suffix('.md')}")
             continue
-        if w in ("judge", "cascade"):
+        if w == "examples":
+            from unclip import BUNDLED_MODEL_DIR
+            from unclip.evaluation.examples import find_examples, write_examples
+            from unclip.evaluation.judge import Scorer
+
+            results[w] = find_examples(engine, Scorer.load(judge), data, **({"candidates": n} if n else {}))
+            path = write_examples(model or BUNDLED_MODEL_DIR, results[w])
+            console.print(f"{len(results[w]['examples'])} of {results[w]['tried']} prompts kept → {path}")
+        elif w in ("judge", "cascade"):
             results[w] = _judged(w, engine, data, judge, n, images, console, rows)
         else:
             from unclip.evaluation import stages

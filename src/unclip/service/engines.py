@@ -79,6 +79,13 @@ class ModelRegistry:
         except OSError:
             return 0
 
+    def examples(self, name: str) -> list[str]:
+        """Prompts measured to draw well with this model (its examples.json, from `unclip eval examples`)."""
+        from unclip.models.examples import read_examples
+
+        path = self._paths.get(name)
+        return read_examples(path) if path else []
+
     def resolve(self, name: str | None) -> str:
         if not name or name in ALIASES:
             return self.default

@@ -9,6 +9,7 @@ let currentJob = null;
 let busy = false; // one submission at a time: a double click must not start two jobs
 let historyAfter = null;
 let features = new Set(); // what the signed-in role may use (GET /v1/me)
+let examples = {}; // model id → prompts measured to draw well (GET /v1/models)
 let editBlob = null; // an image of yours sent to the edit tab from the viewer (instead of a file)
 // which feature each tab needs (GET /v1/me lists the features the user's role may use)
 const TAB_FEATURE = { generate: "generate", edit: "edit_upload", vary: "variation", blend: "blend", upscale: "upscale" };
@@ -51,9 +52,13 @@ async function signIn() {
     // "dall-e-2" is the OpenAI clients' name for the default model: list each model once
     const ids = models.data.map((m) => m.id);
     const shown = ids.length > 1 ? ids.filter((id) => id !== "dall-e-2") : ids;
+    examples = Object.fromEntries(models.data.map((m) => [m.id, m.examples || []]));
     for (const sel of document.querySelectorAll("select.model")) {
+      const chosen = sel.value;
       sel.innerHTML = shown.map((id) => `<option>${id}</option>`).join("");
+      if (shown.includes(chosen)) sel.value = chosen; // signIn runs again after each job: keep the choice
     }
+    surpriseButton();
   } catch (e) {
     $("signin").hidden = false; $("app").hidden = true; $("signout").hidden = true;
     if (e.status !== 401) $("signup-result").textContent = "Sign-in failed: " + e.message;
@@ -274,6 +279,16 @@ $("blend-form").onsubmit = (ev) => {
   if (items.length < 2) { showError(new Error("A blend needs 2 to 4 prompts or images.")); return; }
   run("/images/blends", { headers: { "Content-Type": "application/json" }, body: JSON.stringify({
     items, n: +$("blend-n").value, size: $("blend-size").value }) });
+};
+
+function surpriseButton() { $("surprise").hidden = !(examples[$("gen-model").value] || []).length; }
+$("gen-model").onchange = surpriseButton;
+$("surprise").onclick = () => {
+  const list = examples[$("gen-model").value] || []; if (!list.length) return;
+  const others = list.filter((p) => p !== $("gen-prompt").value); // a different one each time
+  const pool = others.length ? others : list;
+  $("gen-prompt").value = pool[Math.floor(Math.random() * pool.length)];
+  $("gen-prompt").focus();
 };
 
 $("upscale-form").onsubmit = (ev) => {

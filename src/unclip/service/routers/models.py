@@ -21,6 +21,7 @@ def _model(sv: Any, name: str) -> dict[str, Any]:
         "created": sv.registry.created(target),
         "owned_by": "unclip",
         "shutdown_date": None,
+        "examples": sv.registry.examples(target),  # unclip: prompts measured to draw well (`unclip eval examples`)
     }
 
 
