@@ -331,3 +331,16 @@ def test_a_bounded_load_gets_images_429_or_503_and_nothing_else(deployment: Depl
     for user_id, _ in users:
         balance, ledger = books(d.api, user_id)
         assert balance == ledger
+
+
+def test_a_worker_with_an_unreachable_broker_says_so(tmp_path: Path) -> None:
+    from unclip.service.settings import Settings
+    from unclip.service.worker import BrokerWorker
+
+    from .fakes import FakeEngine
+
+    settings = Settings(data_dir=tmp_path, broker_url=f"redis://:secret@127.0.0.1:{free_port()}/0")
+    worker = BrokerWorker(settings, engines={"unclip-test": FakeEngine()})
+    with pytest.raises(RuntimeError, match=r"cannot reach the broker at redis://…@127\.0\.0\.1") as err:
+        worker.wait_for_broker(timeout_s=0.5)
+    assert "secret" not in str(err.value)

@@ -135,6 +135,20 @@ class BrokerWorker:
             if out.status == "queued":  # this worker is stopping, or the pass stopped for another job
                 self.dispatcher.send(j.id)
 
+    def wait_for_broker(self, timeout_s: float = 60.0) -> None:
+        """A broker that is restarting is waited for; one that never answers is a wrong URL, said in words."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.dispatcher.ping()
+                return
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"cannot reach the broker at {_redact(self.settings.broker_url)}: {exc}"
+                    ) from None
+            time.sleep(0.5)
+
     def wait_for_schema(self, timeout_s: float = 120.0) -> None:
         """The server (or `unclip admin migrate`) creates and upgrades the schema; a worker only waits for it."""
         from alembic.script import ScriptDirectory
@@ -164,6 +178,7 @@ class BrokerWorker:
         import dramatiq
 
         stop = stop or threading.Event()
+        self.wait_for_broker()
         self.wait_for_schema()
         self.registry.get(self.registry.default)  # load the default model before taking jobs
         worker = dramatiq.Worker(self.dispatcher.broker, worker_threads=self.threads)
