@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 
@@ -53,8 +54,11 @@ class RemoteJobs(JobQueue):
 
     def start(self) -> None:
         self._stopping.clear()
-        for target, name in ((self._poll, "unclip-job-poller"), (self._sweep, "unclip-job-sweeper")):
-            t = threading.Thread(target=target, name=name, daemon=True)
+        for every, work, name in (
+            (self.poll_s, self.refresh, "unclip-job-poller"),
+            (self.sweep_s, self.sweep, "unclip-job-sweeper"),
+        ):
+            t = threading.Thread(target=self._repeat, args=(every, work), name=name, daemon=True)
             t.start()
             self._threads.append(t)
 
@@ -154,15 +158,15 @@ class RemoteJobs(JobQueue):
 
     # --- background threads ------------------------------------------------------------------------------
 
-    def _poll(self) -> None:
-        """Mirror the rows of the jobs this process watches into their handles."""
-        while not self._stopping.wait(self.poll_s):
+    def _repeat(self, every: float, work: Any) -> None:
+        while not self._stopping.wait(every):
             try:
-                self.refresh()
+                work()
             except Exception:
-                log.exception("polling the jobs' rows failed")
+                log.exception("%s failed", work.__name__)
 
     def refresh(self) -> None:
+        """Mirror the rows of the jobs this process watches into their handles."""
         t = time.monotonic()
         with self._lock:
             prune_handles(self._handles)
@@ -184,13 +188,6 @@ class RemoteJobs(JobQueue):
                     h.shutdown or ((error or {}).get("error") or {}).get("code") == "server_shutting_down"
                 )
                 h.done.set()
-
-    def _sweep(self) -> None:
-        while not self._stopping.wait(self.sweep_s):
-            try:
-                self.sweep()
-            except Exception:
-                log.exception("sweeping for unsent jobs failed")
 
     def sweep(self) -> int:
         """Send again the jobs whose message may be lost: queued and not sent for `redispatch_s`, or running on a
