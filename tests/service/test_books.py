@@ -126,3 +126,33 @@ def test_negative_admin_adjustment_records_what_it_took(server: Server) -> None:
     assert books(server, uid) == (0, 0)
     r = httpx.patch(f"{server.url}/v1/admin/users/{uid}", json={"credits_delta": 7}, headers=H(admin))
     assert r.json()["credits"] == 7 and books(server, uid) == (7, 7)
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_the_monthly_grant_is_made_once_when_two_requests_race(database: str, tmp_path: Path) -> None:
+    """A request that read the user before another one granted the month (and charged) must not grant again,
+    nor write back a balance that undoes that charge (SQLite has no FOR UPDATE to serialise them)."""
+    from unclip.service import credits
+    from unclip.service.auth import approve, create_user
+    from unclip.service.db import Database
+
+    if database == "postgres" and not PG_URL:
+        pytest.skip("UNCLIP_TEST_POSTGRES_URL is not set")
+    db = Database(_clean_postgres() if database == "postgres" else f"sqlite:///{tmp_path / 'books.db'}")
+    grants = {"trusted": 2000}
+    with db.session() as s:
+        user = create_user(s, "race@example.test", role="waitlisted")
+        approve(s, user, "trusted")
+        uid = user.id
+    with db.session() as late:
+        stale = late.get(User, uid)  # read before the other request's grant
+        with db.session() as first:
+            assert credits.charge(first, uid, 5, grants) == 1995
+        credits.ensure_grant(late, stale, grants)
+        assert stale.credits == 1995
+    with db.session() as s:
+        of_user = CreditEntry.user_id == uid
+        grants_made = s.scalar(select(func.count()).where(of_user, CreditEntry.reason == "grant"))
+        ledger = s.scalar(select(func.sum(CreditEntry.delta)).where(of_user))
+        assert grants_made == 1 and s.get(User, uid).credits == ledger == 1995
+    db.dispose()

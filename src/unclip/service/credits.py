@@ -16,17 +16,26 @@ def period(t: float | None = None) -> str:
 
 
 def ensure_grant(s: Session, user: User, grants: dict[str, int], t: float | None = None) -> None:
-    """Once per calendar month (UTC), raise the balance to the role's grant (credits above it are kept)."""
+    """Once per calendar month (UTC), raise the balance to the role's grant (credits above it are kept).
+
+    A compare-and-set on (period, balance): of two requests that both found the month not yet granted, one
+    grants and the other sees its write miss and reads the row again. SQLite ignores FOR UPDATE, so the row
+    lock alone let both grant, and the absolute balance overwrote a charge made in between."""
     current = period(t)
-    if user.credits_period == current:
-        return
-    grant = int(grants.get(user.role, 0))
-    if user.role == "waitlisted":
-        return  # the month starts counting when they are approved
-    if user.credits < grant:
-        s.add(CreditEntry(user_id=user.id, delta=grant - user.credits, reason="grant"))
-        user.credits = grant
-    user.credits_period = current
+    s.flush()  # the caller's pending changes (an approval's role) before the row is read again
+    while user.credits_period != current:
+        if user.role == "waitlisted":
+            return  # the month starts counting when they are approved
+        old, new = user.credits, max(user.credits, int(grants.get(user.role, 0)))
+        done = s.execute(
+            update(User)
+            .where(User.id == user.id, User.credits_period == user.credits_period, User.credits == old)
+            .values(credits=new, credits_period=current)
+            .execution_options(synchronize_session=False)
+        )
+        if done.rowcount == 1 and new > old:
+            s.add(CreditEntry(user_id=user.id, delta=new - old, reason="grant"))
+        s.refresh(user)
 
 
 def charge(s: Session, user_id: str, cost: int, grants: dict[str, int], job_id: str | None = None) -> int:
