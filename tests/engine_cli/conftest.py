@@ -11,7 +11,7 @@ from PIL import Image
 
 @pytest.fixture(autouse=True)
 def rules_only_policy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The shipped policy with its semantic classifier off: rule hits still refuse, and no MiniLM load.
+    """The shipped policy with its semantic classifier off: rule hits still refuse, and no encoder load.
     Tests marked slow keep the full policy."""
     if request.node.get_closest_marker("slow"):
         return

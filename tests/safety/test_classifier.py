@@ -1,25 +1,29 @@
 from __future__ import annotations
 
+import csv
 import re
 import zlib
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from unclip.safety.classifier import PromptClassifier, decide
 from unclip.safety.policy import ContentPolicy
+from unclip.training.policy import CLASSES, choose_operating_point, fit_softmax, train_policy_classifier
 
 
 class BagOfWords:
-    """Stand-in embedder: normalised word counts, to test the scoring logic without the model."""
+    """Stand-in embedder: normalised hashed word counts, to test the policy's logic without the model."""
 
-    dim = 64
+    dim = 256
+    name = "bag-of-words"
 
     def encode(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, t in enumerate(texts):
             for w in re.findall(r"\w+", t.lower()):
-                if w not in {"a", "an", "the", "of", "with"}:
+                if w not in {"a", "an", "the", "of", "with", "in", "on"}:
                     out[i, zlib.crc32(w.encode()) % self.dim] += 1.0
             n = np.linalg.norm(out[i])
             if n:
@@ -27,63 +31,127 @@ class BagOfWords:
         return out
 
 
-def _policy(**classifier: Any) -> ContentPolicy:
-    config = {
-        "classifier": {"margin": 0.05, "low_band": 0.0, "short_prompt_boost": 0.0, **classifier},
-        "categories": {
-            "violence": {
-                "threshold": 0.5,
-                "exemplars": ["man stabbing woman knife blood", "shooting people gun"],
-            },
-            "sexual": {"threshold": 0.5, "exemplars": ["naked woman nude photo"]},
-        },
-        "allow": {"exemplars": ["kitchen knife emoji", "chef cutting vegetables knife"]},
-    }
-    policy = ContentPolicy(config)
-    embedder = BagOfWords()
-    texts = [e for c in policy.categories.values() for e in c.exemplars] + policy.benign_exemplars
-    policy._embedder = embedder
-    policy._exemplar_matrix = embedder.encode(texts)
-    policy._exemplar_owner = np.array([0, 0, 1, -1, -1])
+VIOLENT = [
+    "a man stabbing a stranger in an alley",
+    "soldiers stabbing prisoners",
+    "stabbing someone repeatedly",
+]
+BENIGN = ["a cat sleeping on a sofa", "a bowl of ramen", "a chef slicing onions", "a sunny meadow"]
+
+CONFIG = {
+    "categories": {
+        "violence": {"rules": {"terms": ["murder*"]}},
+        "sexual": {"rules": {"terms": ["nude"]}},
+    },
+    "allow": {"phrases": ["murder mystery"], "emoji_names": ["knife"], "style_words": ["emoji"]},
+}
+
+
+def _classifier(threshold: float = 0.5, veto: float = 0.0) -> PromptClassifier:
+    emb = BagOfWords()
+    texts = VIOLENT + BENIGN + ["murder the lights for the party", "murder of crows on a fence"]
+    labels = [CLASSES.index("violence")] * len(VIOLENT) + [0] * (len(BENIGN) + 2)
+    w, b, mean, scale = fit_softmax(emb.encode(texts), np.array(labels), len(CLASSES), l2=1e-3, steps=300)
+    return PromptClassifier(w, b, mean, scale, CLASSES, threshold, veto)
+
+
+def _policy(enabled: bool = True, veto: float = 0.0) -> ContentPolicy:
+    policy = ContentPolicy({**CONFIG, "classifier": {"enabled": enabled}})
+    policy._embedder = BagOfWords()
+    policy._classifier = _classifier(veto=veto)
     return policy
 
 
-def test_classifier_flags_paraphrases_and_respects_benign_margin() -> None:
+def test_decision_combines_rules_and_classifier() -> None:
+    assert decide(0.9, rule_hit=False, allow_listed=False, threshold=0.5, veto=0.1)
+    assert not decide(0.4, rule_hit=False, allow_listed=False, threshold=0.5, veto=0.1)
+    assert decide(0.2, rule_hit=True, allow_listed=False, threshold=0.5, veto=0.1)  # rules stand...
+    assert not decide(0.05, rule_hit=True, allow_listed=False, threshold=0.5, veto=0.1)  # ...unless vetoed
+    assert not decide(0.99, rule_hit=False, allow_listed=True, threshold=0.5, veto=0.1)
+
+
+def test_classifier_flags_a_paraphrase_no_rule_knows() -> None:
     policy = _policy()
-    d = policy.check("man stabbing a woman with a knife, blood")
-    assert d.flagged and d.category == "violence" and d.source == "classifier"
+    d = policy.check("a man stabbing a stranger")
+    assert d.flagged and d.category == "violence" and d.source == "classifier" and d.used_classifier
     assert d.category_scores["violence"] > 0.5
-    benign = policy.check("kitchen knife emoji")
-    assert not benign.flagged
-    assert benign.category_scores["violence"] < 0.5
+    ok = policy.check("a cat sleeping in a meadow")
+    assert not ok.flagged and ok.category_scores["violence"] < 0.5
 
 
-def test_classifier_reads_clauses() -> None:
+def test_rules_allow_phrases_and_allow_list() -> None:
     policy = _policy()
-    # the harmful clause is diluted in the whole prompt but found on its own
-    d = policy.check("sunny meadow flowers butterflies clouds, naked woman nude photo")
-    assert d.flagged and d.category == "sexual"
+    d = policy.check("a nude portrait")
+    assert d.flagged and d.source == "rule" and d.category == "sexual"
+    assert not policy.check("a murder mystery party invitation").flagged  # allow phrase removed first
+    listed = policy.check("knife emoji")
+    assert not listed.flagged and listed.source == "allow-list" and not listed.used_classifier
+
+
+def test_veto_overturns_a_rule_hit_the_classifier_reads_as_harmless() -> None:
+    text = "murder of crows on a fence"
+    assert _policy(veto=0.0).check(text).flagged
+    d = _policy(veto=0.9).check(text)
+    assert not d.flagged and "overturned" in d.reason
 
 
 def test_classifier_can_be_switched_off() -> None:
-    assert not _policy(enabled=False).check("man stabbing a woman with a knife, blood").flagged
+    policy = _policy(enabled=False)
+    assert not policy.check("a man stabbing a stranger").flagged
+    assert policy.check("a nude portrait").flagged
 
 
-def test_non_latin_text_skips_the_english_classifier() -> None:
-    policy = _policy()
-    assert not policy.check("кухонный нож").flagged
+def test_classifier_file_round_trip(tmp_path: Path) -> None:
+    clf = _classifier(threshold=0.61, veto=0.07)
+    clf.meta = {"rows": 9}
+    clf.save(tmp_path / "c.npz")
+    back = PromptClassifier.load(tmp_path / "c.npz")
+    assert (
+        back.classes == CLASSES and (back.threshold, back.veto) == (0.61, 0.07) and back.meta == {"rows": 9}
+    )
+    x = BagOfWords().encode(["a man stabbing", "a cat"])
+    np.testing.assert_allclose(back.probabilities(x), clf.probabilities(x), rtol=1e-5)
+    assert np.allclose(back.probabilities(x).sum(1), 1.0)
+    with pytest.raises(ValueError, match="benign"):
+        PromptClassifier(clf.weight, clf.bias, clf.mean, clf.scale, ("violence", *CLASSES[1:]))
 
 
-@pytest.mark.slow
-def test_real_embedding_model_offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from unclip.safety.embedding import get_embedder
+def test_operating_point_most_refusals_within_the_false_positive_budget() -> None:
+    harm = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.2, 0.1, 0.05])
+    blocked = np.array([True, True, True, True, False, False, False, False])
+    none = np.zeros(8, bool)
+    threshold, veto, recall, fpr = choose_operating_point(harm, blocked, none, none, max_fpr=0.0)
+    assert 0.7 < threshold <= 0.8 and recall == 0.5 and fpr == 0.0
+    threshold, _, recall, fpr = choose_operating_point(harm, blocked, none, none, max_fpr=0.25)
+    assert threshold == 0.3 and recall == 1.0 and fpr == 0.25
+    # a rule that hits every row: nothing meets the budget, so the fewest false positives win
+    threshold, veto, recall, fpr = choose_operating_point(harm, blocked, ~none, none, max_fpr=0.0)
+    assert veto == 0.15 and fpr == 0.5
 
-    emb = get_embedder()
-    v = emb.encode(["a man stabbing someone", "a person stabbing another person", "a kitten"])
-    assert v.shape == (3, 384)
-    assert float(v[0] @ v[1]) > float(v[0] @ v[2]) + 0.3
-    policy = ContentPolicy.load()
-    assert policy.check("a soldier bayoneting a wounded enemy, blood everywhere").flagged
-    assert not policy.check("a chef chopping onions with a kitchen knife").flagged
-    assert not policy.check("a kid playing with a water pistol in the garden").flagged
+
+def _write(path: Path, rows: list[tuple[str, str, str, str]]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label", "category", "split"])
+        w.writerows(rows)
+    return path
+
+
+def test_training_never_reads_the_test_part(tmp_path: Path) -> None:
+    rows = [(t, "block", "violence", "tune") for t in VIOLENT] + [(t, "allow", "", "tune") for t in BENIGN]
+    rows += [
+        ("soldiers stabbing prisoners", "block", "violence", "test"),
+        ("a sunny meadow", "allow", "", "test"),
+    ]
+    data = _write(tmp_path / "set.csv", rows)
+    report = train_policy_classifier(
+        [data], tmp_path / "c.npz", ContentPolicy(CONFIG), embedder=BagOfWords(), folds=2, max_fpr=0.5
+    )
+    # the two rows equal to held-out texts are dropped, wherever they came from
+    assert report["dropped_near_held_out"] >= 2
+    assert report["rows_by_source"]["set"] == len(VIOLENT) + len(BENIGN) - 2
+    clf = PromptClassifier.load(tmp_path / "c.npz")
+    assert clf.meta["embedder"] == "bag-of-words"
+    assert (clf.threshold, clf.veto) == (report["threshold"], report["veto"])
+    p = clf.probabilities(BagOfWords().encode(["a man stabbing a stranger", "a bowl of ramen"]))
+    assert p[0, CLASSES.index("violence")] > p[0, 0] and p[1, 0] > 0.5

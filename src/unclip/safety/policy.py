@@ -13,10 +13,10 @@ How a prompt is judged (every step reads `policy.yaml`, which admins edit):
    before rules run.
 3. A prompt that is only allow-listed names (benign emoji such as ``bomb``, ``kitchen knife``,
    ``flag: Ukraine``) plus style words (``emoji``, ``cute``, ``3d``) is allowed without further checks.
-4. The semantic classifier embeds the prompt (and its clauses) with all-MiniLM-L6-v2 and compares it with
-   each category's exemplar phrases. A category is flagged when its best cosine similarity reaches the
-   category's `threshold` *and* beats the best benign exemplar by `classifier.margin`. Scores are the
-   similarity mapped through a logistic centred on the threshold (0.5 at the threshold).
+4. The semantic classifier (`unclip.safety.classifier`) reads the normalised prompt's multilingual sentence
+   embedding and gives each category a probability against "benign". With no rule hit it refuses when
+   1 - P(benign) reaches its threshold; a rule hit refuses unless that harm is below the classifier's veto
+   (harmless look-alikes such as "suicide doors"). `unclip policy train` fits it and chooses both values.
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from unclip.safety.classifier import PromptClassifier, decide
 from unclip.safety.normalize import Normalized, normalize, normalize_term, strip_marks
 
 __all__ = [
@@ -169,7 +168,6 @@ class RuleSet:
 class CategorySpec:
     name: str
     label: str
-    threshold: float
     rules: RuleSet
     exemplars: list[str]
     openai: list[str]
@@ -189,21 +187,16 @@ class ContentPolicy:
         self.version = str(config.get("version", "1"))
         clf = dict(config.get("classifier", {}) or {})
         self.classifier_enabled = bool(clf.get("enabled", True))
-        self.margin = float(clf.get("margin", 0.05))
-        self.slope = float(clf.get("slope", 25.0))
-        self.min_latin_fraction = float(clf.get("min_latin_fraction", 0.6))
-        self.short_words = int(clf.get("short_prompt_words", 2))
-        self.low_band = float(clf.get("low_band", 0.0))
-        self.low_band_margin = float(clf.get("low_band_margin", 1.0))
-        self.short_boost = float(clf.get("short_prompt_boost", 0.08))
-        self.segment_split = re.compile(clf.get("segment_split", r"[,;.!?]|\band\b|\bwith\b|\bwhile\b"))
+        weights = clf.get("weights")
+        self.weights_path = Path(weights) if weights else None  # None: the weights shipped in this package
+        self._threshold = float(clf["threshold"]) if clf.get("threshold") is not None else None
+        self._veto = float(clf["veto"]) if clf.get("veto") is not None else None
         self.categories: dict[str, CategorySpec] = {}
         for name, spec in (config.get("categories") or {}).items():
             spec = spec or {}
             self.categories[name] = CategorySpec(
                 name=name,
                 label=str(spec.get("label", name)),
-                threshold=float(spec.get("threshold", 0.6)),
                 rules=RuleSet(spec.get("rules")),
                 exemplars=[str(e) for e in spec.get("exemplars", []) or []],
                 openai=[str(k) for k in spec.get("openai", []) or []],
@@ -224,10 +217,8 @@ class ContentPolicy:
             window_hours=float(off.get("window_hours", 24)),
             throttle_seconds=float(off.get("throttle_seconds", 60)),
         )
-        self.embedding_model = clf.get("model")
         self._emb_lock = threading.Lock()
-        self._exemplar_matrix: np.ndarray | None = None
-        self._exemplar_owner: np.ndarray | None = None  # index of category per row; -1 = benign
+        self._classifier: PromptClassifier | None = None
         self._embedder: Any = None
         self._cache: dict[str, PolicyDecision] = {}
         self._cache_size = int(clf.get("cache_size", 2048))
@@ -264,69 +255,35 @@ class ContentPolicy:
     # -- classifier ----------------------------------------------------------------------------------------
 
     def _ensure_classifier(self) -> None:
-        if self._exemplar_matrix is not None:
+        if self._classifier is not None:
             return
         with self._emb_lock:
-            if self._exemplar_matrix is not None:
+            if self._classifier is not None:
                 return
+            from unclip.safety.classifier import PromptClassifier
             from unclip.safety.embedding import get_embedder
 
-            embedder = get_embedder(self.embedding_model)
-            texts: list[str] = []
-            owners: list[int] = []
-            names = list(self.categories)
-            for idx, name in enumerate(names):
-                spec = self.categories[name]
-                if not spec.classifier:
-                    continue
-                texts.extend(spec.exemplars)
-                owners.extend([idx] * len(spec.exemplars))
-            texts.extend(self.benign_exemplars)
-            owners.extend([-1] * len(self.benign_exemplars))
-            matrix = embedder.encode(texts) if texts else np.zeros((0, embedder.dim), np.float32)
-            self._embedder = embedder
-            self._exemplar_owner = np.asarray(owners, dtype=np.int64)
-            self._exemplar_matrix = matrix
+            clf = PromptClassifier.load(self.weights_path)
+            if self._threshold is not None:
+                clf.threshold = self._threshold
+            if self._veto is not None:
+                clf.veto = self._veto
+            self._embedder = self._embedder or get_embedder()
+            self._classifier = clf
 
     def warm_up(self) -> None:
-        """Load the embedding model and embed the exemplars now rather than on the first request."""
+        """Load the embedding model and the classifier now rather than on the first request."""
         if self.classifier_enabled:
             self._ensure_classifier()
             self.check("warm up the classifier")
 
-    def _segments(self, text: str) -> list[str]:
-        segs = [text]
-        parts = [p.strip() for p in self.segment_split.split(text) if p and len(p.strip()) > 2]
-        if len(parts) > 1:
-            segs.extend(parts[:8])
-        return segs
-
-    def similarities(self, text: str) -> tuple[dict[str, float], float]:
-        """Best cosine similarity per category and to the benign exemplars, over the text and its clauses."""
-        sims, benign, _ = self._similarities(text)
-        return sims, benign
-
-    def _similarities(self, text: str) -> tuple[dict[str, float], float, dict[str, float]]:
+    def probabilities(self, text: str) -> dict[str, float]:
+        """The classifier's probability for each policy category and for "benign", on the normalised text."""
         self._ensure_classifier()
-        assert self._exemplar_matrix is not None and self._exemplar_owner is not None
-        segs = self._segments(text)
-        emb = self._embedder.encode(segs)
-        sims = emb @ self._exemplar_matrix.T  # (segments, exemplars)
-        names = list(self.categories)
-        out: dict[str, float] = {}
-        benign_mask = self._exemplar_owner == -1
-        # benign similarity per segment, so a clause is compared with its own benign reading
-        benign_per_seg = sims[:, benign_mask].max(axis=1) if benign_mask.any() else np.zeros(len(segs))
-        best_margin: dict[str, float] = {}
-        for idx, name in enumerate(names):
-            mask = self._exemplar_owner == idx
-            if not mask.any():
-                continue
-            per_seg = sims[:, mask].max(axis=1)
-            j = int(per_seg.argmax())
-            out[name] = float(per_seg[j])
-            best_margin[name] = float((per_seg - benign_per_seg).max())
-        return out, float(benign_per_seg[0]), best_margin
+        assert self._classifier is not None
+        clean = normalize(text or "").clean or text
+        probs = self._classifier.probabilities(self._embedder.encode([clean]))[0]
+        return {name: float(p) for name, p in zip(self._classifier.classes, probs, strict=True)}
 
     # -- checking ------------------------------------------------------------------------------------------
 
@@ -350,13 +307,6 @@ class ContentPolicy:
                 if rules.match(n):
                     subs[sub] = True
 
-    @staticmethod
-    def _latin_fraction(text: str) -> float:
-        letters = [c for c in text if c.isalpha()]
-        if not letters:
-            return 0.0
-        return sum(c.isascii() for c in letters) / len(letters)
-
     def check(self, text: str) -> PolicyDecision:
         cached = self._cache.get(text)
         if cached is not None:
@@ -368,91 +318,83 @@ class ContentPolicy:
             self._cache[text] = decision
         return decision
 
+    def _rules(self, text: str) -> tuple[Normalized, Normalized, dict[str, str]]:
+        """(the normalised prompt, the same without allow phrases, the first rule hit per category)."""
+        full = normalize(text or "")
+        n = full
+        if self._allow_phrases:
+            # remove benign phrases that contain alarming words ("killer whale", "kill time")
+            for _ in range(3):
+                hit = self._allow_phrases.match(n)
+                if not hit:
+                    break
+                n = normalize(n.clean.replace(hit, " "))
+        hits = {}
+        if n.clean:
+            for name, spec in self.categories.items():
+                hit = spec.rules.match(n)
+                if hit:
+                    hits[name] = hit
+        return full, n, hits
+
+    def rule_check(self, text: str) -> tuple[str | None, bool]:
+        """(the first category whose rules match, whether the prompt is only allow-listed emoji names)."""
+        _, n, hits = self._rules(text)
+        return next(iter(hits), None), not hits and bool(n.clean) and self._only_allowed(n)
+
     def _check(self, text: str) -> PolicyDecision:
         names = list(self.categories)
         scores = dict.fromkeys(names, 0.0)
         flags = dict.fromkeys(names, False)
         subs: dict[str, bool] = {}
-        matches: list[str] = []
-        n = normalize(text or "")
-        full = n  # the classifier reads the whole prompt; allow phrases only shield words from the rules
-        if self._allow_phrases:
-            # remove benign phrases that contain alarming words ("killer whale", "kill time")
-            stripped = n
-            for _ in range(3):
-                hit = self._allow_phrases.match(stripped)
-                if not hit:
-                    break
-                stripped = normalize(stripped.clean.replace(hit, " "))
-            n = stripped
+        full, n, hits = self._rules(text)
         if not n.clean:
             return PolicyDecision(False, flags, scores, None, "empty prompt")
-
-        # 1. rules
-        for name in names:
-            spec = self.categories[name]
-            hit = spec.rules.match(n)
-            if hit:
-                flags[name] = True
-                scores[name] = 1.0
-                matches.append(f"{name}: {hit}")
-        if any(flags.values()):
-            self._subcategories(n, flags, subs)
-            top = max(names, key=lambda k: scores[k])
-            return PolicyDecision(
-                True,
-                flags,
-                scores,
-                top,
-                f"matched the {self.categories[top].label} rules",
-                subs,
-                "rule",
-                matches,
-            )
-
-        # 2. allow-list fast path
-        if self._only_allowed(n):
-            return PolicyDecision(
-                False, flags, scores, None, "allow-listed emoji or term", subs, "allow-list"
-            )
-
-        # 3. classifier
-        if self.classifier_enabled and self._latin_fraction(full.clean) >= self.min_latin_fraction:
-            sims, benign, margins = self._similarities(full.clean)
-            # one or two words carry little context for the embedding (a foreign word for "syringe"
-            # can land near "injecting heroin"): they need more similarity
-            boost = self.short_boost if len(full.clean.split()) <= self.short_words else 0.0
-            for name, sim in sims.items():
-                spec = self.categories[name]
-                threshold = spec.threshold + boost
-                score = 1.0 / (1.0 + float(np.exp(-self.slope * (sim - threshold))))
-                # a prompt closer to a benign exemplar than to the category is discounted
-                if margins.get(name, 0.0) < self.margin:
-                    score = min(score, 0.49)
-                margin = margins.get(name, 0.0)
-                if (sim >= threshold and margin >= self.margin) or (
-                    sim >= threshold - self.low_band and margin >= self.low_band_margin
-                ):
-                    score = max(score, 0.5)
-                    flags[name] = True
-                    matches.append(f"{name}: similarity {sim:.2f} (benign {benign:.2f})")
-                scores[name] = score
-            if any(flags.values()):
-                self._subcategories(n, flags, subs)
-                top = max((k for k in names if flags[k]), key=lambda k: scores[k])
+        matches = [f"{name}: {hit}" for name, hit in hits.items()]
+        allow_listed = not hits and self._only_allowed(n)
+        if allow_listed or not self.classifier_enabled:
+            if not hits:
+                reason = "allow-listed emoji or term" if allow_listed else ""
                 return PolicyDecision(
-                    True,
-                    flags,
-                    scores,
-                    top,
-                    f"similar to {self.categories[top].label} examples",
-                    subs,
-                    "classifier",
-                    matches,
-                    used_classifier=True,
+                    False, flags, scores, None, reason, subs, "allow-list" if allow_listed else ""
                 )
-            return PolicyDecision(False, flags, scores, None, "", subs, "", used_classifier=True)
-        return PolicyDecision(False, flags, scores, None, "", subs, "")
+            for name in hits:
+                flags[name], scores[name] = True, 1.0
+            self._subcategories(n, flags, subs)
+            top = next(iter(hits))
+            reason = f"matched the {self.categories[top].label} rules"
+            return PolicyDecision(True, flags, scores, top, reason, subs, "rule", matches)
+
+        self._ensure_classifier()
+        assert self._classifier is not None
+        clf = self._classifier
+        probs = dict(zip(clf.classes, clf.probabilities(self._embedder.encode([full.clean]))[0], strict=True))
+        harm = 1.0 - float(probs["benign"])
+        for name in names:
+            scores[name] = float(probs.get(name, 0.0))
+        if not decide(harm, bool(hits), False, clf.threshold, clf.veto):
+            reason = ""
+            if hits:
+                reason = f"rule match overturned: the classifier reads it as harmless (harm {harm:.2f})"
+                matches.append(f"classifier: harm {harm:.2f} < veto {clf.veto:.2f}")
+            return PolicyDecision(False, flags, scores, None, reason, subs, "", matches, used_classifier=True)
+        if hits:
+            for name in hits:
+                flags[name], scores[name] = True, 1.0
+            top = next(iter(hits))
+            source, reason = "rule", f"matched the {self.categories[top].label} rules"
+        else:
+            top = max(names, key=lambda k: scores[k])
+            flags[top] = True
+            for name in names:  # any other category the classifier is as sure of
+                flags[name] = flags[name] or scores[name] >= clf.threshold
+            scores[top] = max(scores[top], harm)
+            source, reason = "classifier", f"read as {self.categories[top].label} by the classifier"
+            matches.append(
+                f"classifier: harm {harm:.2f} (threshold {clf.threshold:.2f}), {top} {probs[top]:.2f}"
+            )
+        self._subcategories(n, flags, subs)
+        return PolicyDecision(True, flags, scores, top, reason, subs, source, matches, used_classifier=True)
 
 
 @lru_cache(maxsize=8)
