@@ -324,3 +324,78 @@ def test_surprise_me_offers_the_models_measured_prompts(tmp_path: Path) -> None:
             browser.close()
     finally:
         live.stop()
+
+
+def test_the_outpainting_canvas(page: Any, live: Server, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from .conftest import png
+
+    _, member = live.user("member")
+    sign_in(page, live, member)
+    assert page.is_hidden('nav button[data-tab="outpaint"]')  # members may not upload images to edit
+    page.click("#signout")
+    page.wait_for_selector("#signin:not([hidden])")
+    _, key = live.user("trusted")
+    sign_in(page, live, key)
+    page.click('nav button[data-tab="outpaint"]')
+    page.set_input_files("#out-file", {"name": "start.png", "mimeType": "image/png", "buffer": png(256, "RGB")})
+    page.wait_for_function("document.getElementById('out-note').textContent.startsWith('256×256')")
+    assert page.evaluate("[out.frame.x, out.frame.y]") == [1408 + 128, 1408]  # half over the right edge
+
+    page.fill("#out-prompt", "more sky")
+    page.fill("#out-n", "2")
+    calls = len(live.engine.calls)
+    page.click("#out-form button:not([type=button])")
+    page.wait_for_function("document.querySelectorAll('#out-candidates button').length === 2")
+    kind, args = live.engine.calls[calls]
+    assert kind == "edit" and args["n"] == 2 and args["size"] == 256 and args["prompt"] == "more sky"
+    assert page.locator("#results figure").count() == 0  # candidates stay on the canvas
+    page.click("#out-candidates button:nth-child(2)")
+    assert page.get_attribute("#out-candidates button:nth-child(2)", "aria-selected") == "true"
+    shot(page, "outpaint-candidates", tmp_path)
+    page.click("#out-keep")
+    assert page.locator("#out-candidates button").count() == 0 and page.is_enabled("#out-undo")
+
+    # on with the keyboard: two Shift+Right steps put the frame half over the new part
+    page.focus("#out-canvas")
+    page.keyboard.press("Shift+ArrowRight")
+    page.keyboard.press("Shift+ArrowRight")
+    page.fill("#out-n", "1")
+    page.click("#out-form button:not([type=button])")
+    page.wait_for_function("document.querySelectorAll('#out-candidates button').length === 1")
+    page.click("#out-keep")
+
+    # pan by dragging outside the frame, zoom with the buttons
+    before = page.evaluate("[out.ox, out.scale]")
+    box = page.locator("#out-canvas").bounding_box()
+    page.mouse.move(box["x"] + 20, box["y"] + 20)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 80, box["y"] + 50)
+    page.mouse.up()
+    page.click("#out-zoom-in")
+    after = page.evaluate("[out.ox, out.scale]")
+    assert after[0] != before[0] and after[1] > before[1]
+    page.click("#out-fit")
+    shot(page, "outpaint-canvas", tmp_path)
+
+    with page.expect_download() as download:
+        page.click("#out-export")
+    saved = tmp_path / "canvas.png"
+    download.value.save_as(saved)
+    assert Image.open(saved).size == (256 + 128 + 128, 256)
+    page.click("#out-undo")  # the second frame is taken back
+    with page.expect_download() as download:
+        page.click("#out-export")
+    download.value.save_as(saved)
+    assert Image.open(saved).size == (256 + 128, 256)
+
+    # a frame that touches nothing is refused in words, and nothing is sent
+    page.focus("#out-canvas")
+    for _ in range(8):
+        page.keyboard.press("Shift+ArrowDown")
+    calls = len(live.engine.calls)
+    page.click("#out-form button:not([type=button])")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "does not touch the picture" in (page.text_content("#error") or "")
+    assert len(live.engine.calls) == calls

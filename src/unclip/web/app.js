@@ -12,7 +12,9 @@ let features = new Set(); // what the signed-in role may use (GET /v1/me)
 let examples = {}; // model id → prompts measured to draw well (GET /v1/models)
 let editBlob = null; // an image of yours sent to the edit tab from the viewer (instead of a file)
 // which feature each tab needs (GET /v1/me lists the features the user's role may use)
-const TAB_FEATURE = { generate: "generate", edit: "edit_upload", vary: "variation", blend: "blend", upscale: "upscale" };
+// (the outpainting canvas sends each frame as an edit of an uploaded crop)
+const TAB_FEATURE = { generate: "generate", edit: "edit_upload", outpaint: ["outpaint", "edit_upload"],
+  vary: "variation", blend: "blend", upscale: "upscale" };
 
 async function api(path, opts = {}) {
   const method = (opts.method || "GET").toUpperCase();
@@ -46,7 +48,7 @@ async function signIn() {
     features = new Set(me.features || []);
     for (const b of document.querySelectorAll("nav button")) {
       const need = TAB_FEATURE[b.dataset.tab];
-      b.hidden = b.dataset.tab === "admin" ? me.role !== "admin" : Boolean(need) && !features.has(need);
+      b.hidden = b.dataset.tab === "admin" ? me.role !== "admin" : [].concat(need || []).some((f) => !features.has(f));
     }
     const models = await api("/models");
     // "dall-e-2" is the OpenAI clients' name for the default model: list each model once
@@ -186,17 +188,19 @@ $("viewer-edit").onclick = async () => {
 };
 
 // Submit with "Prefer: respond-async", then follow progress over server-sent events.
-async function run(path, init) {
-  if (busy) return;
+// `show`: put the images under the form (the outpainting canvas shows its candidates itself). Returns the
+// finished job (null when it failed, or another submission was still running).
+async function run(path, init, show = true) {
+  if (busy) return null;
   busy = true;
   document.querySelectorAll("form button:not([type=button])").forEach((b) => (b.disabled = true));
-  try { await follow(path, init); } finally {
+  try { return await follow(path, init, show); } finally {
     busy = false;
     document.querySelectorAll("form button:not([type=button])").forEach((b) => (b.disabled = false));
   }
 }
 
-async function follow(path, init) {
+async function follow(path, init, show) {
   showError(null); $("results").innerHTML = "";
   init.headers = Object.assign({ Prefer: "respond-async" }, init.headers || {});
   try {
@@ -223,12 +227,15 @@ async function follow(path, init) {
     }
     $("status").hidden = true; currentJob = null;
     if (done?.status === "succeeded") {
-      done.result.data.forEach((im, i) => $("results").append(figure(im.url, "", done.image_ids?.[i])));
+      if (show) done.result.data.forEach((im, i) => $("results").append(figure(im.url, "", done.image_ids?.[i])));
+      signIn();
+      return done;
     }
     else if (done?.status === "cancelled" && !done.error) showError(new Error("Cancelled: its credits were refunded."));
     else showError(new Error(done?.error?.message || `Job ${done?.status}`));
     signIn();
   } catch (e) { $("status").hidden = true; showError(e); }
+  return null;
 }
 
 $("cancel").onclick = () => currentJob && api(`/jobs/${currentJob}/cancel`, { method: "POST" }).catch(showError);
@@ -366,6 +373,196 @@ $("edit-form").onsubmit = async (ev) => {
   form.append("prompt", $("edit-prompt").value); form.append("n", $("edit-n").value); form.append("size", $("edit-size").value);
   run("/images/edits", { body: form });
 };
+
+// --- outpainting canvas: frames of the model's size, each an edit of the crop under it, its empty part
+// transparent; pan, zoom, candidates, undo, export -------------------------------------------------------
+const FRAME = 256; // the model's native size: each frame is one 256x256 edit
+const out = {
+  view: $("out-canvas"), world: document.createElement("canvas"),
+  scale: 1, ox: 0, oy: 0, frame: { x: 0, y: 0 }, started: false,
+  drag: null, undo: [], candidates: [], chosen: -1,
+};
+out.world.width = out.world.height = 3072; // room for 5 frames each way around a 256 px start
+const wctx = out.world.getContext("2d", { willReadFrequently: true });
+const vctx = out.view.getContext("2d");
+function outNote(text) { $("out-note").textContent = text || ""; }
+function outDraw() {
+  const { view, scale, ox, oy, frame } = out;
+  vctx.setTransform(1, 0, 0, 1, 0, 0); vctx.clearRect(0, 0, view.width, view.height);
+  vctx.setTransform(scale, 0, 0, scale, ox, oy);
+  vctx.imageSmoothingEnabled = scale < 1;
+  vctx.drawImage(out.world, 0, 0);
+  const preview = out.candidates[out.chosen];
+  if (preview) vctx.drawImage(preview, frame.x, frame.y, FRAME, FRAME);
+  if (out.started) {
+    vctx.lineWidth = 2 / scale; vctx.setLineDash([8 / scale, 6 / scale]);
+    vctx.strokeStyle = "#3b5bdb"; vctx.strokeRect(frame.x, frame.y, FRAME, FRAME);
+    vctx.setLineDash([]);
+  }
+  $("out-undo").disabled = !out.undo.length; $("out-export").disabled = !out.started;
+}
+function contentBox() { // the painted part of the world, in world pixels (null when empty)
+  const { data, width, height } = wctx.getImageData(0, 0, out.world.width, out.world.height);
+  let x0 = width, y0 = height, x1 = -1, y1 = -1;
+  for (let y = 0; y < height; y++) {
+    const row = y * width * 4;
+    for (let x = 0; x < width; x++) {
+      if (data[row + x * 4 + 3]) { if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; y1 = y; }
+    }
+  }
+  return x1 < 0 ? null : { x: x0, y: y0, w: x1 - x0 + 1, h: y1 - y0 + 1 };
+}
+function outFit() {
+  const b = contentBox() || { x: 0, y: 0, w: FRAME, h: FRAME };
+  const x0 = Math.min(b.x, out.frame.x), y0 = Math.min(b.y, out.frame.y);
+  const x1 = Math.max(b.x + b.w, out.frame.x + FRAME), y1 = Math.max(b.y + b.h, out.frame.y + FRAME);
+  out.scale = Math.min(4, 0.9 * Math.min(out.view.width / (x1 - x0), out.view.height / (y1 - y0)));
+  out.ox = (out.view.width - (x1 - x0) * out.scale) / 2 - x0 * out.scale;
+  out.oy = (out.view.height - (y1 - y0) * out.scale) / 2 - y0 * out.scale;
+  outDraw();
+}
+function moveFrame(x, y) {
+  const max = out.world.width - FRAME;
+  out.frame.x = Math.round(Math.min(max, Math.max(0, x))); out.frame.y = Math.round(Math.min(max, Math.max(0, y)));
+  outDraw();
+}
+function outStart(blob) {
+  const img = new Image();
+  img.onload = () => {
+    URL.revokeObjectURL(img.src);
+    wctx.clearRect(0, 0, out.world.width, out.world.height);
+    const x = Math.round((out.world.width - img.naturalWidth) / 2), y = Math.round((out.world.height - img.naturalHeight) / 2);
+    wctx.drawImage(img, x, y);
+    out.started = true; out.undo = []; outCandidates([]);
+    // the first frame: over the right edge, half on the picture
+    out.frame = { x: x + img.naturalWidth - FRAME / 2, y: y + Math.round((img.naturalHeight - FRAME) / 2) };
+    outFit(); outNote(`${img.naturalWidth}×${img.naturalHeight} px. The frame is ${FRAME}×${FRAME} px.`);
+  };
+  img.onerror = () => showError(new Error("That file is not an image this browser can read."));
+  img.src = URL.createObjectURL(blob);
+}
+function toWorld(ev) {
+  const r = out.view.getBoundingClientRect(); const k = out.view.width / r.width;
+  return { x: ((ev.clientX - r.left) * k - out.ox) / out.scale, y: ((ev.clientY - r.top) * k - out.oy) / out.scale };
+}
+out.view.onpointerdown = (ev) => {
+  if (!out.started) return;
+  const p = toWorld(ev); const f = out.frame;
+  const inFrame = p.x >= f.x && p.x < f.x + FRAME && p.y >= f.y && p.y < f.y + FRAME;
+  if (inFrame && out.candidates.length) { outNote("Keep or discard the candidates before moving the frame."); return; }
+  out.drag = inFrame ? { kind: "frame", dx: p.x - f.x, dy: p.y - f.y }
+    : { kind: "pan", x: ev.clientX, y: ev.clientY, ox: out.ox, oy: out.oy };
+  out.view.setPointerCapture(ev.pointerId);
+};
+out.view.onpointermove = (ev) => {
+  const d = out.drag; if (!d) return;
+  if (d.kind === "frame") { const p = toWorld(ev); moveFrame(p.x - d.dx, p.y - d.dy); return; }
+  const r = out.view.getBoundingClientRect(); const k = out.view.width / r.width;
+  out.ox = d.ox + (ev.clientX - d.x) * k; out.oy = d.oy + (ev.clientY - d.y) * k; outDraw();
+};
+out.view.onpointerup = out.view.onpointercancel = () => (out.drag = null);
+function zoom(factor, cx = out.view.width / 2, cy = out.view.height / 2) {
+  const s = Math.min(8, Math.max(0.1, out.scale * factor)); const k = s / out.scale;
+  out.ox = cx - (cx - out.ox) * k; out.oy = cy - (cy - out.oy) * k; out.scale = s; outDraw();
+}
+out.view.addEventListener("wheel", (ev) => {
+  if (!out.started) return;
+  ev.preventDefault();
+  const r = out.view.getBoundingClientRect(); const k = out.view.width / r.width;
+  zoom(ev.deltaY < 0 ? 1.15 : 1 / 1.15, (ev.clientX - r.left) * k, (ev.clientY - r.top) * k);
+}, { passive: false });
+out.view.onkeydown = (ev) => {
+  const step = ev.shiftKey ? 64 : 16;
+  const d = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] }[ev.key];
+  if (!d || !out.started || out.candidates.length) return;
+  ev.preventDefault(); moveFrame(out.frame.x + d[0], out.frame.y + d[1]);
+};
+$("out-zoom-in").onclick = () => zoom(1.25);
+$("out-zoom-out").onclick = () => zoom(1 / 1.25);
+$("out-fit").onclick = () => out.started && outFit();
+$("out-file").onchange = () => { const f = $("out-file").files[0]; if (f) outStart(f); };
+
+function outCandidates(images) {
+  out.candidates = images; out.chosen = images.length ? 0 : -1;
+  const box = $("out-candidates"); box.innerHTML = "";
+  images.forEach((img, i) => {
+    const b = document.createElement("button"); b.type = "button"; b.setAttribute("role", "option");
+    b.setAttribute("aria-label", `candidate ${i + 1}`);
+    const thumb = new Image(); thumb.src = img.src; thumb.alt = `candidate ${i + 1}`; b.append(thumb);
+    b.onclick = () => { out.chosen = i; outChoice(); };
+    box.append(b);
+  });
+  $("out-choice").hidden = !images.length; outChoice();
+}
+function outChoice() {
+  [...$("out-candidates").children].forEach((b, i) => b.setAttribute("aria-selected", String(i === out.chosen)));
+  outDraw();
+}
+function loadImage(url) {
+  return new Promise((ok, fail) => {
+    const img = new Image(); img.onload = () => ok(img);
+    img.onerror = () => fail(new Error("Could not load a candidate.")); img.src = url;
+  });
+}
+$("out-form").onsubmit = async (ev) => {
+  ev.preventDefault();
+  if (!out.started) { showError(new Error("Start from a PNG, or open one of your images and press Outpaint.")); return; }
+  if (out.candidates.length) { showError(new Error("Keep or discard the candidates first.")); return; }
+  const crop = document.createElement("canvas"); crop.width = crop.height = FRAME;
+  const c = crop.getContext("2d", { willReadFrequently: true });
+  c.drawImage(out.world, out.frame.x, out.frame.y, FRAME, FRAME, 0, 0, FRAME, FRAME);
+  const alpha = c.getImageData(0, 0, FRAME, FRAME).data;
+  let filled = 0;
+  for (let i = 3; i < alpha.length; i += 4) if (alpha[i] === 255) filled++;
+  const share = filled / (FRAME * FRAME);
+  if (share === 0) { showError(new Error("The frame does not touch the picture: drag it so that it half covers it.")); return; }
+  if (share === 1) { showError(new Error("The frame has no empty part: drag it past the picture's edge.")); return; }
+  const form = new FormData();
+  form.append("image", await new Promise((ok) => crop.toBlob(ok, "image/png")), "frame.png");
+  form.append("prompt", $("out-prompt").value); form.append("n", $("out-n").value);
+  form.append("size", `${FRAME}x${FRAME}`);
+  const at = { ...out.frame };
+  const done = await run("/images/edits", { body: form }, false);
+  if (!done) return;
+  try {
+    const images = await Promise.all(done.result.data.map((im) => loadImage(im.url)));
+    out.frame = at; outCandidates(images);
+    outNote(`${images.length} candidate${images.length > 1 ? "s" : ""}: pick one, then keep it or discard them.`);
+  } catch (e) { showError(e); }
+};
+$("out-keep").onclick = () => {
+  const img = out.candidates[out.chosen]; if (!img) return;
+  const { x, y } = out.frame;
+  out.undo.push({ x, y, pixels: wctx.getImageData(x, y, FRAME, FRAME) });
+  if (out.undo.length > 30) out.undo.shift();
+  wctx.drawImage(img, x, y, FRAME, FRAME);
+  outCandidates([]); outNote("Kept. Move the frame on and generate again, or export the canvas.");
+};
+$("out-discard").onclick = () => { outCandidates([]); outNote("Discarded."); };
+$("out-undo").onclick = () => {
+  const last = out.undo.pop(); if (!last) return;
+  wctx.putImageData(last.pixels, last.x, last.y); outCandidates([]); outNote("Undone.");
+};
+$("out-export").onclick = () => {
+  const b = contentBox(); if (!b) return;
+  const c = document.createElement("canvas"); c.width = b.w; c.height = b.h;
+  c.getContext("2d").drawImage(out.world, b.x, b.y, b.w, b.h, 0, 0, b.w, b.h);
+  c.toBlob((blob) => {
+    const a = document.createElement("a"); a.href = URL.createObjectURL(blob); a.download = "unclip-canvas.png";
+    document.body.append(a); a.click(); a.remove(); setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+    outNote(`Exported ${b.w}×${b.h} px.`);
+  }, "image/png");
+};
+$("viewer-outpaint").onclick = async () => {
+  try {
+    const blob = await viewedBlob();
+    closeViewer();
+    document.querySelector('nav button[data-tab="outpaint"]').click();
+    $("out-file").value = ""; outStart(blob);
+    if (viewing.prompt) $("out-prompt").value = viewing.prompt;
+  } catch (e) { $("viewer-note").textContent = e.message; }
+};
+outDraw();
 
 $("vary-form").onsubmit = (ev) => {
   ev.preventDefault();
