@@ -207,7 +207,8 @@ def test_an_admin_approves_the_waitlist_and_manages_users(page: Any, live: Serve
     page.click('nav button[data-tab="admin"]')
     row = page.locator('#waitlist tr[data-email="wait@example.test"]')
     row.wait_for()
-    assert "violence" in (page.text_content("#audit") or "") and "member@example.test" in page.text_content("#audit")
+    refusal = page.locator('#reviews tr[data-type="refusal"]')
+    assert "violence" in refusal.text_content() and "member@example.test" in refusal.text_content()
     shot(page, "admin", tmp_path)
     row.get_by_role("button", name="Approve as member").click()
     row.wait_for(state="detached")
@@ -399,3 +400,47 @@ def test_the_outpainting_canvas(page: Any, live: Server, tmp_path: Path) -> None
     page.wait_for_selector("#error:not([hidden])")
     assert "does not touch the picture" in (page.text_content("#error") or "")
     assert len(live.engine.calls) == calls
+
+
+def test_a_report_and_a_refusal_through_the_review_queue(page: Any, live: Server, tmp_path: Path) -> None:
+    import httpx
+
+    _, admin = live.user("admin")
+    member, key = live.user("member", email="reporter@example.test")
+    r = httpx.post(live.url + "/v1/images/generations", json={"prompt": "something forbidden"},
+                   headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+    assert r.status_code == 400
+    sign_in(page, live, key)
+    page.fill("#gen-prompt", "a green pear")
+    page.click("#gen-form button:not([type=button])")
+    page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
+    page.click("#results figure img")
+    page.locator("#viewer").wait_for(state="visible")
+    page.click("#viewer-report summary")
+    page.fill("#viewer-report-reason", "it shows something it should not")
+    page.click("#viewer-report-send")
+    page.wait_for_function("document.getElementById('viewer-note').textContent.startsWith('Reported')")
+    page.keyboard.press("Escape")
+    page.click("#signout")
+    page.wait_for_selector("#signin:not([hidden])")
+
+    sign_in(page, live, admin)
+    page.click('nav button[data-tab="admin"]')
+    report = page.locator('#reviews tr[data-type="report"]')
+    report.wait_for()
+    assert "a green pear" in report.text_content() and "should not" in report.text_content()
+    page.wait_for_function("document.querySelector('#reviews tr[data-type=report] img').naturalWidth > 0")
+    shot(page, "review-queue", tmp_path)
+    report.get_by_role("button", name="Confirm").click()
+    report.wait_for(state="detached")  # decided: off the pending list
+    refusal = page.locator('#reviews tr[data-type="refusal"]')
+    refusal.get_by_role("button", name="Overturn").click()
+    refusal.wait_for(state="detached")
+    page.locator("#reviews-empty").wait_for()
+    page.select_option("#review-filter", "")
+    page.locator('#reviews tr[data-type="report"] >> text=confirmed').wait_for()
+    page.locator('#reviews tr[data-type="refusal"] >> text=overturned').wait_for()
+    assert live.sv.images.recent_offences(member) == 0
+    history = httpx.get(live.url + "/v1/images", headers={"Authorization": f"Bearer {key}"}).json()["data"]
+    assert history == []  # the confirmed report withheld the image
+    assert not page.is_visible("#error")

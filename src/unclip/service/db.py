@@ -111,6 +111,8 @@ class ImageRecord(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[float] = mapped_column(default=now)
+    #: set when an admin confirmed a report of it: the image is no longer served
+    withheld_at: Mapped[float | None] = mapped_column(default=None)
     __table_args__ = (Index("ix_images_user_created", "user_id", "created_at"),)
 
 
@@ -136,7 +138,25 @@ class AuditEvent(Base):
     score: Mapped[float] = mapped_column(default=0.0)
     prompt_hash: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(20), default="refused")  # refused | throttled | suspended
+    # the review queue: an admin confirms the refusal or overturns it (an overturned one is no offence)
+    review: Mapped[str] = mapped_column(String(20), default="pending")  # pending | confirmed | overturned
+    reviewed_by: Mapped[str | None] = mapped_column(String(40), default=None)
+    reviewed_at: Mapped[float | None] = mapped_column(default=None)
     __table_args__ = (Index("ix_audit_user_created", "user_id", "created_at"),)
+
+
+class ImageReport(Base):
+    """A user's report of one of their images; an admin confirms it (the image is withheld) or overturns it."""
+
+    __tablename__ = "image_reports"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[float] = mapped_column(default=now)
+    review: Mapped[str] = mapped_column(String(20), default="pending")  # pending | confirmed | overturned
+    reviewed_by: Mapped[str | None] = mapped_column(String(40), default=None)
+    reviewed_at: Mapped[float | None] = mapped_column(default=None)
 
 
 def make_engine(url: str) -> Engine:

@@ -154,6 +154,15 @@ def check_unsupported(params: dict[str, Any], allowed_defaults: dict[str, tuple[
             )
 
 
+
+def withheld(image_id: str, param: str = "image_id") -> APIError:
+    return APIError(
+        410,
+        f"Image '{image_id}' was withheld after a review under the content policy.",
+        param=param,
+        code="image_withheld",
+    )
+
 @dataclass
 class Submission:
     kind: str
@@ -217,7 +226,11 @@ class ImageService:
                 s.scalar(
                     select(func.count())
                     .select_from(AuditEvent)
-                    .where(AuditEvent.user_id == user_id, AuditEvent.created_at >= since)
+                    .where(
+                        AuditEvent.user_id == user_id,
+                        AuditEvent.created_at >= since,
+                        AuditEvent.review != "overturned",  # a refusal an admin overturned is no offence
+                    )
                 )
                 or 0
             )
@@ -261,6 +274,8 @@ class ImageService:
             rec = s.get(ImageRecord, image_id)
             if rec is None or rec.user_id != p.user_id:
                 raise APIError(404, f"No image with id '{image_id}'.", param=param, code="image_not_found")
+            if rec.withheld_at is not None:
+                raise withheld(image_id, param)
             sha = rec.sha256
         return sha, self.sv.store.open_image(sha)
 
@@ -411,4 +426,5 @@ class ImageService:
             "created_at": int(rec.created_at),
             "job_id": rec.job_id,
             "url": self.image_url(rec.id, base_url),
+            "withheld": rec.withheld_at is not None,
         }

@@ -137,6 +137,7 @@ async function openViewer(id) {
     const tooBig = Math.max(im.width, im.height) > 256; // the learned 4x stage takes up to 256 px
     $("viewer-upscale").disabled = tooBig;
     $("viewer-note").textContent = tooBig && features.has("upscale") ? "Upscaling takes images up to 256 px." : "";
+    $("viewer-report").open = false;
     $("viewer").showModal();
   } catch (e) { showError(e); }
 }
@@ -146,6 +147,14 @@ async function copy(text, what) {
   try { await navigator.clipboard.writeText(String(text)); $("viewer-note").textContent = `${what} copied.`; }
   catch { $("viewer-note").textContent = `Could not copy: select it above.`; }
 }
+$("viewer-report-send").onclick = async () => {
+  try {
+    await api(`/images/${viewing.id}/report`, { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ reason: $("viewer-report-reason").value }) });
+    $("viewer-note").textContent = "Reported: an administrator will review it.";
+    $("viewer-report").open = false; $("viewer-report-reason").value = "";
+  } catch (e) { $("viewer-note").textContent = e.message; }
+};
 $("viewer-copy-prompt").onclick = () => copy(viewing.prompt, "Prompt");
 $("viewer-copy-seed").onclick = () => copy(viewing.seed, "Seed");
 async function viewedBlob() {
@@ -600,7 +609,9 @@ async function adminPatch(user, body) {
 async function loadAdmin() {
   try {
     showError(null);
-    const [users, audit] = await Promise.all([api("/admin/users"), api("/admin/audit?limit=50")]);
+    const review = $("review-filter").value;
+    const [users, queue] = await Promise.all([api("/admin/users"),
+      api(`/admin/reviews?limit=100&review=${encodeURIComponent(review)}`)]);
     const byId = Object.fromEntries(users.data.map((u) => [u.id, u]));
     const waiting = users.data.filter((u) => u.role === "waitlisted");
     const wl = $("waitlist").tBodies[0]; wl.innerHTML = "";
@@ -639,14 +650,35 @@ async function loadAdmin() {
       cell(row, button(suspended ? "Reactivate" : "Suspend",
         () => adminPatch(u, { status: suspended ? "active" : "suspended" }))).prepend(`${u.status} `);
     }
-    const ab = $("audit").tBodies[0]; ab.innerHTML = "";
-    for (const e of audit.data) {
-      const row = ab.insertRow();
-      cell(row, new Date(e.created_at * 1000).toLocaleString()); cell(row, byId[e.user_id]?.email || e.user_id);
-      cell(row, e.endpoint); cell(row, e.category); cell(row, e.score.toFixed(2)); cell(row, e.action);
+    const rb = $("reviews").tBodies[0]; rb.innerHTML = "";
+    for (const it of queue.data) {
+      const row = rb.insertRow(); row.dataset.type = it.type; row.dataset.id = it.id;
+      cell(row, new Date(it.created_at * 1000).toLocaleString());
+      cell(row, it.type === "report" ? "reported image" : `refused request (${it.action})`);
+      cell(row, byId[it.user_id]?.email || it.user_id); cell(row, it.category || "none"); cell(row, it.score.toFixed(2));
+      const detail = document.createElement("span");
+      if (it.type === "report") {
+        const img = document.createElement("img"); img.className = "thumb"; img.alt = it.prompt || "reported image";
+        img.src = `/v1/admin/images/${it.image_id}/content`;
+        detail.append(img, ` “${it.prompt}” · reason: ${it.reason || "none given"}`);
+      } else detail.append(`${it.endpoint} · prompt hash ${it.prompt_hash.slice(0, 12)}…`);
+      cell(row, detail);
+      const decision = document.createElement("span");
+      if (it.review !== "pending") decision.append(`${it.review} `);
+      for (const [verb, label] of [["confirm", "Confirm"], ["overturn", "Overturn"]]) {
+        if (it.review === (verb === "confirm" ? "confirmed" : "overturned")) continue;
+        decision.append(button(label, async () => {
+          await api(`/admin/reviews/${it.type}/${it.id}`, { method: "POST",
+            headers: { "Content-Type": "application/json" }, body: JSON.stringify({ decision: verb }) });
+          await loadAdmin();
+        }), " ");
+      }
+      cell(row, decision);
     }
+    $("reviews-empty").hidden = queue.data.length > 0;
   } catch (e) { showError(e); }
 }
 $("user-filter").oninput = () => loadAdmin();
+$("review-filter").onchange = () => loadAdmin();
 
 signIn();

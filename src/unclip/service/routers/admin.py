@@ -1,14 +1,17 @@
-"""Admin endpoints: users (approve, roles, suspension, credits), keys, and the content-policy audit log."""
+"""Admin endpoints: users (approve, roles, suspension, credits), keys, the content-policy audit log and the
+review queue (refused requests and reported images, confirmed or overturned)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
-from unclip.service import credits
+from unclip.service import credits, reviews
 from unclip.service.auth import (
     Principal,
     approve,
@@ -20,7 +23,7 @@ from unclip.service.auth import (
     require_admin,
     user_json,
 )
-from unclip.service.db import ApiKey, AuditEvent, User, now
+from unclip.service.db import ApiKey, AuditEvent, ImageRecord, User, now
 from unclip.service.errors import APIError, invalid
 from unclip.service.routers.deps import services
 
@@ -175,3 +178,45 @@ def audit(
         if user_id:
             q = q.where(AuditEvent.user_id == user_id)
         return {"object": "list", "data": [audit_json(e) for e in s.scalars(q)]}
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    decision: str  # confirm | overturn
+
+
+@router.get("/reviews", summary="The review queue: refused requests and reported images, newest first")
+async def review_queue(
+    request: Request,
+    review: str | None = Query("pending", description="pending, confirmed or overturned; empty for all"),
+    limit: int = Query(100, ge=1, le=1000),
+    _: Principal = Depends(admin_only),
+) -> dict[str, Any]:
+    sv = services(request)
+
+    def load() -> list[dict[str, Any]]:
+        with sv.db.session() as s:  # the policy's reading of each reported image's prompt (the classifier)
+            return reviews.queue(s, review or None, limit, sv.policy)
+
+    return {"object": "list", "data": await run_in_threadpool(load)}
+
+
+@router.post("/reviews/{kind}/{item_id}", summary="Confirm or overturn a refusal or a report")
+def review_item(
+    request: Request, kind: str, item_id: int, body: Decision, p: Principal = Depends(admin_only)
+) -> dict[str, Any]:
+    if kind not in ("refusal", "report"):
+        raise invalid("The kind must be 'refusal' or 'report'.", "kind")
+    with services(request).db.session() as s:
+        return reviews.decide(s, p.user_id, kind, item_id, body.decision)  # type: ignore[arg-type]
+
+
+@router.get("/images/{image_id}/content", summary="Any user's image, withheld or not (to review a report)",
+            response_class=Response)  # fmt: skip
+def any_image(request: Request, image_id: str, _: Principal = Depends(admin_only)) -> Response:
+    sv = services(request)
+    with sv.db.session() as s:
+        rec = s.get(ImageRecord, image_id)
+    if rec is None:
+        raise APIError(404, f"No image with id '{image_id}'.", param="image_id", code="image_not_found")
+    return Response(sv.store.get(rec.sha256), media_type="image/png", headers={"Cache-Control": "private"})

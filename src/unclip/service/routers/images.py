@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
+from unclip.service import reviews
 from unclip.service.auth import Principal, authenticate
 from unclip.service.db import ImageRecord
 from unclip.service.errors import APIError, invalid, missing, unknown_parameter
@@ -25,6 +26,7 @@ from unclip.service.images import (
     check_n,
     check_prompt,
     check_unsupported,
+    withheld,
 )
 from unclip.service.policy import read_image, read_mask, verify_image
 from unclip.service.routers.deps import admitted, base_url, respond, services
@@ -509,7 +511,7 @@ def history(
 ) -> dict[str, Any]:
     sv = services(request)
     with sv.db.session() as s:
-        q = select(ImageRecord).where(ImageRecord.user_id == p.user_id)
+        q = select(ImageRecord).where(ImageRecord.user_id == p.user_id, ImageRecord.withheld_at.is_(None))
         if after:
             ref = s.get(ImageRecord, after)
             if ref is not None and ref.user_id == p.user_id:
@@ -537,9 +539,29 @@ def _own_image(request: Request, p: Principal, image_id: str) -> ImageRecord:
     return rec
 
 
-@router.get("/images/{image_id}", summary="One of your images, with its seed, settings and provenance (unclip)")
+@router.get(
+    "/images/{image_id}", summary="One of your images, with its seed, settings and provenance (unclip)"
+)
 def get_image(request: Request, image_id: str, p: Principal = Depends(authenticate)) -> dict[str, Any]:
     return services(request).images.image_detail(_own_image(request, p, image_id), base_url(request))
+
+
+class Report(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = ""
+
+
+@router.post(
+    "/images/{image_id}/report",
+    status_code=201,
+    summary="Report one of your images to the administrators' review queue (unclip)",
+)
+def report(
+    request: Request, image_id: str, body: Report | None = None, p: Principal = Depends(authenticate)
+) -> JSONResponse:
+    with services(request).db.session() as s:
+        item, new = reviews.report_image(s, p.user_id, image_id, (body or Report()).reason)
+        return JSONResponse(reviews.report_json(item, s.get(ImageRecord, image_id)), 201 if new else 200)
 
 
 @router.get(
@@ -547,6 +569,8 @@ def get_image(request: Request, image_id: str, p: Principal = Depends(authentica
 )
 def image_content(request: Request, image_id: str, p: Principal = Depends(authenticate)) -> Response:
     rec = _own_image(request, p, image_id)
+    if rec.withheld_at is not None:
+        raise withheld(image_id)
     return Response(services(request).store.get(rec.sha256), media_type="image/png")
 
 
@@ -563,6 +587,8 @@ def signed_file(request: Request, image_id: str, expires: int = 0, sig: str = ""
         rec = s.get(ImageRecord, image_id)
     if rec is None:
         raise APIError(404, "No such image.")
+    if rec.withheld_at is not None:
+        raise withheld(image_id)
     return Response(
         sv.store.get(rec.sha256), media_type="image/png", headers={"Cache-Control": "private, max-age=3600"}
     )

@@ -1,0 +1,110 @@
+"""The review queue: refused requests and reported images, confirmed or overturned by an admin."""
+
+from __future__ import annotations
+
+import httpx
+
+from .conftest import Server
+
+
+def H(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _generate(live: Server, key: str, prompt: str = "a red apple") -> httpx.Response:
+    return httpx.post(
+        live.url + "/v1/images/generations", json={"prompt": prompt}, headers=H(key), timeout=30
+    )
+
+
+def _image_id(live: Server, key: str) -> str:
+    assert _generate(live, key).status_code == 200
+    return httpx.get(live.url + "/v1/images", headers=H(key)).json()["data"][0]["id"]
+
+
+def test_a_confirmed_report_withholds_the_image_and_an_overturned_one_serves_it_again(live: Server) -> None:
+    _, admin = live.user("admin")
+    _, key = live.user("member")
+    image_id = _image_id(live, key)
+    url = httpx.get(live.url + f"/v1/images/{image_id}", headers=H(key)).json()["url"]
+
+    r = httpx.post(
+        live.url + f"/v1/images/{image_id}/report", json={"reason": "not what I asked"}, headers=H(key)
+    )
+    assert r.status_code == 201 and r.json()["review"] == "pending" and r.json()["prompt"] == "a red apple"
+    again = httpx.post(live.url + f"/v1/images/{image_id}/report", json={}, headers=H(key))
+    assert again.status_code == 200 and again.json()["id"] == r.json()["id"]  # one pending report
+
+    queue = httpx.get(live.url + "/v1/admin/reviews", headers=H(admin)).json()["data"]
+    [item] = [q for q in queue if q["type"] == "report"]
+    assert item["image_id"] == image_id and item["reason"] == "not what I asked"
+    assert item["category"] == "violence" and 0 <= item["score"] <= 1  # the policy's reading of the prompt
+    assert httpx.get(live.url + f"/v1/admin/images/{image_id}/content", headers=H(admin)).content[:8] == (
+        b"\x89PNG\r\n\x1a\n"
+    )
+
+    d = httpx.post(live.url + f"/v1/admin/reviews/report/{item['id']}", json={"decision": "confirm"},
+                   headers=H(admin))  # fmt: skip
+    assert d.status_code == 200 and d.json()["review"] == "confirmed"
+    content = httpx.get(live.url + f"/v1/images/{image_id}/content", headers=H(key))
+    assert content.status_code == 410 and content.json()["error"]["code"] == "image_withheld"
+    assert httpx.get(url).status_code == 410  # the signed URL too
+    assert image_id not in [
+        im["id"] for im in httpx.get(live.url + "/v1/images", headers=H(key)).json()["data"]
+    ]
+    assert httpx.get(live.url + f"/v1/images/{image_id}", headers=H(key)).json()["withheld"] is True
+    up = httpx.post(live.url + "/v1/images/upscales", data={"image_id": image_id}, headers=H(key))
+    assert up.status_code == 410  # nor is it an input any more
+    assert not httpx.get(live.url + "/v1/admin/reviews", headers=H(admin)).json()["data"]  # nothing pending
+
+    d = httpx.post(live.url + f"/v1/admin/reviews/report/{item['id']}", json={"decision": "overturn"},
+                   headers=H(admin))  # fmt: skip
+    assert d.json()["review"] == "overturned"
+    assert httpx.get(live.url + f"/v1/images/{image_id}/content", headers=H(key)).status_code == 200
+    decided = httpx.get(live.url + "/v1/admin/reviews?review=overturned", headers=H(admin)).json()["data"]
+    assert [q["id"] for q in decided if q["type"] == "report"] == [item["id"]]
+
+
+def test_an_overturned_refusal_is_no_offence(live: Server) -> None:
+    _, admin = live.user("admin")
+    _, key = live.user("member")
+    rules = live.sv.offenders
+    for _ in range(rules.throttle_after):
+        assert _generate(live, key, "something forbidden").status_code == 400
+    assert _generate(live, key).status_code == 200  # throttled: one request per throttle_seconds
+    assert _generate(live, key).status_code == 429
+
+    queue = httpx.get(live.url + "/v1/admin/reviews", headers=H(admin)).json()["data"]
+    refusals = [q for q in queue if q["type"] == "refusal"]
+    assert len(refusals) == rules.throttle_after and all(q["category"] == "violence" for q in refusals)
+    for q in refusals:
+        r = httpx.post(live.url + f"/v1/admin/reviews/refusal/{q['id']}", json={"decision": "overturn"},
+                       headers=H(admin))  # fmt: skip
+        assert r.status_code == 200 and r.json()["review"] == "overturned" and r.json()["reviewed_by"]
+    assert live.sv.images.recent_offences(refusals[0]["user_id"]) == 0
+    assert _generate(live, key).status_code == 200  # the throttle is lifted
+
+
+def test_bad_review_requests(live: Server) -> None:
+    _, admin = live.user("admin")
+    _, key = live.user("member")
+    _, other = live.user("member")
+    image_id = _image_id(live, key)
+    assert (
+        httpx.post(live.url + f"/v1/images/{image_id}/report", json={}, headers=H(other)).status_code == 404
+    )
+    long = httpx.post(live.url + f"/v1/images/{image_id}/report", json={"reason": "x" * 501}, headers=H(key))
+    assert long.status_code == 400 and long.json()["error"]["param"] == "reason"
+    extra = httpx.post(live.url + f"/v1/images/{image_id}/report", json={"why": "?"}, headers=H(key))
+    assert extra.status_code == 400
+    for path in ("/v1/admin/reviews", f"/v1/admin/images/{image_id}/content"):
+        assert httpx.get(live.url + path, headers=H(key)).status_code == 403
+    bad = httpx.post(live.url + "/v1/admin/reviews/refusal/1", json={"decision": "maybe"}, headers=H(admin))
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "decision"
+    assert httpx.post(live.url + "/v1/admin/reviews/job/1", json={"decision": "confirm"},
+                      headers=H(admin)).status_code == 400  # fmt: skip
+    missing = httpx.post(
+        live.url + "/v1/admin/reviews/report/999", json={"decision": "confirm"}, headers=H(admin)
+    )
+    assert missing.status_code == 404
+    assert httpx.get(live.url + "/v1/admin/reviews?review=later", headers=H(admin)).status_code == 400
