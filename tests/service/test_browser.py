@@ -159,9 +159,19 @@ def test_the_mask_brush_eraser_undo_and_redo(page: Any, live: Server, tmp_path: 
     assert page.evaluate(TRANSPARENT) == painted
     shot(page, "mask", tmp_path)
     page.fill("#edit-prompt", "a hat")
+    page.fill("#edit-n", "2")
     page.click("#edit-form button:not([type=button])")
-    page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
+    page.wait_for_function("document.querySelectorAll('#results figure').length === 2")
     assert live.engine.calls[-1][0] == "edit" and live.engine.calls[-1][1]["mask"] is True
+    assert live.engine.calls[-1][1]["n"] == 2
+    # pick a candidate and go on editing it: a fresh canvas, nothing painted
+    page.click("#results figure:nth-child(2) >> text=Edit this one")
+    page.wait_for_function(f"{TRANSPARENT} === 0")
+    assert page.is_disabled("#undo")
+    stroke(page)
+    page.click("#edit-form button:not([type=button])")
+    page.wait_for_function("document.querySelectorAll('#results figure').length === 2")
+    assert live.engine.calls[-1][0] == "edit"
 
 
 def test_upscale_screen_and_cancel_during_upscaling(page: Any, live: Server, tmp_path: Path) -> None:

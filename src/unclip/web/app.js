@@ -380,7 +380,21 @@ $("edit-form").onsubmit = async (ev) => {
   const form = new FormData();
   form.append("image", file, "image.png"); form.append("mask", maskBlob, "mask.png");
   form.append("prompt", $("edit-prompt").value); form.append("n", $("edit-n").value); form.append("size", $("edit-size").value);
-  run("/images/edits", { body: form });
+  const done = await run("/images/edits", { body: form });
+  // the candidates: any of them can be edited further (its mask starts empty)
+  [...$("results").children].forEach((f, i) => {
+    const url = done?.result?.data?.[i]?.url; if (!url) return;
+    const again = document.createElement("button"); again.type = "button"; again.textContent = "Edit this one";
+    again.onclick = async () => {
+      try {
+        const res = await fetch(url, { credentials: "same-origin" });
+        if (!res.ok) throw new Error(`Could not load the image (${res.status}).`);
+        editBlob = await res.blob(); $("edit-file").value = ""; loadEditImage(editBlob);
+        $("edit-canvas").scrollIntoView({ behavior: "smooth" });
+      } catch (e) { showError(e); }
+    };
+    f.append(again);
+  });
 };
 
 // --- outpainting canvas: frames of the model's size, each an edit of the crop under it, its empty part
