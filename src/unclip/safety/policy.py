@@ -260,7 +260,6 @@ class ContentPolicy:
         with self._emb_lock:
             if self._classifier is not None:
                 return
-            from unclip.safety.classifier import PromptClassifier
             from unclip.safety.embedding import get_embedder
 
             clf = PromptClassifier.load(self.weights_path)
@@ -279,9 +278,11 @@ class ContentPolicy:
 
     def probabilities(self, text: str) -> dict[str, float]:
         """The classifier's probability for each policy category and for "benign", on the normalised text."""
+        return self._read(normalize(text or "").clean or text)
+
+    def _read(self, clean: str) -> dict[str, float]:
         self._ensure_classifier()
         assert self._classifier is not None
-        clean = normalize(text or "").clean or text
         probs = self._classifier.probabilities(self._embedder.encode([clean]))[0]
         return {name: float(p) for name, p in zip(self._classifier.classes, probs, strict=True)}
 
@@ -365,10 +366,9 @@ class ContentPolicy:
             reason = f"matched the {self.categories[top].label} rules"
             return PolicyDecision(True, flags, scores, top, reason, subs, "rule", matches)
 
-        self._ensure_classifier()
-        assert self._classifier is not None
+        probs = self._read(full.clean)
         clf = self._classifier
-        probs = dict(zip(clf.classes, clf.probabilities(self._embedder.encode([full.clean]))[0], strict=True))
+        assert clf is not None
         harm = 1.0 - float(probs["benign"])
         for name in names:
             scores[name] = float(probs.get(name, 0.0))

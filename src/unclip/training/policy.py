@@ -150,14 +150,6 @@ def fit_softmax(
     return (w / np.sqrt(d)).astype(np.float32), b.astype(np.float32), mean, scale
 
 
-def _probabilities(fit: tuple[np.ndarray, ...], x: np.ndarray) -> np.ndarray:
-    w, b, mean, scale = fit
-    z = ((x - mean) / scale) @ w + b
-    z -= z.max(1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(1, keepdims=True)
-
-
 def choose_operating_point(
     harm: np.ndarray, blocked: np.ndarray, rule: np.ndarray, allow_listed: np.ndarray, max_fpr: float
 ) -> tuple[float, float, float, float]:
@@ -232,7 +224,7 @@ def train_policy_classifier(
         test_idx = order[k::folds]
         train_idx = np.setdiff1d(order, test_idx)
         fit = fit_softmax(x[train_idx], y[train_idx], len(CLASSES), l2)
-        harm[test_idx] = 1.0 - _probabilities(fit, x[test_idx])[:, 0]
+        harm[test_idx] = 1.0 - PromptClassifier(*fit, CLASSES).probabilities(x[test_idx])[:, 0]
     checks = [policy.rule_check(r.text) for r in rows]
     rule = np.array([c[0] is not None for c in checks])
     allow_listed = np.array([c[1] for c in checks])
