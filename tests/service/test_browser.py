@@ -454,3 +454,52 @@ def test_a_report_and_a_refusal_through_the_review_queue(page: Any, live: Server
     history = httpx.get(live.url + "/v1/images", headers={"Authorization": f"Bearer {key}"}).json()["data"]
     assert history == []  # the confirmed report withheld the image
     assert not page.is_visible("#error")
+
+
+def tab_to(page: Any, selector: str, back: bool = False, limit: int = 60) -> None:
+    """Press Tab (Shift+Tab) until the focused element matches `selector`."""
+    for _ in range(limit):
+        if page.evaluate("(s) => !!document.activeElement && document.activeElement.matches(s)", selector):
+            return
+        page.keyboard.press("Shift+Tab" if back else "Tab")
+    raise AssertionError(f"{selector} cannot be reached with the keyboard")
+
+
+def test_the_keyboard_alone_signs_in_creates_views_and_changes_tabs(
+    page: Any, live: Server, tmp_path: Path
+) -> None:
+    _, key = live.user("member")
+    page.goto(live.url + "/")
+    tab_to(page, "#key")
+    page.keyboard.type(key)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#app:not([hidden])")
+
+    tab_to(page, "#gen-prompt")
+    page.keyboard.type("a red apple")
+    page.keyboard.press("Control+Enter")  # submits from the prompt box
+    page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
+    page.wait_for_selector("#status", state="hidden")
+    assert [c[0] for c in live.engine.calls] == ["generate"]
+
+    tab_to(page, "#results figure a")
+    page.keyboard.press("Enter")
+    page.locator("#viewer").wait_for(state="visible")
+    assert page.text_content("#viewer-prompt") == "a red apple"
+    assert page.evaluate("document.querySelector('#viewer').contains(document.activeElement)")
+    tab_to(page, "#viewer-download")
+    shot(page, "keyboard-viewer", tmp_path)
+    page.keyboard.press("Escape")
+    page.locator("#viewer").wait_for(state="hidden")
+
+    tab_to(page, 'nav button[data-tab="history"]', back=True)
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelectorAll('#history figure').length === 1")
+    tab_to(page, "#history figure a")
+    page.keyboard.press("Enter")
+    page.locator("#viewer").wait_for(state="visible")
+    page.keyboard.press("Escape")
+    tab_to(page, 'nav button[data-tab="generate"]', back=True)
+    page.keyboard.press(" ")
+    page.wait_for_selector("#tab-generate:not([hidden])")
+    assert not page.is_visible("#error")

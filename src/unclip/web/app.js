@@ -363,6 +363,11 @@ canvas.onpointerdown = (ev) => { if (!source) return; remember(); painting = tru
 canvas.onpointermove = paint;
 window.addEventListener("pointerup", () => (painting = false));
 $("clear-mask").onclick = () => { remember(); mctx.clearRect(0, 0, mask.width, mask.height); redraw(); };
+// Ctrl+Enter (Cmd+Enter) in a prompt box submits its form, as Enter does in a one-line field
+document.addEventListener("keydown", (ev) => {
+  if (ev.key !== "Enter" || !(ev.ctrlKey || ev.metaKey) || ev.target.tagName !== "TEXTAREA" || !ev.target.form) return;
+  ev.preventDefault(); ev.target.form.requestSubmit();
+});
 document.addEventListener("keydown", (ev) => {
   if ($("tab-edit").hidden || !(ev.ctrlKey || ev.metaKey) || ev.key.toLowerCase() !== "z") return;
   if (["INPUT", "TEXTAREA"].includes(ev.target.tagName)) return; // their own text undo
