@@ -10,7 +10,14 @@ import pytest
 
 from unclip.safety.classifier import PromptClassifier, decide
 from unclip.safety.policy import ContentPolicy
-from unclip.training.policy import CLASSES, choose_operating_point, fit_softmax, train_policy_classifier
+from unclip.training.policy import (
+    CLASSES,
+    MLPSettings,
+    choose_operating_point,
+    fit_classifier,
+    fit_softmax,
+    train_policy_classifier,
+)
 
 
 class BagOfWords:
@@ -155,3 +162,32 @@ def test_training_never_reads_the_test_part(tmp_path: Path) -> None:
     assert (clf.threshold, clf.veto) == (report["threshold"], report["veto"])
     p = clf.probabilities(BagOfWords().encode(["a man stabbing a stranger", "a bowl of ramen"]))
     assert p[0, CLASSES.index("violence")] > p[0, 0] and p[1, 0] > 0.5
+
+
+def test_hidden_layer_classifier_learns_and_round_trips(tmp_path: Path) -> None:
+    emb = BagOfWords()
+    texts = VIOLENT + BENIGN + ["murder the lights for the party", "murder of crows on a fence"]
+    labels = np.array([CLASSES.index("violence")] * len(VIOLENT) + [0] * (len(BENIGN) + 2))
+    clf = fit_classifier(emb.encode(texts), labels, MLPSettings(hidden=16, members=2, epochs=60, batch=4))
+    assert clf.hidden_weight is not None and clf.hidden_weight.shape == (emb.dim, 32)  # two members of 16
+    p = clf.probabilities(emb.encode(["soldiers stabbing a stranger", "a sunny sofa"]))
+    assert p[0, CLASSES.index("violence")] > 0.5 and p[1, 0] > 0.5
+    clf.save(tmp_path / "mlp.npz")
+    back = PromptClassifier.load(tmp_path / "mlp.npz")
+    x = emb.encode(["a man stabbing", "a cat"])
+    np.testing.assert_allclose(back.probabilities(x), clf.probabilities(x), rtol=1e-5)
+    with pytest.raises(ValueError, match="hidden layer"):
+        PromptClassifier(clf.weight, clf.bias, clf.mean[:8], clf.scale[:8], CLASSES,
+                         hidden_weight=clf.hidden_weight, hidden_bias=clf.hidden_bias)  # fmt: skip
+
+
+def test_operating_point_is_chosen_by_a_classifier_that_never_saw_the_tune_set(tmp_path: Path) -> None:
+    tune = _write(tmp_path / "tuned.csv", [(t, "block", "violence", "tune") for t in VIOLENT[:2]]
+                  + [(t, "allow", "", "tune") for t in BENIGN[:2]])  # fmt: skip
+    other = _write(tmp_path / "other.csv", [(t, "block", "violence", "") for t in VIOLENT[2:]]
+                   + [(t, "allow", "", "") for t in BENIGN[2:]])  # fmt: skip
+    report = train_policy_classifier([tune, other], tmp_path / "c.npz", ContentPolicy(CONFIG),
+                                     embedder=BagOfWords(), max_fpr=0.5)  # fmt: skip
+    assert report["operating_point"]["chosen_on"].startswith("tune rows")
+    assert report["operating_point"]["rows"] == 4
+    assert report["model"].endswith("softmax") and "relu" not in report["model"]

@@ -158,3 +158,54 @@ def test_default_policy_loads_lazily() -> None:
     assert not policy.check("a bomb emoji").flagged  # allow-listed emoji: still no model needed
     assert policy._classifier is None
     assert policy.check("a nazi flag").flagged
+
+
+def test_names_and_allow_phrases_from_list_files(tmp_path: Path) -> None:
+    names = tmp_path / "people.txt"
+    names.write_text("# leaders\nAngela Merkel\nzuck\nJay-Z\nΑλέξης Τσίπρας\n習近平\n", encoding="utf-8")
+    p = tmp_path / "policy.yaml"
+    p.write_text(
+        "classifier: {enabled: false}\n"
+        "categories:\n"
+        "  real-people: {rules: {names: [Pelé], names_file: people.txt}}\n"
+        "  violence: {rules: {terms: [murder*]}}\n"
+        "allow: {phrases: [murder mystery], phrases_file: benign.txt}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "benign.txt").write_text("# idioms\nmurder your to-do list\n", encoding="utf-8")
+    policy = ContentPolicy.load(p)
+    for text in ("ANGELA  MERKEL on a bike", "zuck in a toga", "jay z on stage", "a 4ngela m3rkel sticker",
+                 "pele scoring a goal", "習近平 emoji", "ο Αλέξης Τσίπρας χορεύει"):  # fmt: skip
+        assert policy.check(text).category == "real-people", text
+    for text in ("a zucchini soup", "angela in a garden", "merkelian politics", "a jay bird",
+                 "a murder mystery night", "a sticker: murder your to-do list"):  # fmt: skip
+        assert not policy.check(text).flagged, text
+    assert policy.check("murder your neighbour").category == "violence"
+
+
+@pytest.mark.parametrize(
+    "category,text",
+    [
+        ("sexual", "çıplak kadın, killer whale"),  # an allow phrase elsewhere keeps the letters rules need
+        ("real-people", "a donald trump card"),  # a name that overlaps an allow phrase still counts
+        ("real-people", "Трамп на трамплине"),
+        ("real-people", "Jacinda Ardern surfing"),  # from the names list
+    ],
+)
+def test_allow_phrases_hide_only_what_they_cover(rules_policy: ContentPolicy, category: str, text: str) -> None:
+    assert rules_policy.check(text).category == category, rules_policy.check(text).matches
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a high school shooting guard dribbling",
+        "a bombay cat",
+        "кит-убийца в океане",
+        "прыжок с трамплина",
+        "トランプで遊ぶ猫",
+        "a jar of nylon 나일론 thread",
+    ],
+)
+def test_allow_phrases_and_names_spare_ordinary_words(rules_policy: ContentPolicy, text: str) -> None:
+    assert not rules_policy.check(text).flagged, rules_policy.check(text).matches

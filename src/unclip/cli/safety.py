@@ -101,7 +101,7 @@ def policy_check(
 
 DATA = Path("tests/data")
 # safety_prompts_fresh.csv is kept out: written apart from the others, it stays an independent check
-TRAINING_SETS = ("safety_prompts", "safety_prompts_extra", "policy_set", "policy_train")
+TRAINING_SETS = ("safety_prompts", "safety_prompts_extra", "policy_set", "policy_train", "policy_train_2")
 
 
 @policy_app.command("train")
@@ -118,15 +118,17 @@ def policy_train(
     cache: Path = typer.Option(
         Path("cache/npm"), "--cache", help="npm cache of `unclip data build` (emojibase captions)."
     ),
-    max_fpr: float = typer.Option(0.05, "--max-fpr", help="False-positive rate the threshold is chosen for."),
-    l2: float = typer.Option(1e-3, "--l2", help="Weight decay of the softmax layer."),
+    max_fpr: float = typer.Option(0.03, "--max-fpr", help="False-positive rate the threshold is chosen for."),
+    hidden: int = typer.Option(256, "--hidden", help="Hidden ReLU units per network (0: a linear classifier)."),
+    members: int = typer.Option(3, "--members", help="Networks averaged (different seeds)."),
+    l2: float = typer.Option(1e-4, "--l2", help="Weight decay."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Fit the content policy's semantic classifier on the labelled prompt sets (a minute on 2 cores)."""
     from unclip.data.sources import EMOJIBASE, fetch
     from unclip.safety.classifier import default_weights_path
     from unclip.safety.policy import ContentPolicy
-    from unclip.training.policy import train_policy_classifier
+    from unclip.training.policy import MLPSettings, train_policy_classifier
 
     if not sets:
         sets = [DATA / f"{name}.csv" for name in TRAINING_SETS]
@@ -138,6 +140,7 @@ def policy_train(
         out or default_weights_path(),
         ContentPolicy.load(policy_file),
         emojibase_dir=fetch(EMOJIBASE, cache),
+        settings=MLPSettings(hidden=hidden, members=members, l2=l2) if hidden else None,
         l2=l2,
         max_fpr=max_fpr,
         seed=seed,

@@ -1,10 +1,11 @@
-"""The content policy's semantic classifier: a softmax layer over multilingual sentence embeddings.
+"""The content policy's semantic classifier: a small network over multilingual sentence embeddings.
 
     clf = PromptClassifier.load()                 # the weights shipped in this package, or a path
     probs = clf.probabilities(embeddings)         # (n, len(clf.classes)); classes[0] is "benign"
 
 It reads the embedding of a normalised prompt (`unclip.safety.embedding`, 16 languages in one space) and
-says how likely each policy category is, against "benign". `unclip policy train` fits it on the labelled
+says how likely each policy category is, against "benign": a ReLU layer, then a softmax layer (or the softmax
+layer alone, for weights without a hidden layer). `unclip policy train` fits it on the labelled
 prompt sets (never on the policy set's `test` part) and writes the file with the threshold and veto it chose
 on held-out folds; `policy.yaml` may override both.
 """
@@ -38,7 +39,7 @@ def decide(harm: float, rule_hit: bool, allow_listed: bool, threshold: float, ve
 
 @dataclass
 class PromptClassifier:
-    weight: np.ndarray  # (features, classes)
+    weight: np.ndarray  # (hidden units, or features without a hidden layer; classes)
     bias: np.ndarray  # (classes,)
     mean: np.ndarray  # feature standardisation, fitted on the training rows
     scale: np.ndarray
@@ -48,11 +49,19 @@ class PromptClassifier:
     #: a rule hit stands unless 1 - P(benign) is below this (harmless look-alikes: "suicide doors")
     veto: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    #: (features, hidden) and (hidden,): the ReLU layer before the softmax layer; None for a linear classifier
+    hidden_weight: np.ndarray | None = None
+    hidden_bias: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.classes[0] != "benign":
             raise ValueError("the first class must be 'benign'")
-        if self.weight.shape != (self.mean.shape[0], len(self.classes)):
+        inputs = self.mean.shape[0]
+        if self.hidden_weight is not None:
+            if self.hidden_bias is None or self.hidden_weight.shape != (inputs, self.hidden_bias.shape[0]):
+                raise ValueError(f"hidden layer {self.hidden_weight.shape} does not fit {inputs} features")
+            inputs = self.hidden_weight.shape[1]
+        if self.weight.shape != (inputs, len(self.classes)):
             raise ValueError(f"weight shape {self.weight.shape} does not fit {len(self.classes)} classes")
 
     @property
@@ -60,7 +69,10 @@ class PromptClassifier:
         return int(self.mean.shape[0])
 
     def logits(self, features: np.ndarray) -> np.ndarray:
-        return ((features - self.mean) / self.scale) @ self.weight + self.bias
+        h = (features - self.mean) / self.scale
+        if self.hidden_weight is not None:
+            h = np.maximum(h @ self.hidden_weight + self.hidden_bias, 0.0)
+        return h @ self.weight + self.bias
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         z = self.logits(np.asarray(features, dtype=np.float32))
@@ -70,13 +82,13 @@ class PromptClassifier:
 
     def save(self, path: str | Path) -> None:
         meta = {**self.meta, "classes": list(self.classes), "threshold": self.threshold, "veto": self.veto}
+        arrays = {"weight": self.weight, "bias": self.bias, "mean": self.mean, "scale": self.scale}
+        if self.hidden_weight is not None:
+            arrays |= {"hidden_weight": self.hidden_weight, "hidden_bias": self.hidden_bias}
         with Path(path).open("wb") as f:
             np.savez_compressed(
                 f,
-                weight=self.weight.astype(np.float32),
-                bias=self.bias.astype(np.float32),
-                mean=self.mean.astype(np.float32),
-                scale=self.scale.astype(np.float32),
+                **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()},
                 meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
             )
 
@@ -94,4 +106,6 @@ class PromptClassifier:
                 threshold=float(meta.pop("threshold")),
                 veto=float(meta.pop("veto")),
                 meta=meta,
+                hidden_weight=f.get("hidden_weight"),
+                hidden_bias=f.get("hidden_bias"),
             )

@@ -97,10 +97,12 @@ class PolicyDecision:
 # --- rules ----------------------------------------------------------------------------------------------
 
 _LATIN_TERM = re.compile(r"^[a-z0-9 '\-*.&]+$")
+_WORD = re.compile(r"\w+")
 
 
 class RuleSet:
-    """Compiled rule list: terms (word, ``prefix*``, phrase), regexes and substrings."""
+    """Compiled rule list: terms (word, ``prefix*``, phrase), names (whole words only, looked up by word
+    sequence, so a list of thousands costs no more than a few), regexes and substrings."""
 
     def __init__(self, spec: Mapping[str, Any] | Iterable[str] | None) -> None:
         if spec is None:
@@ -131,12 +133,39 @@ class RuleSet:
             re.compile(r"(?<!\w)(?:" + "|".join(collapsed) + r")(?!\w)") if collapsed else None
         )
         # patterns see text whose accents were removed (убий -> убии): strip them from the patterns too
+        self.names: set[str] = set()
+        for raw in spec.get("names", []) or []:
+            name = normalize_term(str(raw))
+            if _LATIN_TERM.match(name):
+                self.names.add(" ".join(_WORD.findall(name)))
+            elif name:
+                self.other_script.append(name)
+        self.names.discard("")
+        self._name_words = max((n.count(" ") + 1 for n in self.names), default=0)
         self.patterns = [re.compile(strip_marks(str(p))) for p in spec.get("patterns", []) or []]
         self.substrings = [re.sub(r"[\W_]+", "", normalize_term(s)) for s in spec.get("substrings", []) or []]
         self.substrings = [s for s in self.substrings if s]
 
     def __bool__(self) -> bool:
-        return bool(self.word_re or self.other_script or self.patterns or self.substrings)
+        return bool(self.word_re or self.names or self.other_script or self.patterns or self.substrings)
+
+    def match_name(self, n: Normalized) -> str | None:
+        """The first listed name in the prompt, or None."""
+        if self.names:
+            for v in n.word_views():
+                name = self._name(v)
+                if name:
+                    return name
+        return None
+
+    def _name(self, text: str) -> str | None:
+        words = _WORD.findall(text)
+        for i in range(len(words)):
+            for k in range(min(self._name_words, len(words) - i), 0, -1):
+                candidate = " ".join(words[i : i + k])
+                if candidate in self.names:
+                    return candidate
+        return None
 
     def match(self, n: Normalized) -> str | None:
         """The first matching rule text, or None."""
@@ -146,6 +175,9 @@ class RuleSet:
                 m = self.word_re.search(v)
                 if m:
                     return m.group(0)
+        name = self.match_name(n)
+        if name:
+            return name
         if self.collapsed_re is not None:
             m = self.collapsed_re.search(n.skeleton)
             if m:
@@ -197,7 +229,7 @@ class ContentPolicy:
             self.categories[name] = CategorySpec(
                 name=name,
                 label=str(spec.get("label", name)),
-                rules=RuleSet(spec.get("rules")),
+                rules=RuleSet(self._with_names_file(spec.get("rules"))),
                 exemplars=[str(e) for e in spec.get("exemplars", []) or []],
                 openai=[str(k) for k in spec.get("openai", []) or []],
                 subcategories={k: RuleSet(v) for k, v in (spec.get("subcategories") or {}).items()},
@@ -207,7 +239,10 @@ class ContentPolicy:
         self.benign_exemplars = [str(e) for e in allow.get("exemplars", []) or []]
         names = [normalize_term(x) for x in allow.get("emoji_names", []) or []]
         style = [normalize_term(x) for x in allow.get("style_words", []) or []]
-        self._allow_phrases = RuleSet({"terms": allow.get("phrases", []) or []})
+        phrases = list(allow.get("phrases", []) or [])
+        if allow.get("phrases_file"):
+            phrases += self._list_file(str(allow["phrases_file"]))
+        self._allow_phrases = RuleSet({"terms": phrases})
         self._allow_names = self._alternation(sorted(set(names), key=len, reverse=True))
         self._style = self._alternation(sorted(set(style), key=len, reverse=True))
         off = dict(config.get("offenders", {}) or {})
@@ -222,6 +257,21 @@ class ContentPolicy:
         self._embedder: Any = None
         self._cache: dict[str, PolicyDecision] = {}
         self._cache_size = int(clf.get("cache_size", 2048))
+
+    def _list_file(self, name: str) -> list[str]:
+        """A list file's entries: one a line, `#` comments; relative to the policy file, else to this package."""
+        path = Path(name)
+        if not path.is_absolute():
+            near = self.path.parent / path if self.path is not None else None
+            path = near if near is not None and near.is_file() else default_policy_path().parent / path
+        lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+        return [x for x in lines if x and not x.startswith("#")]
+
+    def _with_names_file(self, rules: Any) -> Any:
+        """Rules whose `names_file` is read into `names`."""
+        if not isinstance(rules, Mapping) or not rules.get("names_file"):
+            return rules
+        return {**rules, "names": [*(rules.get("names") or []), *self._list_file(str(rules["names_file"]))]}
 
     @staticmethod
     def _alternation(items: list[str]) -> re.Pattern[str] | None:
@@ -323,17 +373,26 @@ class ContentPolicy:
         """(the normalised prompt, the same without allow phrases, the first rule hit per category)."""
         full = normalize(text or "")
         n = full
+        removed: list[str] = []
         if self._allow_phrases:
-            # remove benign phrases that contain alarming words ("killer whale", "kill time")
-            for _ in range(3):
+            # remove benign phrases that contain alarming words ("killer whale", "kill time"), from the view
+            # that keeps most letters (plain keeps ç, ı, ł, which the rules of some languages need)
+            for _ in range(5):
                 hit = self._allow_phrases.match(n)
-                if not hit:
+                source = next((v for v in (n.plain, n.clean, n.skeleton) if hit and hit in v), None)
+                if source is None:
                     break
-                n = normalize(n.clean.replace(hit, " "))
+                removed.append(hit)
+                n = normalize(source.replace(hit, " "))
         hits = {}
         if n.clean:
             for name, spec in self.categories.items():
                 hit = spec.rules.match(n)
+                if hit is None and removed:
+                    # a name that overlaps an allow phrase without lying inside it ("donald trump card")
+                    hit = spec.rules.match_name(full)
+                    if hit is not None and any(hit in r for r in removed):
+                        hit = None
                 if hit:
                     hits[name] = hit
         return full, n, hits

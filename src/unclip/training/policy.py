@@ -10,8 +10,9 @@ Training rows, all labelled (category or benign):
   refusal, and some of the rest.
 
 Obfuscation needs no augmentation: the classifier reads the normalised text (leetspeak, homoglyphs and
-spacing undone), as the policy does. The threshold and the rule veto are chosen on out-of-fold predictions
-for the policy set's `tune` rows: the most refusals at a false-positive rate of at most `max_fpr`.
+spacing undone), as the policy does. The threshold and the rule veto are chosen on the policy set's `tune`
+rows, scored by a classifier that never saw the policy set: the most refusals at a false-positive rate of at
+most `max_fpr`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from unclip.safety.classifier import PromptClassifier, decide
 from unclip.safety.normalize import normalize
 from unclip.safety.policy import CATEGORIES, ContentPolicy
 
-__all__ = ["Row", "fit_softmax", "read_rows", "train_policy_classifier"]
+__all__ = ["MLPSettings", "Row", "fit_classifier", "fit_softmax", "read_rows", "train_policy_classifier"]
 
 CLASSES = ("benign", *CATEGORIES)
 WRAPPERS = (
@@ -150,6 +151,81 @@ def fit_softmax(
     return (w / np.sqrt(d)).astype(np.float32), b.astype(np.float32), mean, scale
 
 
+@dataclass
+class MLPSettings:
+    """A ReLU layer and a softmax layer, trained with Adam on mini-batches with input dropout; `members`
+    networks from different seeds are averaged (their logits), which is one network `members` times wider."""
+
+    hidden: int = 256
+    members: int = 3
+    l2: float = 1e-4
+    epochs: int = 40
+    lr: float = 2e-3
+    dropout: float = 0.2
+    batch: int = 128
+
+
+def _fit_member(
+    xs: np.ndarray, y: np.ndarray, classes: int, s: MLPSettings, rng: np.random.Generator
+) -> list[np.ndarray]:
+    d = xs.shape[1]
+    params = [
+        (rng.standard_normal((d, s.hidden)) * np.sqrt(2 / d)).astype(np.float32),
+        np.zeros(s.hidden, np.float32),
+        (rng.standard_normal((s.hidden, classes)) * np.sqrt(1 / s.hidden)).astype(np.float32),
+        np.zeros(classes, np.float32),
+    ]
+    m = [np.zeros_like(q) for q in params]
+    v = [np.zeros_like(q) for q in params]
+    onehot = np.eye(classes, dtype=np.float32)[y]
+    t = 0
+    for _ in range(s.epochs):
+        order = rng.permutation(len(xs))
+        for i in range(0, len(xs), s.batch):
+            idx = order[i : i + s.batch]
+            xb = xs[idx] * (rng.random((len(idx), d)) >= s.dropout) / (1 - s.dropout)
+            w1, b1, w2, b2 = params
+            h = xb @ w1 + b1
+            a = np.maximum(h, 0)
+            z = a @ w2 + b2
+            z -= z.max(1, keepdims=True)
+            p = np.exp(z)
+            p /= p.sum(1, keepdims=True)
+            g = (p - onehot[idx]) / len(idx)
+            ga = g @ w2.T
+            ga[h <= 0] = 0
+            grads = (xb.T @ ga + s.l2 * w1, ga.sum(0), a.T @ g + s.l2 * w2, g.sum(0))
+            t += 1
+            for j, gr in enumerate(grads):
+                m[j] = 0.9 * m[j] + 0.1 * gr
+                v[j] = 0.999 * v[j] + 0.001 * gr * gr
+                params[j] -= s.lr * (m[j] / (1 - 0.9**t)) / (np.sqrt(v[j] / (1 - 0.999**t)) + 1e-8)
+    return params
+
+
+def fit_classifier(
+    x: np.ndarray, y: np.ndarray, settings: MLPSettings | None = None, seed: int = 0, l2: float = 1e-3
+) -> PromptClassifier:
+    """The classifier for features `x` and labels `y` (indices in CLASSES): the averaged networks of
+    `settings`, or a linear softmax layer (with weight decay `l2`) when `settings` is None."""
+    if settings is None:
+        return PromptClassifier(*fit_softmax(x, y, len(CLASSES), l2), CLASSES)
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    xs = ((x - mean) / scale).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    members = [_fit_member(xs, y, len(CLASSES), settings, rng) for _ in range(settings.members)]
+    k = len(members)
+    return PromptClassifier(
+        weight=np.concatenate([w2 for _, _, w2, _ in members]) / k,
+        bias=sum(b2 for _, _, _, b2 in members) / k,
+        mean=mean,
+        scale=scale,
+        classes=CLASSES,
+        hidden_weight=np.concatenate([w1 for w1, _, _, _ in members], axis=1),
+        hidden_bias=np.concatenate([b1 for _, b1, _, _ in members]),
+    )
+
+
 def choose_operating_point(
     harm: np.ndarray, blocked: np.ndarray, rule: np.ndarray, allow_listed: np.ndarray, max_fpr: float
 ) -> tuple[float, float, float, float]:
@@ -182,15 +258,21 @@ def train_policy_classifier(
     emojibase_dir: Path | None = None,
     emoji_per_locale: int = 40,
     wrap_fraction: float = 0.3,
+    settings: MLPSettings | None = None,
     l2: float = 1e-3,
     folds: int = 5,
-    max_fpr: float = 0.05,
+    max_fpr: float = 0.03,
     dedup: float = 0.92,
     seed: int = 0,
     embedder: Any = None,
 ) -> dict[str, Any]:
     """Fit the classifier on `sets` (plus exemplars, emoji captions and wrappers), save it to `out` and
-    return what was measured on held-out folds."""
+    return what was measured on rows it had not seen.
+
+    The operating point is chosen on the `tune` rows, scored by a classifier fitted without any row of the
+    sets that hold them (nor their wrapped copies): reworded versions of one idea stay in one part of the
+    policy set, so this is what an unseen prompt gets. Without `tune` rows, on `folds` out-of-fold
+    predictions. `settings` None fits a linear softmax layer (weight decay `l2`)."""
     rng = random.Random(seed)
     policy = policy or ContentPolicy.load()
     if embedder is None:
@@ -217,34 +299,47 @@ def train_policy_classifier(
         x = x[~near]
     y = np.array([r.label for r in rows])
 
-    # out-of-fold predictions, for the operating point
-    order = np.random.default_rng(seed).permutation(len(rows))
+    def fit(idx: np.ndarray) -> PromptClassifier:
+        return fit_classifier(x[idx], y[idx], settings, seed, l2)
+
+    tune = np.array([r.tune for r in rows])
+    tuning_sources = {r.source for r in rows if r.tune}
+    apart = np.array([r.source.split("+")[0] in tuning_sources for r in rows])
     harm = np.zeros(len(rows))
-    for k in range(folds):
-        test_idx = order[k::folds]
-        train_idx = np.setdiff1d(order, test_idx)
-        fit = fit_softmax(x[train_idx], y[train_idx], len(CLASSES), l2)
-        harm[test_idx] = 1.0 - PromptClassifier(*fit, CLASSES).probabilities(x[test_idx])[:, 0]
+    if tune.any() and len(set(y[~apart])) > 1:
+        harm[tune] = 1.0 - fit(np.flatnonzero(~apart)).probabilities(x[tune])[:, 0]
+        protocol = "tune rows, scored by a classifier fitted without their sets"
+    else:
+        tune[:] = True
+        order = np.random.default_rng(seed).permutation(len(rows))
+        for k in range(folds):
+            test_idx = order[k::folds]
+            harm[test_idx] = 1.0 - fit(np.setdiff1d(order, test_idx)).probabilities(x[test_idx])[:, 0]
+        protocol = f"{folds}-fold out-of-fold predictions"
     checks = [policy.rule_check(r.text) for r in rows]
     rule = np.array([c[0] is not None for c in checks])
     allow_listed = np.array([c[1] for c in checks])
-    tune = np.array([r.tune for r in rows]) if any(r.tune for r in rows) else np.ones(len(rows), bool)
     threshold, veto, recall, fpr = choose_operating_point(
         harm[tune], (y > 0)[tune], rule[tune], allow_listed[tune], max_fpr
     )
 
-    weight, bias, mean, scale = fit_softmax(x, y, len(CLASSES), l2)
-    meta = {
+    clf = fit(np.arange(len(rows)))
+    clf.threshold, clf.veto = threshold, veto
+    clf.meta = {
         "embedder": getattr(embedder, "name", type(embedder).__name__),
+        "model": f"{settings.members} x relu({settings.hidden}) + softmax" if settings else "softmax",
         "rows": len(rows),
         "rows_by_source": dict(Counter(r.source for r in rows)),
         "dropped_near_held_out": dropped,
-        "l2": l2,
         "max_fpr": max_fpr,
-        "out_of_fold": {"recall": round(recall, 4), "fpr": round(fpr, 4), "rows": int(tune.sum())},
+        "operating_point": {
+            "chosen_on": protocol,
+            "recall": round(recall, 4),
+            "fpr": round(fpr, 4),
+            "rows": int(tune.sum()),
+        },
         "seed": seed,
     }
-    clf = PromptClassifier(weight, bias, mean, scale, CLASSES, threshold, veto, meta)
     out.parent.mkdir(parents=True, exist_ok=True)
     clf.save(out)
-    return {**meta, "threshold": threshold, "veto": veto, "out": str(out)}
+    return {**clf.meta, "threshold": threshold, "veto": veto, "out": str(out)}
