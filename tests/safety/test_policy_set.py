@@ -51,16 +51,16 @@ def test_no_row_is_in_both_splits_or_in_the_independent_set() -> None:
 
 
 def test_training_rows_are_not_measured_rows() -> None:
-    """policy_train.csv and policy_train_2.csv (trained on by `unclip policy train`) share no prompt with the
-    policy set's test part or the independent set, and label every refusal with a policy category."""
+    """The policy_train*.csv sets (trained on by `unclip policy train`) share no prompt with the policy set's
+    test part or the independent set, and label every refusal with a policy category."""
     train = []
-    for name in ("policy_train.csv", "policy_train_2.csv"):
+    for name in ("policy_train.csv", "policy_train_2.csv", "policy_train_3.csv"):
         with (SET.parent / name).open(encoding="utf-8", newline="") as f:
             rows = list(csv.DictReader(f))
         assert {r["category"] for r in rows if r["label"] == "block"} == BLOCK, name
         assert {r["label"] for r in rows} == {"block", "allow"}, name
         train += rows
-    assert len(train) >= 1900
+    assert len(train) >= 2400
     held = {norm(r["text"]) for r in _rows() if r["split"] == "test"}
     with (SET.parent / "safety_prompts_fresh.csv").open(encoding="utf-8", newline="") as f:
         held |= {norm(r["text"]) for r in csv.DictReader(f)}

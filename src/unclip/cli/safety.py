@@ -101,7 +101,14 @@ def policy_check(
 
 DATA = Path("tests/data")
 # safety_prompts_fresh.csv is kept out: written apart from the others, it stays an independent check
-TRAINING_SETS = ("safety_prompts", "safety_prompts_extra", "policy_set", "policy_train", "policy_train_2")
+TRAINING_SETS = (
+    "safety_prompts",
+    "safety_prompts_extra",
+    "policy_set",
+    "policy_train",
+    "policy_train_2",
+    "policy_train_3",
+)
 
 
 @policy_app.command("train")

@@ -270,9 +270,10 @@ def train_policy_classifier(
     return what was measured on rows it had not seen.
 
     The operating point is chosen on the `tune` rows, scored by a classifier fitted without any row of the
-    sets that hold them (nor their wrapped copies): reworded versions of one idea stay in one part of the
-    policy set, so this is what an unseen prompt gets. Without `tune` rows, on `folds` out-of-fold
-    predictions. `settings` None fits a linear softmax layer (weight decay `l2`)."""
+    sets that hold them (nor their wrapped copies, nor any row within `dedup` of a tune row): reworded
+    versions of one idea stay in one part of the policy set, so this is what an unseen prompt gets. Without
+    `tune` rows, on `folds` out-of-fold predictions. `settings` None fits a linear softmax layer (weight
+    decay `l2`)."""
     rng = random.Random(seed)
     policy = policy or ContentPolicy.load()
     if embedder is None:
@@ -305,6 +306,8 @@ def train_policy_classifier(
     tune = np.array([r.tune for r in rows])
     tuning_sources = {r.source for r in rows if r.tune}
     apart = np.array([r.source.split("+")[0] in tuning_sources for r in rows])
+    if tune.any():  # nor anything else that close to a tune row
+        apart |= (x @ x[tune].T).max(axis=1) >= dedup
     harm = np.zeros(len(rows))
     if tune.any() and len(set(y[~apart])) > 1:
         harm[tune] = 1.0 - fit(np.flatnonzero(~apart)).probabilities(x[tune])[:, 0]
