@@ -7,7 +7,7 @@ It reads the embedding of a normalised prompt (`unclip.safety.embedding`, 16 lan
 says how likely each policy category is, against "benign": a ReLU layer, then a softmax layer (or the softmax
 layer alone, for weights without a hidden layer). `unclip policy train` fits it on the labelled
 prompt sets (never on the policy set's `test` part) and writes the file with the threshold and veto it chose
-on held-out folds; `policy.yaml` may override both.
+on rows the classifier that scored them had not seen; `policy.yaml` may override both.
 """
 
 from __future__ import annotations

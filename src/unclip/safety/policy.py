@@ -132,7 +132,6 @@ class RuleSet:
         self.collapsed_re = (
             re.compile(r"(?<!\w)(?:" + "|".join(collapsed) + r")(?!\w)") if collapsed else None
         )
-        # patterns see text whose accents were removed (убий -> убии): strip them from the patterns too
         self.names: set[str] = set()
         for raw in spec.get("names", []) or []:
             name = normalize_term(str(raw))
@@ -142,6 +141,7 @@ class RuleSet:
                 self.other_script.append(name)
         self.names.discard("")
         self._name_words = max((n.count(" ") + 1 for n in self.names), default=0)
+        # patterns see text whose accents were removed (убий -> убии): strip them from the patterns too
         self.patterns = [re.compile(strip_marks(str(p))) for p in spec.get("patterns", []) or []]
         self.substrings = [re.sub(r"[\W_]+", "", normalize_term(s)) for s in spec.get("substrings", []) or []]
         self.substrings = [s for s in self.substrings if s]
