@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
-from unclip.data.captions import FALLBACK, STYLE_PHRASES, TEMPLATES, captions_for
+from unclip.data.captions import (
+    EVERYDAY_EN,
+    EVERYDAY_EN_STYLE_FIRST,
+    FALLBACK,
+    STYLE_PHRASES,
+    TEMPLATES,
+    captions_for,
+    everyday_caption,
+)
 from unclip.data.emoji import EmojiEntry
 from unclip.evaluation.prompts import PHRASINGS, STYLE_NAMES, all_phrasings, build_prompts, frame
 from unclip.training.data import load_images
@@ -52,3 +61,30 @@ def test_prompts_cover_seen_and_holdout_pairs_in_several_languages(emoji64: Path
     keys = {m["key"] for m in seen} | {m["key"] for m in holdout}
     assert all(p.key in keys for p in prompts)
     assert prompts == build_prompts(seen, holdout, n_per_kind=50, seed=0)  # the same set every time
+
+
+def _everyday_pattern() -> re.Pattern[str]:
+    """Every caption `everyday_caption` can write, as a frame (slots as {}, lower case, single spaces)."""
+
+    def alt(parts: tuple[str, ...]) -> str:
+        options = set(parts) | ({"an "} if "a " in parts else set())
+        escaped = (re.escape(frame(p.replace("{s}", "{}"))) if p.strip() else "" for p in options)
+        return "(?:" + "|".join(sorted(escaped, key=len, reverse=True)) + ")"
+
+    part = {k: alt(v) for k, v in EVERYDAY_EN.items()}
+    sp = r"\s*"
+    subject = re.escape("{}")
+    tail = sp + part["noun"] + sp
+    first = sp.join((part["prefix"], part["verb"], part["article"], subject)) + tail + part["style"] + sp
+    second = sp.join((part["prefix"], part["verb"], alt(EVERYDAY_EN_STYLE_FIRST), part["article"], subject)) + tail
+    return re.compile(f"^(?:{first}|{second}){part['suffix']}$")
+
+
+def test_no_evaluation_phrasing_is_an_everyday_caption() -> None:
+    pattern = _everyday_pattern()
+    rng = random.Random(0)
+    written = {frame(everyday_caption("{x}", "{s}", rng)) for _ in range(3000)}
+    assert all(pattern.match(w) for w in written)  # the pattern covers what the generator writes
+    assert pattern.match(frame("Make a {X} {S}-style!")) and not pattern.match(frame("{x} and {s}"))
+    overlap = [(loc, p) for loc, p in all_phrasings() if pattern.match(frame(p))]
+    assert not overlap, f"evaluation phrasings the caption generator can write: {overlap}"
