@@ -126,12 +126,12 @@ def policy_train(
         Path("cache/npm"), "--cache", help="npm cache of `unclip data build` (emojibase captions)."
     ),
     max_fpr: float = typer.Option(0.03, "--max-fpr", help="False-positive rate the threshold is chosen for."),
-    hidden: int = typer.Option(256, "--hidden", help="Hidden ReLU units per network (0: a linear classifier)."),
+    hidden: int = typer.Option(512, "--hidden", help="Hidden ReLU units per network (0: a linear classifier)."),
     members: int = typer.Option(3, "--members", help="Networks averaged (different seeds)."),
     l2: float = typer.Option(1e-4, "--l2", help="Weight decay."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Fit the content policy's semantic classifier on the labelled prompt sets (a minute on 2 cores)."""
+    """Fit the content policy's semantic classifier on the labelled prompt sets (about three minutes on 2 cores)."""
     from unclip.data.sources import EMOJIBASE, fetch
     from unclip.safety.classifier import default_weights_path
     from unclip.safety.policy import ContentPolicy

@@ -156,10 +156,10 @@ class MLPSettings:
     """A ReLU layer and a softmax layer, trained with Adam on mini-batches with input dropout; `members`
     networks from different seeds are averaged (their logits), which is one network `members` times wider."""
 
-    hidden: int = 256
+    hidden: int = 512
     members: int = 3
     l2: float = 1e-4
-    epochs: int = 40
+    epochs: int = 80
     lr: float = 2e-3
     dropout: float = 0.2
     batch: int = 128
