@@ -324,7 +324,6 @@ def everyday_caption(subject: str, style_name: str, rng: random.Random) -> str:
     return text
 
 
-
 def template_set(locale: str) -> tuple[str, ...]:
     return TEMPLATES.get(locale) or TEMPLATES.get(locale.split("-")[0]) or FALLBACK
 
