@@ -6,16 +6,9 @@ import random
 import re
 from pathlib import Path
 
-from unclip.data.captions import (
-    EVERYDAY_EN,
-    EVERYDAY_EN_STYLE_FIRST,
-    FALLBACK,
-    STYLE_PHRASES,
-    TEMPLATES,
-    captions_for,
-    everyday_caption,
-)
+from unclip.data.captions import FALLBACK, STYLE_PHRASES, TEMPLATES, captions_for
 from unclip.data.emoji import EmojiEntry
+from unclip.data.requests import REQUEST_PARTS, is_tag, request
 from unclip.evaluation.prompts import PHRASINGS, STYLE_NAMES, all_phrasings, build_prompts, frame
 from unclip.training.data import load_images
 
@@ -63,28 +56,40 @@ def test_prompts_cover_seen_and_holdout_pairs_in_several_languages(emoji64: Path
     assert prompts == build_prompts(seen, holdout, n_per_kind=50, seed=0)  # the same set every time
 
 
-def _everyday_pattern() -> re.Pattern[str]:
-    """Every caption `everyday_caption` can write, as a frame (slots as {}, lower case, single spaces)."""
+def _request_pattern(locale: str) -> re.Pattern[str]:
+    """Every request `request(locale, ...)` can write, as a frame (slots as {}, lower case, single spaces)."""
 
     def alt(parts: tuple[str, ...]) -> str:
         options = set(parts) | ({"an "} if "a " in parts else set())
         escaped = (re.escape(frame(p.replace("{s}", "{}"))) if p.strip() else "" for p in options)
         return "(?:" + "|".join(sorted(escaped, key=len, reverse=True)) + ")"
 
-    part = {k: alt(v) for k, v in EVERYDAY_EN.items()}
-    sp = r"\s*"
-    subject = re.escape("{}")
-    tail = sp + part["noun"] + sp
-    first = sp.join((part["prefix"], part["verb"], part["article"], subject)) + tail + part["style"] + sp
-    second = sp.join((part["prefix"], part["verb"], alt(EVERYDAY_EN_STYLE_FIRST), part["article"], subject)) + tail
-    return re.compile(f"^(?:{first}|{second}){part['suffix']}$")
+    p = REQUEST_PARTS[locale]
+    sp, subject = r"\s*", re.escape("{}")
+    tags = tuple(f for f in p.style_first if is_tag(f))
+    beside = tuple(f for f in p.style_first if not is_tag(f))
+    noun, close = alt(p.noun), alt(p.close)
+    last = sp.join((alt(p.open), alt(p.lead), subject, noun, alt(p.style_last), close))
+    first = sp.join((alt((*tags, "")), alt(p.open), alt(p.lead), alt((*beside, "")), subject, noun, close))
+    return re.compile(f"^(?:{last}|{first})$")
 
 
-def test_no_evaluation_phrasing_is_an_everyday_caption() -> None:
-    pattern = _everyday_pattern()
+def test_no_evaluation_phrasing_is_a_request_of_any_language() -> None:
     rng = random.Random(0)
-    written = {frame(everyday_caption("{x}", "{s}", rng)) for _ in range(3000)}
-    assert all(pattern.match(w) for w in written)  # the pattern covers what the generator writes
-    assert pattern.match(frame("Make a {X} {S}-style!")) and not pattern.match(frame("{x} and {s}"))
-    overlap = [(loc, p) for loc, p in all_phrasings() if pattern.match(frame(p))]
-    assert not overlap, f"evaluation phrasings the caption generator can write: {overlap}"
+    for locale in REQUEST_PARTS:
+        pattern = _request_pattern(locale)
+        written = {frame(request(locale, "{x}", "{s}", rng)) for _ in range(3000)}
+        assert all(pattern.match(w) for w in written), locale  # the pattern covers what the builder writes
+        overlap = [(loc, p) for loc, p in all_phrasings() if pattern.match(frame(p))]
+        assert not overlap, f"evaluation phrasings the {locale} request builder can write: {overlap}"
+    english = _request_pattern("en")
+    assert english.match(frame("Make a {X} {S}-style!")) and not english.match(frame("{x} and {s}"))
+    assert _request_pattern("zh").match(frame("{s}：画一个{x}贴纸"))
+
+
+def test_requests_name_the_subject_and_the_style_in_every_language() -> None:
+    rng = random.Random(1)
+    for locale in REQUEST_PARTS:
+        for _ in range(200):
+            text = request(locale, "grinning face", "Twemoji", rng)
+            assert "grinning face" in text.lower() and "twemoji" in text.lower(), (locale, text)

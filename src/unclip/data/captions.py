@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 
 from unclip.data.emoji import EmojiEntry
+from unclip.data.requests import REQUEST_PARTS, request
 
 # The canonical ways to name each style; the first is the one evaluation captions use ("label, phrase").
 STYLE_PHRASES: dict[str, tuple[str, ...]] = {
@@ -286,43 +287,6 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 FALLBACK = ("{x}", "{x}, {s}", "{x} — {s}")
 
-# English requests put together from parts, as people write them: thousands of wordings around the subject
-# and the style, so that the text tower learns to read the label and the style name through any filler
-# (the fixed templates above are too few to teach that). None of them is an evaluation phrasing:
-# tests/evaluation/test_prompts.py matches every phrasing against a pattern of all they can be.
-EVERYDAY_EN: dict[str, tuple[str, ...]] = {
-    "prefix": ("", "please ", "pls ", "hey, ", "ok, ", "quick one: ", "could you ", "can u ", "now ", "help me "),
-    "verb": ("", "draw ", "make ", "create ", "generate ", "render ", "paint ", "sketch ", "give me ", "show ",
-             "i need ", "we want "),
-    "article": ("", "a ", "one ", "a cute ", "a simple ", "a tiny ", "a big ", "some "),
-    "noun": ("", " emoji", " icon", " sticker", " symbol", " pictogram", " clipart", " graphic", " glyph",
-             " emoticon", " drawing", " image"),
-    "style": (", {s} style", " {s}-style", " like {s}", " like {s} does it", " the {s} way", " from {s}",
-              " by {s}", " using {s}", " with {s}'s look", " matching {s}", " inspired by {s}", " à la {s}",
-              " styled after {s}", " in {s} flavour", " as seen in {s}", " (style: {s})", " - {s}", " / {s}",
-              " for {s}", ", {s} set"),
-    "suffix": ("", " please", " pls", "!", "!!", " thanks", " :)", ", ty", "?", " asap", ", clean lines",
-               ", white background", ", no text"),
-}  # fmt: skip
-# Style first: "{s}-style {x} emoji".
-EVERYDAY_EN_STYLE_FIRST = ("{s}-style ", "{s} ", "{s}: ", "{s} set: ", "in {s}: ")
-
-
-def everyday_caption(subject: str, style_name: str, rng: random.Random) -> str:
-    """One English request for `subject` in the style `style_name`, put together from EVERYDAY_EN's parts."""
-    part = {k: rng.choice(v) for k, v in EVERYDAY_EN.items()}
-    article = part["article"]
-    if article == "a " and subject[:1].lower() in "aeiou":
-        article = "an "
-    if rng.random() < 0.25:
-        body = rng.choice(EVERYDAY_EN_STYLE_FIRST).format(s=style_name) + article + subject + part["noun"]
-    else:
-        body = article + subject + part["noun"] + part["style"].format(s=style_name)
-    text = part["prefix"] + part["verb"] + body + part["suffix"]
-    if rng.random() < 0.3:
-        text = text[:1].upper() + text[1:]
-    return text
-
 
 def template_set(locale: str) -> tuple[str, ...]:
     return TEMPLATES.get(locale) or TEMPLATES.get(locale.split("-")[0]) or FALLBACK
@@ -352,9 +316,9 @@ def names_style(caption: str, style: str, locale: str = "en") -> bool:
 def captions_for(
     entry: EmojiEntry, style: str, rng: random.Random, per_locale: int = 3
 ) -> dict[str, list[str]]:
-    """A few distinct captions per locale (twice as many in English, half of them `everyday_caption`s): the
-    label first, then the label (sometimes with tags) in that language's templates, naming the style in
-    varied ways or not at all."""
+    """A few distinct captions per locale (twice as many in English): the label first, then the label
+    (sometimes with tags) in that language's templates or, half the time in a language with request parts,
+    in a `request` put together from them, naming the style in varied ways or not at all."""
     out: dict[str, list[str]] = {}
     for locale, label in entry.labels.items():
         tags = [t for t in entry.tags.get(locale, []) if t.lower() not in label.lower()]
@@ -369,8 +333,8 @@ def captions_for(
                 subject = f"{label} ({', '.join(rng.sample(tags, min(len(tags), 2)))})"
             elif rng.random() < 0.1:
                 subject = label.capitalize() if rng.random() < 0.7 else label.upper()
-            if locale == "en" and rng.random() < 0.5:
-                caption = everyday_caption(subject, rng.choice(names), rng)
+            if locale in REQUEST_PARTS and rng.random() < 0.5:
+                caption = request(locale, subject, rng.choice(names), rng)
             else:
                 caption = rng.choice(template_set(locale)).format(x=subject, s=rng.choice(names))
             if caption not in caps:

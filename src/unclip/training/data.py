@@ -113,28 +113,44 @@ class CaptionSet:
     count: torch.Tensor  # [N]
     empty_ids: torch.Tensor  # [1, L]: the empty caption, used for classifier-free guidance
     empty_mask: torch.Tensor
+    cum_weight: torch.Tensor  # [M + 1] float64: 0, then the running sum of each caption's sampling weight
 
     def sample(self, image_idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """One random caption index per image."""
-        r = torch.rand(len(image_idx), generator=gen, device=gen.device).to(self.count.device)
-        return self.start[image_idx] + (r * self.count[image_idx]).long().clamp_max(self.count[image_idx] - 1)
+        """One random caption index per image, drawn by the captions' weights."""
+        r = torch.rand(len(image_idx), generator=gen, device=gen.device).to(self.count.device, torch.float64)
+        lo = self.cum_weight[self.start[image_idx]]
+        hi = self.cum_weight[self.start[image_idx] + self.count[image_idx]]
+        first, last = self.start[image_idx], self.start[image_idx] + self.count[image_idx] - 1
+        pick = torch.searchsorted(self.cum_weight, lo + r * (hi - lo), right=True) - 1
+        return torch.minimum(torch.maximum(pick, first), last)
 
     def to(self, device: torch.device | str) -> CaptionSet:
         return CaptionSet(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
 
 
-def load_captions(images: ImageSet, tokenizer, locales: list[str] | None = None) -> CaptionSet:
-    texts, owner, names = [], [], []
+def load_captions(
+    images: ImageSet, tokenizer, locales: list[str] | None = None, english_share: float | None = None
+) -> CaptionSet:
+    """Every caption of every image in `locales` (all by default). Each image's captions are drawn uniformly,
+    or, with `english_share`, its English captions that share of the time and the others the rest."""
+    texts, owner, names, weights = [], [], [], []
     start, count = [], []
     for i, m in enumerate(images.meta):
         start.append(len(texts))
-        for loc, caps in m["captions"].items():
-            if locales and loc not in locales:
-                continue
+        langs = [loc for loc in m["captions"] if not locales or loc in locales]
+        n_en = len(m["captions"]["en"]) if "en" in langs else 0
+        n_other = sum(len(m["captions"][loc]) for loc in langs if loc != "en")
+        for loc in langs:
+            caps = m["captions"][loc]
+            if english_share is None or not n_en or not n_other:
+                w = 1.0
+            else:
+                w = english_share / n_en if loc == "en" else (1 - english_share) / n_other
             for c in caps:
                 texts.append(c)
                 owner.append(i)
                 names.append(names_style(c, m["style"], loc))
+                weights.append(w)
         count.append(len(texts) - start[-1])
     enc = tokenizer(
         texts,
@@ -153,6 +169,7 @@ def load_captions(images: ImageSet, tokenizer, locales: list[str] | None = None)
         count=torch.tensor(count),
         empty_ids=empty.input_ids.int(),
         empty_mask=empty.attention_mask.bool(),
+        cum_weight=torch.tensor([0.0, *weights], dtype=torch.float64).cumsum(0),
     )
 
 

@@ -1,0 +1,44 @@
+"""Which caption a training step reads: each image's captions uniformly, or its English ones a set share."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from tests.data_pipeline.test_importer import FakeTokenizer
+
+from unclip.training.data import load_captions
+
+META = [
+    {"style": "twemoji", "captions": {"en": ["cat"], "de": ["Katze", "eine Katze"], "ja": ["猫"]}},
+    {"style": "noto", "captions": {"en": ["dog", "a dog"], "fr": ["chien"]}},
+    {"style": "noto", "captions": {"de": ["Maus"]}},  # no English: its captions stay uniform
+]
+
+
+def _shares(english_share: float | None, draws: int = 40_000) -> list[dict[str, float]]:
+    caps = load_captions(SimpleNamespace(meta=META), FakeTokenizer(), english_share=english_share)
+    locale = [loc for m in META for loc, cs in m["captions"].items() for _ in cs]
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(len(META)):
+        picks = caps.sample(torch.full((draws,), i), gen)
+        assert bool((caps.owner[picks] == i).all())  # always one of the image's own captions
+        counts: dict[str, float] = {}
+        for p in picks.tolist():
+            counts[locale[p]] = counts.get(locale[p], 0) + 1 / draws
+        out.append(counts)
+    return out
+
+
+def test_uniform_by_default() -> None:
+    first, second, third = _shares(None)
+    assert abs(first["en"] - 0.25) < 0.01 and abs(first["de"] - 0.5) < 0.01
+    assert abs(second["en"] - 2 / 3) < 0.01 and set(third) == {"de"}
+
+
+def test_english_share_weights_each_image() -> None:
+    first, second, third = _shares(0.4)
+    assert abs(first["en"] - 0.4) < 0.01 and abs(first["de"] - 0.4) < 0.01 and abs(first["ja"] - 0.2) < 0.01
+    assert abs(second["en"] - 0.4) < 0.01 and abs(second["fr"] - 0.6) < 0.01
+    assert set(third) == {"de"}
