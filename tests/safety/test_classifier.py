@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from unclip.safety.classifier import PromptClassifier, decide
+from unclip.safety.ngrams import ORDERS, ngram_ids
 from unclip.safety.policy import ContentPolicy
 from unclip.training.policy import (
     CLASSES,
     MLPSettings,
+    NgramSettings,
     choose_operating_point,
     fit_classifier,
     fit_softmax,
@@ -191,3 +193,54 @@ def test_operating_point_is_chosen_by_a_classifier_that_never_saw_the_tune_set(t
     assert report["operating_point"]["chosen_on"].startswith("tune rows")
     assert report["operating_point"]["rows"] == 4
     assert report["model"].endswith("softmax") and "relu" not in report["model"]
+
+
+class Blind:
+    """An embedder that knows no words at all: whatever is learnt, the n-gram reader learnt it."""
+
+    dim = 8
+    name = "blind"
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return np.ones((len(texts), self.dim), dtype=np.float32)
+
+
+SLANG = ["two people doing the horizontal tango", "the horizontal tango, nothing covered", "horizontal tango in bed"]
+HARMLESS = ["a tango dancer on stage", "horizontal stripes on a shirt", "a couple dancing", "a red rose"]
+
+
+def test_ngram_ids_count_grams_and_words() -> None:
+    ids = ngram_ids("Ab  c", 1 << 16)
+    assert len(ids) == sum(len(" ab c ") - n + 1 for n in ORDERS) + 2  # n-grams of " ab c ", two words
+    assert np.array_equal(ids, ngram_ids("ab c", 1 << 16)) and ids.max() < 1 << 16  # case and spacing ignored
+
+
+def test_ngram_reader_learns_what_the_embedding_misses(tmp_path: Path) -> None:
+    emb = Blind()
+    texts = SLANG + HARMLESS
+    labels = np.array([CLASSES.index("sexual")] * len(SLANG) + [0] * len(HARMLESS))
+    settings = NgramSettings(buckets=1 << 12, epochs=40, lr=0.1, batch=4, share=0.5)
+    clf = fit_classifier(emb.encode(texts), labels, None, texts=texts, ngram=settings)
+    asked = ["a couple doing the horizontal tango", "a tango dancer in red"]
+    p = clf.probabilities(emb.encode(asked), asked)
+    assert p[0, CLASSES.index("sexual")] > p[0, 0] and p[1, 0] > 0.5
+    clf.save(tmp_path / "ngram.npz")
+    back = PromptClassifier.load(tmp_path / "ngram.npz")
+    assert back.ngram_share == 0.5 and back.ngram_weight is not None and back.ngram_weight.shape == (1 << 12, 8)
+    np.testing.assert_allclose(back.probabilities(emb.encode(asked), asked), p, atol=2e-3)  # float16 weights
+    with pytest.raises(ValueError, match="pass texts"):
+        back.probabilities(emb.encode(asked))
+
+
+def test_policy_passes_the_normalised_text_to_the_ngram_reader(tmp_path: Path) -> None:
+    data = _write(tmp_path / "set.csv", [(t, "block", "sexual", "") for t in SLANG]
+                  + [(t, "allow", "", "") for t in HARMLESS])  # fmt: skip
+    train_policy_classifier(
+        [data], tmp_path / "c.npz", ContentPolicy(CONFIG), embedder=Blind(), folds=2, max_fpr=0.5,
+        ngram=NgramSettings(buckets=1 << 12, epochs=40, lr=0.1, batch=4, share=1.0),
+    )  # fmt: skip
+    policy = ContentPolicy({**CONFIG, "classifier": {"enabled": True, "weights": str(tmp_path / "c.npz")}})
+    policy._embedder = Blind()
+    d = policy.check("H0RIZ0NTAL T A N G O for two")  # leetspeak and spacing undone before the reader
+    assert d.flagged and d.category == "sexual" and d.source == "classifier"
+    assert not policy.check("horizontal stripes on a dancer").flagged

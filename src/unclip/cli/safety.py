@@ -129,13 +129,16 @@ def policy_train(
     hidden: int = typer.Option(512, "--hidden", help="Hidden ReLU units per network (0: a linear classifier)."),
     members: int = typer.Option(3, "--members", help="Networks averaged (different seeds)."),
     l2: float = typer.Option(1e-4, "--l2", help="Weight decay."),
+    ngram_share: float = typer.Option(
+        0.5, "--ngram-share", help="Share of the character n-gram reader beside the network (0: none)."
+    ),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Fit the content policy's semantic classifier on the labelled prompt sets (about three minutes on 2 cores)."""
     from unclip.data.sources import EMOJIBASE, fetch
     from unclip.safety.classifier import default_weights_path
     from unclip.safety.policy import ContentPolicy
-    from unclip.training.policy import MLPSettings, train_policy_classifier
+    from unclip.training.policy import MLPSettings, NgramSettings, train_policy_classifier
 
     if not sets:
         sets = [DATA / f"{name}.csv" for name in TRAINING_SETS]
@@ -149,6 +152,7 @@ def policy_train(
         emojibase_dir=fetch(EMOJIBASE, cache),
         settings=MLPSettings(hidden=hidden, members=members, l2=l2) if hidden else None,
         l2=l2,
+        ngram=NgramSettings(share=ngram_share) if ngram_share > 0 else None,
         max_fpr=max_fpr,
         seed=seed,
     )

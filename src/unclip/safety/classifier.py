@@ -1,13 +1,16 @@
 """The content policy's semantic classifier: a small network over multilingual sentence embeddings.
 
     clf = PromptClassifier.load()                 # the weights shipped in this package, or a path
-    probs = clf.probabilities(embeddings)         # (n, len(clf.classes)); classes[0] is "benign"
+    probs = clf.probabilities(embeddings, texts)  # (n, len(clf.classes)); classes[0] is "benign"
 
 It reads the embedding of a normalised prompt (`unclip.safety.embedding`, 16 languages in one space) and
 says how likely each policy category is, against "benign": a ReLU layer, then a softmax layer (or the softmax
-layer alone, for weights without a hidden layer). `unclip policy train` fits it on the labelled
-prompt sets (never on the policy set's `test` part) and writes the file with the threshold and veto it chose
-on rows the classifier that scored them had not seen; `policy.yaml` may override both.
+layer alone, for weights without a hidden layer). Weights may add a second reader, a softmax layer over the
+prompt's hashed character n-grams (`unclip.safety.ngrams`): the two readers' probabilities are averaged
+(`ngram_share` of the n-gram reader's), given the text (`probabilities(embeddings, texts)`).
+`unclip policy train` fits it on the labelled prompt sets (never on the policy set's `test` part) and writes
+the file with the threshold and veto it chose on rows the classifier that scored them had not seen;
+`policy.yaml` may override both.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from unclip.safety.ngrams import ngram_ids
 
 __all__ = ["PromptClassifier", "decide", "default_weights_path"]
 
@@ -52,6 +57,11 @@ class PromptClassifier:
     #: (features, hidden) and (hidden,): the ReLU layer before the softmax layer; None for a linear classifier
     hidden_weight: np.ndarray | None = None
     hidden_bias: np.ndarray | None = None
+    #: (buckets, classes) and (classes,): the n-gram reader; None without one
+    ngram_weight: np.ndarray | None = None
+    ngram_bias: np.ndarray | None = None
+    #: the n-gram reader's share of the averaged probabilities
+    ngram_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.classes[0] != "benign":
@@ -63,6 +73,10 @@ class PromptClassifier:
             inputs = self.hidden_weight.shape[1]
         if self.weight.shape != (inputs, len(self.classes)):
             raise ValueError(f"weight shape {self.weight.shape} does not fit {len(self.classes)} classes")
+        if self.ngram_weight is not None and (
+            self.ngram_bias is None or self.ngram_weight.shape[1:] != (len(self.classes),)
+        ):
+            raise ValueError(f"n-gram weight shape {self.ngram_weight.shape} does not fit {len(self.classes)} classes")
 
     @property
     def dim(self) -> int:
@@ -74,21 +88,38 @@ class PromptClassifier:
             h = np.maximum(h @ self.hidden_weight + self.hidden_bias, 0.0)
         return h @ self.weight + self.bias
 
-    def probabilities(self, features: np.ndarray) -> np.ndarray:
-        z = self.logits(np.asarray(features, dtype=np.float32))
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        return p / p.sum(axis=1, keepdims=True)
+    def ngram_logits(self, texts: list[str]) -> np.ndarray:
+        assert self.ngram_weight is not None and self.ngram_bias is not None
+        rows = []
+        for text in texts:
+            ids = ngram_ids(text, self.ngram_weight.shape[0])
+            rows.append(self.ngram_weight[ids].sum(0, dtype=np.float32) / np.sqrt(max(len(ids), 1)))
+        return np.stack(rows) + self.ngram_bias
+
+    def probabilities(self, features: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
+        """Each category's probability for each prompt, from its embedding and (with an n-gram reader) its
+        normalised text."""
+        p = _softmax(self.logits(np.asarray(features, dtype=np.float32)))
+        if self.ngram_weight is None or not self.ngram_share:
+            return p
+        if texts is None:
+            raise ValueError("this classifier also reads the prompts' text: pass texts")
+        return (1 - self.ngram_share) * p + self.ngram_share * _softmax(self.ngram_logits(texts))
 
     def save(self, path: str | Path) -> None:
         meta = {**self.meta, "classes": list(self.classes), "threshold": self.threshold, "veto": self.veto}
+        meta["ngram_share"] = self.ngram_share
         arrays = {"weight": self.weight, "bias": self.bias, "mean": self.mean, "scale": self.scale}
         if self.hidden_weight is not None:
             arrays |= {"hidden_weight": self.hidden_weight, "hidden_bias": self.hidden_bias}
+        if self.ngram_weight is not None:
+            arrays |= {"ngram_bias": self.ngram_bias}
         with Path(path).open("wb") as f:
             np.savez_compressed(
                 f,
                 **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()},
+                # float16 halves the file; unused buckets stay exactly zero and compress away
+                **({"ngram_weight": self.ngram_weight.astype(np.float16)} if self.ngram_weight is not None else {}),
                 meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
             )
 
@@ -108,4 +139,13 @@ class PromptClassifier:
                 meta=meta,
                 hidden_weight=f.get("hidden_weight"),
                 hidden_bias=f.get("hidden_bias"),
+                ngram_weight=None if "ngram_weight" not in f else f["ngram_weight"].astype(np.float32),
+                ngram_bias=f.get("ngram_bias"),
+                ngram_share=float(meta.pop("ngram_share", 0.0)),
             )
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)

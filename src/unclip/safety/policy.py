@@ -333,7 +333,7 @@ class ContentPolicy:
     def _read(self, clean: str) -> dict[str, float]:
         self._ensure_classifier()
         assert self._classifier is not None
-        probs = self._classifier.probabilities(self._embedder.encode([clean]))[0]
+        probs = self._classifier.probabilities(self._embedder.encode([clean]), [clean])[0]
         return {name: float(p) for name, p in zip(self._classifier.classes, probs, strict=True)}
 
     # -- checking ------------------------------------------------------------------------------------------

@@ -28,10 +28,20 @@ from typing import Any
 import numpy as np
 
 from unclip.safety.classifier import PromptClassifier, decide
+from unclip.safety.ngrams import ngram_ids
 from unclip.safety.normalize import normalize
 from unclip.safety.policy import CATEGORIES, ContentPolicy
 
-__all__ = ["MLPSettings", "Row", "fit_classifier", "fit_softmax", "read_rows", "train_policy_classifier"]
+__all__ = [
+    "MLPSettings",
+    "NgramSettings",
+    "Row",
+    "fit_classifier",
+    "fit_ngram",
+    "fit_softmax",
+    "read_rows",
+    "train_policy_classifier",
+]
 
 CLASSES = ("benign", *CATEGORIES)
 WRAPPERS = (
@@ -123,9 +133,14 @@ def wrapped_rows(rows: Iterable[Row], fraction: float, rng: random.Random) -> li
     ]
 
 
+def clean_texts(texts: list[str]) -> list[str]:
+    """Each prompt's normalised text, as the policy reads it."""
+    return [normalize(t).clean or t for t in texts]
+
+
 def features(texts: list[str], embedder: Any) -> np.ndarray:
-    """What the classifier reads: the embedding of each prompt's normalised text (as the policy computes it)."""
-    return embedder.encode([normalize(t).clean or t for t in texts])
+    """What the network reads: the embedding of each prompt's normalised text (as the policy computes it)."""
+    return embedder.encode(clean_texts(texts))
 
 
 def fit_softmax(
@@ -203,11 +218,73 @@ def _fit_member(
     return params
 
 
+@dataclass
+class NgramSettings:
+    """The n-gram reader: a softmax layer over `buckets` hashed character n-grams, trained with Adam;
+    `share` of the averaged probabilities."""
+
+    buckets: int = 1 << 18
+    epochs: int = 20
+    lr: float = 0.02
+    batch: int = 256
+    share: float = 0.5
+
+
+def fit_ngram(texts: list[str], y: np.ndarray, s: NgramSettings, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(weight [buckets, classes], bias) of the n-gram reader for normalised `texts` and labels `y`."""
+    import torch
+
+    ids = [torch.from_numpy(ngram_ids(t, s.buckets)) for t in texts]
+    gen = torch.Generator().manual_seed(seed)
+    bag = torch.nn.EmbeddingBag(s.buckets, len(CLASSES), mode="sum")
+    torch.nn.init.zeros_(bag.weight)
+    bias = torch.nn.Parameter(torch.zeros(len(CLASSES)))
+    opt = torch.optim.Adam([bag.weight, bias], lr=s.lr)
+    labels = torch.as_tensor(y)
+    for _ in range(s.epochs):
+        order = torch.randperm(len(ids), generator=gen)
+        for i in range(0, len(ids), s.batch):
+            batch = order[i : i + s.batch].tolist()
+            z = _bag_logits(bag, [ids[j] for j in batch]) + bias
+            loss = torch.nn.functional.cross_entropy(z, labels[batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return bag.weight.detach().numpy().copy(), bias.detach().numpy().copy()
+
+
+def _bag_logits(bag: Any, ids: list[Any]) -> Any:
+    import torch
+
+    lengths = torch.tensor([max(len(i), 1) for i in ids])
+    offsets = torch.tensor([0, *(len(i) for i in ids[:-1])], dtype=torch.long).cumsum(0)
+    weights = torch.cat([torch.full((len(i),), 1 / float(n) ** 0.5) for i, n in zip(ids, lengths, strict=True)])
+    return bag(torch.cat(ids), offsets, per_sample_weights=weights)  # the classifier's ngram_logits
+
+
 def fit_classifier(
-    x: np.ndarray, y: np.ndarray, settings: MLPSettings | None = None, seed: int = 0, l2: float = 1e-3
+    x: np.ndarray,
+    y: np.ndarray,
+    settings: MLPSettings | None = None,
+    seed: int = 0,
+    l2: float = 1e-3,
+    texts: list[str] | None = None,
+    ngram: NgramSettings | None = None,
 ) -> PromptClassifier:
     """The classifier for features `x` and labels `y` (indices in CLASSES): the averaged networks of
-    `settings`, or a linear softmax layer (with weight decay `l2`) when `settings` is None."""
+    `settings`, or a linear softmax layer (with weight decay `l2`) when `settings` is None; with `ngram`, an
+    n-gram reader of the normalised `texts` beside it."""
+    clf = _fit_network(x, y, settings, seed, l2)
+    if ngram is not None and ngram.share > 0:
+        assert texts is not None, "the n-gram reader needs the texts"
+        clf.ngram_weight, clf.ngram_bias = fit_ngram(texts, y, ngram, seed)
+        clf.ngram_share = ngram.share
+    return clf
+
+
+def _fit_network(
+    x: np.ndarray, y: np.ndarray, settings: MLPSettings | None, seed: int, l2: float
+) -> PromptClassifier:
     if settings is None:
         return PromptClassifier(*fit_softmax(x, y, len(CLASSES), l2), CLASSES)
     mean, scale = x.mean(0), x.std(0) + 1e-6
@@ -260,6 +337,7 @@ def train_policy_classifier(
     wrap_fraction: float = 0.3,
     settings: MLPSettings | None = None,
     l2: float = 1e-3,
+    ngram: NgramSettings | None = None,
     folds: int = 5,
     max_fpr: float = 0.03,
     dedup: float = 0.92,
@@ -273,7 +351,7 @@ def train_policy_classifier(
     sets that hold them (nor their wrapped copies, nor any row within `dedup` of a tune row): reworded
     versions of one idea stay in one part of the policy set, so this is what an unseen prompt gets. Without
     `tune` rows, on `folds` out-of-fold predictions. `settings` None fits a linear softmax layer (weight
-    decay `l2`)."""
+    decay `l2`); `ngram` adds the n-gram reader."""
     rng = random.Random(seed)
     policy = policy or ContentPolicy.load()
     if embedder is None:
@@ -299,9 +377,13 @@ def train_policy_classifier(
         rows = [r for r, n in zip(rows, near, strict=True) if not n]
         x = x[~near]
     y = np.array([r.label for r in rows])
+    texts = clean_texts([r.text for r in rows])
 
     def fit(idx: np.ndarray) -> PromptClassifier:
-        return fit_classifier(x[idx], y[idx], settings, seed, l2)
+        return fit_classifier(x[idx], y[idx], settings, seed, l2, [texts[i] for i in idx], ngram)
+
+    def harm_of(clf: PromptClassifier, idx: np.ndarray) -> np.ndarray:
+        return 1.0 - clf.probabilities(x[idx], [texts[i] for i in idx])[:, 0]
 
     tune = np.array([r.tune for r in rows])
     tuning_sources = {r.source for r in rows if r.tune}
@@ -310,14 +392,14 @@ def train_policy_classifier(
         apart |= (x @ x[tune].T).max(axis=1) >= dedup
     harm = np.zeros(len(rows))
     if tune.any() and len(set(y[~apart])) > 1:
-        harm[tune] = 1.0 - fit(np.flatnonzero(~apart)).probabilities(x[tune])[:, 0]
+        harm[tune] = harm_of(fit(np.flatnonzero(~apart)), np.flatnonzero(tune))
         protocol = "tune rows, scored by a classifier fitted without their sets"
     else:
         tune[:] = True
         order = np.random.default_rng(seed).permutation(len(rows))
         for k in range(folds):
             test_idx = order[k::folds]
-            harm[test_idx] = 1.0 - fit(np.setdiff1d(order, test_idx)).probabilities(x[test_idx])[:, 0]
+            harm[test_idx] = harm_of(fit(np.setdiff1d(order, test_idx)), test_idx)
         protocol = f"{folds}-fold out-of-fold predictions"
     checks = [policy.rule_check(r.text) for r in rows]
     rule = np.array([c[0] is not None for c in checks])
@@ -330,7 +412,8 @@ def train_policy_classifier(
     clf.threshold, clf.veto = threshold, veto
     clf.meta = {
         "embedder": getattr(embedder, "name", type(embedder).__name__),
-        "model": f"{settings.members} x relu({settings.hidden}) + softmax" if settings else "softmax",
+        "model": (f"{settings.members} x relu({settings.hidden}) + softmax" if settings else "softmax")
+        + (f", with {ngram.share:.0%} n-grams ({ngram.buckets} buckets)" if ngram and ngram.share else ""),
         "rows": len(rows),
         "rows_by_source": dict(Counter(r.source for r in rows)),
         "dropped_near_held_out": dropped,
