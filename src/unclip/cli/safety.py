@@ -108,6 +108,7 @@ TRAINING_SETS = (
     "policy_train",
     "policy_train_2",
     "policy_train_3",
+    "policy_train_4",
 )
 
 
