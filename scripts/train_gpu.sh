@@ -13,6 +13,9 @@
 # INIT_FROM=<model folder> (e.g. models/unclip-emoji) warm-starts movq, decoder and inpaint from its weights
 # and seeds the run's model folder with it, so that STAGES="decoder inpaint" continues the shipped decoders:
 #   INIT_FROM=models/unclip-emoji STAGES="decoder inpaint" SHIP=$OUT scripts/train_gpu.sh
+# CHAIN=1 runs STAGES one after another instead, for stages that read what the one before trained (the text
+# side for everyday words, issue 15: the prior reads the tuned text tower):
+#   CONFIG=emoji-words INIT_FROM=models/unclip-emoji STAGES="clip prior" CHAIN=1 SHIP=$OUT scripts/train_gpu.sh
 # DATA_LOCALES=en builds the dataset with English captions only (what scripts/gpu_prepare.sh's npm cache holds).
 set -uo pipefail
 CONFIG=${CONFIG:-emoji-base}
@@ -59,8 +62,12 @@ wait_for() { while [ ! -f "$1" ]; do [ "$(date +%s)" -lt "$UNCLIP_DEADLINE" ] ||
 
 if [ -n "${STAGES:-}" ]; then
   pids=()
-  for s in $STAGES; do stage "$s" & pids+=($!); done
   status=0
+  if [ -n "${CHAIN:-}" ]; then
+    for s in $STAGES; do stage "$s" || { status=1; break; }; done
+  else
+    for s in $STAGES; do stage "$s" & pids+=($!); done
+  fi
   for p in "${pids[@]}"; do wait "$p" || status=1; done
   for s in $STAGES; do echo "== $s"; cat "$RUN/$s/summary.json"; echo; done
   ship || status=1

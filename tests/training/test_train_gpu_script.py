@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_script(data: Path, tmp_path: Path, **settings: str) -> Path:
-    """scripts/train_gpu.sh with the tiny config and these settings; returns the SHIP folder."""
+    """scripts/train_gpu.sh with the tiny config and these settings; returns the SHIP folder (what the script
+    printed is left in tmp_path/stdout.txt)."""
     ship = tmp_path / "out"
     env = os.environ | {
         "CONFIG": "tiny",
@@ -32,6 +33,7 @@ def run_script(data: Path, tmp_path: Path, **settings: str) -> Path:
         ["bash", "scripts/train_gpu.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (tmp_path / "stdout.txt").write_text(done.stdout)
     return ship
 
 
@@ -94,3 +96,17 @@ def test_a_decoder_call_that_carries_only_the_parts_it_reads(
     with tarfile.open(fileobj=io.BytesIO(parts)) as tar:
         names = tar.getnames()
     assert any(n.startswith("packed/decoder/unet/") for n in names)
+
+
+@pytest.mark.slow
+def test_chained_text_side_tunes_the_tower_then_the_prior_on_it(
+    tiny_model: Path, emoji64: Path, tmp_path: Path
+) -> None:
+    run_script(emoji64, tmp_path, INIT_FROM=str(tiny_model), STAGES="clip prior", CHAIN="1", SKIP_EVAL="1")
+    run = tmp_path / "run"
+    printed = (tmp_path / "stdout.txt").read_text()
+    assert 0 <= printed.index("clip done") < printed.index("prior done")  # one after the other
+    assert json.loads((run / "prior" / "summary.json").read_text())
+    tower = load_file(next((run / "model" / "prior" / "text_encoder").glob("*.safetensors")))
+    shipped = load_file(next((tiny_model / "prior" / "text_encoder").glob("*.safetensors")))
+    assert any(not tower[k].float().equal(v.float()) for k, v in shipped.items())  # the tower was tuned
