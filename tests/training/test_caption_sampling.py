@@ -5,9 +5,19 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
-from tests.data_pipeline.test_importer import FakeTokenizer
 
 from unclip.training.data import load_captions
+
+
+class FakeTokenizer:
+    """Just enough of a Hugging Face tokenizer for load_captions."""
+
+    model_max_length = 4
+
+    def __call__(self, texts: list[str], **_: object):
+        ids = torch.ones(len(texts), self.model_max_length, dtype=torch.long)
+        return SimpleNamespace(input_ids=ids, attention_mask=torch.ones_like(ids))
+
 
 META = [
     {"style": "twemoji", "captions": {"en": ["cat"], "de": ["Katze", "eine Katze"], "ja": ["猫"]}},

@@ -135,7 +135,7 @@ def policy_train(
     ),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Fit the content policy's semantic classifier on the labelled prompt sets (about three minutes on 2 cores)."""
+    """Fit the content policy's semantic classifier on the labelled prompt sets (about eight minutes on 2 cores)."""
     from unclip.data.sources import EMOJIBASE, fetch
     from unclip.safety.classifier import default_weights_path
     from unclip.safety.policy import ContentPolicy
