@@ -118,11 +118,10 @@ class CaptionSet:
     def sample(self, image_idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """One random caption index per image, drawn by the captions' weights."""
         r = torch.rand(len(image_idx), generator=gen, device=gen.device).to(self.count.device, torch.float64)
-        lo = self.cum_weight[self.start[image_idx]]
-        hi = self.cum_weight[self.start[image_idx] + self.count[image_idx]]
-        first, last = self.start[image_idx], self.start[image_idx] + self.count[image_idx] - 1
+        first, end = self.start[image_idx], self.start[image_idx] + self.count[image_idx]
+        lo, hi = self.cum_weight[first], self.cum_weight[end]
         pick = torch.searchsorted(self.cum_weight, lo + r * (hi - lo), right=True) - 1
-        return torch.minimum(torch.maximum(pick, first), last)
+        return torch.minimum(torch.maximum(pick, first), end - 1)
 
     def to(self, device: torch.device | str) -> CaptionSet:
         return CaptionSet(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
