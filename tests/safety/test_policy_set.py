@@ -54,7 +54,8 @@ def test_training_rows_are_not_measured_rows() -> None:
     """The policy_train*.csv sets (trained on by `unclip policy train`) share no prompt with the policy set's
     test part or the independent set, and label every refusal with a policy category."""
     train = []
-    for name in ("policy_train.csv", "policy_train_2.csv", "policy_train_3.csv", "policy_train_4.csv"):
+    for name in ("policy_train.csv", "policy_train_2.csv", "policy_train_3.csv", "policy_train_4.csv",
+                 "policy_train_5.csv"):
         with (SET.parent / name).open(encoding="utf-8", newline="") as f:
             rows = list(csv.DictReader(f))
         assert {r["category"] for r in rows if r["label"] == "block"} == BLOCK, name

@@ -109,6 +109,7 @@ TRAINING_SETS = (
     "policy_train_2",
     "policy_train_3",
     "policy_train_4",
+    "policy_train_5",
 )
 
 
@@ -128,7 +129,7 @@ def policy_train(
     ),
     max_fpr: float = typer.Option(0.03, "--max-fpr", help="False-positive rate the threshold is chosen for."),
     hidden: int = typer.Option(512, "--hidden", help="Hidden ReLU units per network (0: a linear classifier)."),
-    members: int = typer.Option(3, "--members", help="Networks averaged (different seeds)."),
+    members: int = typer.Option(5, "--members", help="Networks averaged (different seeds)."),
     l2: float = typer.Option(1e-4, "--l2", help="Weight decay."),
     ngram_share: float = typer.Option(
         0.5, "--ngram-share", help="Share of the character n-gram reader beside the network (0: none)."

@@ -172,7 +172,7 @@ class MLPSettings:
     networks from different seeds are averaged (their logits), which is one network `members` times wider."""
 
     hidden: int = 512
-    members: int = 3
+    members: int = 5
     l2: float = 1e-4
     epochs: int = 80
     lr: float = 2e-3
