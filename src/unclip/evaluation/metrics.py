@@ -59,6 +59,21 @@ def topk(similarity: torch.Tensor, correct: torch.Tensor, ks: tuple[int, ...] = 
     return {f"top{k}": float(hits[:, :k].any(1).float().mean()) for k in ks}
 
 
+def pair_hits(
+    similarity: torch.Tensor, base: torch.Tensor, style: torch.Tensor, target: torch.Tensor, k: int = 5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For prompts asking for an (emoji, style) pair. similarity: prompts × renders; base, style: each render's
+    emoji and style; target: the render each prompt asks for. Returns two bool vectors: whether the closest of
+    that emoji's renders is in the asked style, and whether the emoji is among the k closest of the style's."""
+    want_base, want_style = base[target], style[target]
+    of_emoji = similarity.masked_fill(base[None, :] != want_base[:, None], float("-inf"))
+    style_hit = style[of_emoji.argmax(1)] == want_style
+    in_style = similarity.masked_fill(style[None, :] != want_style[:, None], float("-inf"))
+    top = in_style.topk(min(k, similarity.shape[1]), dim=1)
+    emoji_hit = ((base[top.indices] == want_base[:, None]) & top.values.isfinite()).any(1)
+    return style_hit, emoji_hit
+
+
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (as FID, in any feature space)."""
     from scipy import linalg

@@ -17,9 +17,10 @@ from unclip.data.captions import STYLE_PHRASES
 from unclip.data.render import on_white, render
 from unclip.data.sources import STYLES
 from unclip.engine import Engine
-from unclip.evaluation.metrics import edge_sharpness, frechet_distance, psnr, sharpness, ssim, topk
+from unclip.evaluation.metrics import edge_sharpness, frechet_distance, pair_hits, psnr, sharpness, ssim, topk
+from unclip.evaluation.prompts import build_prompts
 from unclip.models.upsampling import upsample
-from unclip.training.data import ImageSet, load_images, to_unit
+from unclip.training.data import ImageSet, load_images, load_splits, to_unit
 
 
 def caption(meta: dict, locale: str = "en") -> str:
@@ -66,7 +67,8 @@ def _subset(images: ImageSet, idx: list[int]) -> ImageSet:
 
 def eval_clip(engine: Engine, data: Path) -> dict:
     """Zero-shot text→image retrieval on the test split: per style (label alone, among that style's test
-    images) and overall (label + style phrase, among all test images)."""
+    images) and overall (label + style phrase, among all test images); and the evaluation phrasings'
+    (`eval_phrasings`)."""
     test = load_images(data, 64, "test")
     img = image_embeds(engine, test.images)
     hexes = [m["hexcode"] for m in test.meta]
@@ -82,6 +84,41 @@ def eval_clip(engine: Engine, data: Path) -> dict:
     keys = [(m["hexcode"], m["style"]) for m in test.meta]
     correct = torch.tensor([[a == b for b in keys] for a in keys])
     result["overall"] = {**topk(txt @ img.T, correct), "candidates": len(keys)}
+    result["phrasings"] = eval_phrasings(engine, data)
+    return result
+
+
+def eval_phrasings(engine: Engine, data: Path, n_per_kind: int = 600, seed: int = 0) -> dict:
+    """The text tower alone, on the judge's evaluation phrasings (everyday words, ten languages) and on the
+    canonical captions of the same (emoji, style) pairs, seen and holdout: how often the closest of the
+    emoji's renders (every split) is the asked style, and how often the emoji is in the top 5 of that style's
+    renders. A minute's check on a text-side run before the judge's cascade; holdout pairs show whether the
+    text side can pair a known emoji with a known style it was never seen in."""
+    everything = load_splits(data, 64, ["train", "val", "test", "holdout"])
+    img = image_embeds(engine, everything.images)
+    row = {m["key"]: i for i, m in enumerate(everything.meta)}
+    seen, holdout = load_images(data, 64, "train").meta, load_images(data, 64, "holdout").meta
+    meta = {m["key"]: m for m in seen + holdout}
+    prompts = build_prompts(seen, holdout, n_per_kind=n_per_kind, seed=seed)
+    target = torch.tensor([row[p.key] for p in prompts])
+    result: dict = {}
+    for wording in ("everyday", "canonical"):
+        texts = [p.prompt if wording == "everyday" else caption(meta[p.key], p.locale) for p in prompts]
+        style_hit, emoji_hit = pair_hits(
+            text_embeds(engine, texts) @ img.T, everything.base_ids, everything.style_ids, target
+        )
+        for kind in ("seen", "holdout"):
+            for lang in ("English", "non-English"):
+                sel = torch.tensor(
+                    [p.kind == kind and (p.locale == "en") == (lang == "English") for p in prompts], dtype=torch.bool
+                )
+                if not sel.any():
+                    continue
+                result.setdefault(wording, {}).setdefault(kind, {})[lang] = {
+                    "style": float(style_hit[sel].float().mean()),
+                    "emoji_top5": float(emoji_hit[sel].float().mean()),
+                    "prompts": int(sel.sum()),
+                }
     return result
 
 
