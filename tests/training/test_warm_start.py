@@ -83,7 +83,7 @@ def test_locked_image_tuning_moves_only_the_text_tower(
     from safetensors.torch import load_file
 
     cfg = load_config("tiny")
-    cfg["clip"].update(init_from=str(tiny_model), freeze_vision=True)
+    cfg["clip"].update(init_from=str(tiny_model), freeze_vision=True, group=2)
     cfg["prior"]["init_from"] = str(tiny_model)
     run = Run(cfg, emoji64, tmp_path, "cpu")
     run.seed_model(tiny_model)  # the tokenizer comes with it

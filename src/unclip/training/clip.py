@@ -30,6 +30,26 @@ def clip_targets(
     return t / t.sum(1, keepdim=True)
 
 
+def emoji_groups(base_ids: torch.Tensor, batch_size: int, group: int, gen: torch.Generator) -> torch.Tensor:
+    """A batch of batch_size // group random images, each followed by group - 1 other images of the same emoji
+    (its other styles, where it has them). Random batches almost never hold one emoji in two styles, so
+    nothing teaches the text tower to tell "X in A" from "X in B"; these do, which is what an unseen pairing
+    of a known emoji with a known style needs."""
+    order = torch.argsort(base_ids, stable=True)
+    count = torch.bincount(base_ids)
+    start = count.cumsum(0) - count
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=order.device) - start[base_ids[order]]
+    n = -(-batch_size // group)
+    anchor = torch.randint(len(base_ids), (n,), generator=gen, device=gen.device).to(base_ids.device)
+    b = base_ids[anchor]
+    others = (count[b] - 1).clamp(min=1)[:, None]
+    r = (torch.rand(n, group - 1, generator=gen, device=gen.device).to(base_ids.device) * others).long()
+    r = torch.where(count[b][:, None] > 1, r + (r >= rank[anchor][:, None]).long(), 0)
+    partners = order[start[b][:, None] + r]
+    return torch.cat([anchor[:, None], partners], 1).flatten()[:batch_size]
+
+
 def global_batch(*tensors: torch.Tensor) -> list[torch.Tensor]:
     """Under several processes, every process's rows (features keep their gradients): a contrastive loss is
     not a mean over rows, so each process computes the global batch's, as one process would. The gathers'
@@ -92,9 +112,13 @@ class ClipStage:
         return model
 
     def loss(self, model, step: int, gen: torch.Generator, batch_size: int):
-        idx = torch.randint(len(self.images), (batch_size,), generator=gen, device=gen.device).to(
-            self.images.images.device
-        )
+        group = self.cfg["clip"].get("group", 1)
+        if group > 1:
+            idx = emoji_groups(self.images.base_ids, batch_size, group, gen)
+        else:
+            idx = torch.randint(len(self.images), (batch_size,), generator=gen, device=gen.device).to(
+                self.images.images.device
+            )
         cap = self.captions.sample(idx, gen)
         txt = F.normalize(model.text(input_ids=self.captions.ids[cap].long()).text_embeds.float(), dim=-1)
         if self.cfg["clip"].get("freeze_vision"):
