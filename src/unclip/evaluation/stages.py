@@ -97,7 +97,8 @@ def eval_phrasings(engine: Engine, data: Path, n_per_kind: int = 600, seed: int 
     everything = load_splits(data, 64, ["train", "val", "test", "holdout"])
     img = image_embeds(engine, everything.images)
     row = {m["key"]: i for i, m in enumerate(everything.meta)}
-    seen, holdout = load_images(data, 64, "train").meta, load_images(data, 64, "holdout").meta
+    seen = [m for m in everything.meta if m["split"] == "train"]
+    holdout = [m for m in everything.meta if m["split"] == "holdout"]
     meta = {m["key"]: m for m in seen + holdout}
     prompts = build_prompts(seen, holdout, n_per_kind=n_per_kind, seed=seed)
     target = torch.tensor([row[p.key] for p in prompts])
