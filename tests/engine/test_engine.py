@@ -239,3 +239,35 @@ def test_prior_reranking_keeps_the_candidate_closest_to_the_text(engine: Engine)
     assert (cos(ranked) >= cos(single) - 1e-6).all()  # the first candidate is the unranked sample
     assert torch.allclose(ranked[1:2], alone, atol=1e-5)  # each output depends on its own seed only
     assert D.candidate_seeds([7], 3)[0] == 7 and len(set(D.candidate_seeds([7, 8], 3))) == 6
+
+
+def test_decode_reranking_keeps_the_decoded_candidate_closest_to_the_text(engine: Engine) -> None:
+    import torch.nn.functional as F
+
+    from unclip.engine import diffusion as D
+
+    seeds, native, hook = [3, 4, 5], engine.c.native_size, lambda: None
+    text = engine._text(["a red apple"]).repeat(len(seeds))
+    embeds = engine._prior_for(text, seeds, engine.prior_guidance, 3, hook)
+    negative = engine._zero_embed().expand(len(seeds), -1)
+
+    def decode(k: int, idx: slice = slice(None)) -> torch.Tensor:
+        engine.decode_candidates = k
+        try:
+            return engine._decode(embeds[idx], negative[idx], seeds[idx], native, engine.guidance, 3, "dpm++",
+                                  hook, text=text.embeds[idx])  # fmt: skip
+        finally:
+            engine.decode_candidates = type(engine).decode_candidates
+
+    single, ranked, alone = decode(1), decode(4), decode(4, slice(1, 2))
+    t = F.normalize(text.embeds.float(), dim=-1)
+    cos = lambda x: (F.normalize(engine._pixel_embeds(x).float(), dim=-1) * t).sum(-1)  # noqa: E731
+    assert (cos(ranked) >= cos(single) - 1e-5).all()  # the first candidate is the unranked image
+    assert not torch.equal(ranked, single)  # another candidate won at least once
+    assert torch.allclose(ranked[1:2], alone, atol=1e-4)  # each output depends on its own seed only
+    assert D.most_like_text(torch.eye(3).repeat(2, 1), torch.eye(3)[[2, 0]], 3).tolist() == [2, 3]
+    engine.decode_candidates = 2
+    try:  # through the cascade to the requested size
+        assert [im.size for im in engine.generate("a cat", n=2, size=256, seed=1)] == [(256, 256)] * 2
+    finally:
+        engine.decode_candidates = type(engine).decode_candidates

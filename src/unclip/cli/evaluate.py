@@ -54,6 +54,13 @@ def eval_cmd(
         max=16,
         help="Prior samples per image, the closest to the text kept (default: the engine's).",
     ),
+    decode_candidates: int | None = typer.Option(
+        None,
+        min=1,
+        max=16,
+        help="Images decoded per image at the decoder's size, the closest to the text kept (default: the "
+        "engine's).",
+    ),
 ) -> None:
     """Report retrieval, cosine, PSNR/SSIM, sharpness and Fréchet figures (with our own CLIP), and the
     independent judge's figures (`judge`: its own ceiling and floor; `cascade`: what each stage loses), and
@@ -71,6 +78,8 @@ def eval_cmd(
         engine = Engine.load(model)
         if prior_candidates:
             engine.prior_candidates = prior_candidates
+        if decode_candidates:
+            engine.decode_candidates = decode_candidates
     results = json.loads(out.read_text()) if out and out.exists() else {}
     console = Console()
     for w in todo:

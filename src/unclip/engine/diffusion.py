@@ -66,15 +66,19 @@ def candidate_seeds(seeds: list[int], k: int) -> list[int]:
     return [s if j == 0 else (s * 1_000_003 + 7919 * j) & 0x7FFFFFFFFFFFFFFF for s in seeds for j in range(k)]
 
 
+def most_like_text(candidates: torch.Tensor, text: torch.Tensor, k: int) -> torch.Tensor:
+    """Of each run of k candidate CLIP embeddings, the index (into all n·k) of the one most similar (cosine) to
+    its text embedding. candidates: [n·k, D]; text: [n, D] or [1, D]."""
+    e = torch.nn.functional.normalize(candidates.float().view(-1, k, candidates.shape[-1]), dim=-1)
+    t = torch.nn.functional.normalize(text.float(), dim=-1).expand(e.shape[0], -1)
+    sims = (e * t[:, None]).sum(-1)
+    return torch.arange(e.shape[0], device=e.device) * k + sims.argmax(1)
+
+
 def closest_to_text(embeds: torch.Tensor, text: torch.Tensor, k: int) -> torch.Tensor:
     """Of each run of k candidate image embeddings, the one most similar (cosine) to its text embedding, as
     DALL·E 2 reranks prior samples. embeds: [n·k, D]; text: [n, D] or [1, D]."""
-    if k == 1:
-        return embeds
-    e = embeds.view(-1, k, embeds.shape[-1])
-    t = torch.nn.functional.normalize(text.float(), dim=-1).expand(e.shape[0], -1)
-    sims = (torch.nn.functional.normalize(e.float(), dim=-1) * t[:, None]).sum(-1)
-    return e[torch.arange(e.shape[0], device=e.device), sims.argmax(1)]
+    return embeds if k == 1 else embeds[most_like_text(embeds, text, k)]
 
 
 @dataclass

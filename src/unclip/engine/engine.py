@@ -105,6 +105,9 @@ class Engine:
     # prior samples drawn per image, the one closest to the text kept (DALL·E 2's reranking): +6 judged top-5
     # points summed over the cascade's six prompt groups for +0.8 s at n=4, 256 px (docs/performance.md)
     prior_candidates = 4
+    # images decoded per requested image at the decoder's size, the one whose CLIP image embedding is closest
+    # to the text's kept before upsampling (DALL·E 2's other reranking; docs/performance.md)
+    decode_candidates = 1
     guidance = 4.0
 
     def __init__(self, components: Components, device: torch.device) -> None:
@@ -207,12 +210,29 @@ class Engine:
         return upscale_units(self.c.upsamplers, n, self._work_size(size), size, self.device)
 
     def _decode(self, embeds, negative, seeds, size, guidance, steps, sampler, hook, *, unet=None,
-                inpaint: D.Inpainting | None = None, init=None, strength=1.0) -> torch.Tensor:  # fmt: skip
+                inpaint: D.Inpainting | None = None, init=None, strength=1.0,
+                text: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """Decode and upsample. With `text` (one text embedding per image), `decode_candidates` images are
+        decoded per image (the first from its own seed) and the one closest to its text kept."""
         work = self._work_size(size)
+        k = max(1, int(self.decode_candidates)) if text is not None else 1
+        if k > 1:
+            embeds, negative = embeds.repeat_interleave(k, 0), negative.repeat_interleave(k, 0)
+            seeds = D.candidate_seeds(seeds, k)
         sched = make_scheduler(sampler, self.c.decoder_scheduler_config, "epsilon")
         latents = D.sample_decoder(unet or self.c.unet, sched, embeds, negative, seeds, self._latent_shape(work),
                                    guidance, steps, hook, inpaint=inpaint, init=init, strength=strength)  # fmt: skip
-        return self._upscale_to(self._to_pixels(latents), size, hook)
+        x = self._to_pixels(latents)
+        if k > 1:
+            x = x[D.most_like_text(self._pixel_embeds(x), text, k)]
+        return self._upscale_to(x, size, hook)
+
+    def _pixel_embeds(self, x: torch.Tensor) -> torch.Tensor:
+        """CLIP image embeddings of decoded pixels (N×3×h×w in [-1, 1])."""
+        s = self.c.image_size
+        if x.shape[-1] != s:
+            x = F.interpolate(x, size=(s, s), mode="bicubic", antialias=True).clamp(-1, 1)
+        return self.c.image_encoder(pixel_values=x).image_embeds
 
     # ---------------------------------------------------------------- validation
     def _common(self, n: int, steps: int | None, guidance: float | None, sampler: str | None):
@@ -282,7 +302,7 @@ class Engine:
             text = D.TextFeatures.cat([self._text([p]).repeat(n) for p, n in zip(prompts, ns, strict=True)])
             embeds = self._prior_for(text, every, p_guid, p_steps, hook)
             negative = self._negative(negative_prompt, every, p_steps, hook)
-            x = self._decode(embeds, negative, every, size, guidance, steps, sampler, hook)
+            x = self._decode(embeds, negative, every, size, guidance, steps, sampler, hook, text=text.embeds)
         if progress:
             progress(total, total)
         out, start = [], 0

@@ -28,7 +28,7 @@ from unclip.engine.engine import upscale_cascade
 from unclip.engine.samplers import DEFAULT_SAMPLER
 from unclip.evaluation.judge import Scorer, Target, frechet, real_basis
 from unclip.evaluation.prompts import EvalPrompt, build_prompts
-from unclip.evaluation.stages import caption, image_embeds, prior_embeds
+from unclip.evaluation.stages import caption, image_embeds, prior_embeds, text_embeds
 from unclip.training.data import ImageSet, load_images, to_unit
 
 ROWS = ("real", "autoencoder", "decoder", "canonical", "everyday", "canonical@256", "everyday@256")
@@ -64,15 +64,18 @@ def autoencode(engine: Engine, images: torch.Tensor, batch: int = 128) -> torch.
 
 
 @torch.inference_mode()
-def decode_embeds(engine: Engine, embeds: torch.Tensor, seeds: list[int], batch: int = 32) -> torch.Tensor:
-    """The decoder's native-size images for CLIP image embeddings, with the engine's default settings."""
+def decode_embeds(engine: Engine, embeds: torch.Tensor, seeds: list[int], batch: int = 32,
+                  text: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """The decoder's native-size images for CLIP image embeddings, with the engine's default settings; with
+    the prompts' `text` embeddings, its reranking of decoded candidates too (`decode_candidates`)."""
     out = []
     native = engine.c.native_size
     for i in range(0, len(embeds), batch):
         e = embeds[i : i + batch].to(engine.device)
+        t = None if text is None else text[i : i + batch].to(engine.device)
         negative = engine._zero_embed().expand(len(e), -1)
         x = engine._decode(e, negative, seeds[i : i + batch], native, engine.guidance, engine.decoder_steps,
-                           DEFAULT_SAMPLER, lambda: None)  # fmt: skip
+                           DEFAULT_SAMPLER, lambda: None, text=t)  # fmt: skip
         out.append(x.cpu())
     return torch.cat(out)
 
@@ -147,7 +150,7 @@ def eval_cascade(
 
     def from_prior(row: str) -> torch.Tensor:
         predicted[row] = prior_embeds(engine, texts[row], seed)
-        return decode_embeds(engine, predicted[row], seeds)
+        return decode_embeds(engine, predicted[row], seeds, text=text_embeds(engine, texts[row]))
 
     make = {
         "autoencoder": lambda: autoencode(engine, real),
@@ -194,6 +197,7 @@ def eval_cascade(
         "model": str(engine.c.root),
         "prompts": {"seen": n, "holdout": n, **{g: len(i) for g, i in groups.items()}},
         "settings": {"decoder_steps": engine.decoder_steps, "prior_steps": engine.prior_steps,
+                     "prior_candidates": engine.prior_candidates, "decode_candidates": engine.decode_candidates,
                      "guidance": engine.guidance, "prior_guidance": engine.prior_guidance, "seed": seed},
         "rows": table,
         "frechet_real_vs_real": floor,
