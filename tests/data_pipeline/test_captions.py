@@ -35,12 +35,13 @@ def test_captions_vary_their_wording() -> None:
     assert any("Google" in c or "Android" in c for c in seen)  # vendor and platform names
 
 
-def test_english_captions_are_twice_as_many_and_put_together_from_parts() -> None:
+def test_request_languages_get_twice_as_many_captions_put_together_from_parts() -> None:
     entry = EmojiEntry("1F34E", "1F34E", "🍎", "food-drink", "food-fruit", (),
-                       labels={"en": "red apple", "ja": "赤いりんご"}, tags={"en": [], "ja": []})  # fmt: skip
+                       labels={"en": "red apple", "ja": "赤いりんご", "ko": "빨간 사과"},
+                       tags={"en": [], "ja": [], "ko": []})  # fmt: skip
     rng = random.Random(0)
     caps = [captions_for(entry, "noto", rng, per_locale=3) for _ in range(200)]
-    assert all(len(c["en"]) == 6 and len(c["ja"]) == 3 for c in caps)
+    assert all(len(c["en"]) == 6 and len(c["ja"]) == 6 and len(c["ko"]) == 3 for c in caps)
     english = {c for cap in caps for c in cap["en"]}
     templated = {t.format(x="red apple", s=s) for t in template_set("en") for s in style_names("noto")}
     assert len(english - templated) > 300  # hundreds of wordings no template has

@@ -26,8 +26,10 @@ META = [
 ]
 
 
-def _shares(english_share: float | None, draws: int = 40_000) -> list[dict[str, float]]:
-    caps = load_captions(SimpleNamespace(meta=META), FakeTokenizer(), english_share=english_share)
+def _shares(
+    english_share: float | None, weights: dict[str, float] | None = None, draws: int = 40_000
+) -> list[dict[str, float]]:
+    caps = load_captions(SimpleNamespace(meta=META), FakeTokenizer(), None, english_share, weights)
     locale = [loc for m in META for loc, cs in m["captions"].items() for _ in cs]
     gen = torch.Generator().manual_seed(0)
     out = []
@@ -52,3 +54,12 @@ def test_english_share_weights_each_image() -> None:
     assert abs(first["en"] - 0.4) < 0.01 and abs(first["de"] - 0.4) < 0.01 and abs(first["ja"] - 0.2) < 0.01
     assert abs(second["en"] - 0.4) < 0.01 and abs(second["fr"] - 0.6) < 0.01
     assert set(third) == {"de"}
+
+
+def test_locale_weights_favour_a_language_over_the_others() -> None:
+    first, second, third = _shares(0.4, {"ja": 4.0})
+    assert abs(first["en"] - 0.4) < 0.01  # the English share holds
+    assert abs(first["ja"] - 0.4) < 0.01 and abs(first["de"] - 0.2) < 0.01  # 4 × 1 caption against 2
+    assert abs(second["fr"] - 0.6) < 0.01 and set(third) == {"de"}
+    first, _, _ = _shares(None, {"de": 0.5})
+    assert abs(first["de"] - 1 / 3) < 0.01 and abs(first["en"] - 1 / 3) < 0.01

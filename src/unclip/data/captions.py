@@ -316,15 +316,16 @@ def names_style(caption: str, style: str, locale: str = "en") -> bool:
 def captions_for(
     entry: EmojiEntry, style: str, rng: random.Random, per_locale: int = 3
 ) -> dict[str, list[str]]:
-    """A few distinct captions per locale (twice as many in English): the label first, then the label
-    (sometimes with tags) in that language's templates or, half the time in a language with request parts,
-    in a `request` put together from them, naming the style in varied ways or not at all."""
+    """A few distinct captions per locale (twice as many in a language with request parts, English among
+    them): the label first, then the label (sometimes with tags) in that language's templates or, half the
+    time in a language with request parts, in a `request` put together from them, naming the style in
+    varied ways or not at all."""
     out: dict[str, list[str]] = {}
     for locale, label in entry.labels.items():
         tags = [t for t in entry.tags.get(locale, []) if t.lower() not in label.lower()]
         names = style_names(style, locale)
         caps: list[str] = [label]
-        want = per_locale * 2 if locale == "en" else per_locale
+        want = per_locale * 2 if locale in REQUEST_PARTS else per_locale
         for _ in range(want * 3):
             if len(caps) >= want:
                 break

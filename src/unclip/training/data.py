@@ -128,40 +128,49 @@ class CaptionSet:
 
 
 def load_captions(
-    images: ImageSet, tokenizer, locales: list[str] | None = None, english_share: float | None = None
+    images: ImageSet,
+    tokenizer,
+    locales: list[str] | None = None,
+    english_share: float | None = None,
+    locale_weights: dict[str, float] | None = None,
 ) -> CaptionSet:
     """Every caption of every image in `locales` (all by default). Each image's captions are drawn uniformly,
-    or, with `english_share`, its English captions that share of the time and the others the rest."""
+    or, with `english_share`, its English captions that share of the time and the others the rest.
+    `locale_weights` (1 for a locale not named) weighs a locale's captions against the other languages'."""
+    lw = locale_weights or {}
     texts, owner, names, weights = [], [], [], []
     start, count = [], []
     for i, m in enumerate(images.meta):
         start.append(len(texts))
         langs = [loc for loc in m["captions"] if not locales or loc in locales]
         n_en = len(m["captions"]["en"]) if "en" in langs else 0
-        n_other = sum(len(m["captions"][loc]) for loc in langs if loc != "en")
+        other = sum(lw.get(loc, 1.0) * len(m["captions"][loc]) for loc in langs if loc != "en")
         for loc in langs:
             caps = m["captions"][loc]
-            if english_share is None or not n_en or not n_other:
-                w = 1.0
-            else:
-                w = english_share / n_en if loc == "en" else (1 - english_share) / n_other
+            w = lw.get(loc, 1.0)
+            if english_share is not None and n_en and other:
+                w = english_share / n_en if loc == "en" else (1 - english_share) * w / other
             for c in caps:
                 texts.append(c)
                 owner.append(i)
                 names.append(names_style(c, m["style"], loc))
                 weights.append(w)
         count.append(len(texts) - start[-1])
-    enc = tokenizer(
-        texts,
-        padding="max_length",
-        truncation=True,
-        max_length=tokenizer.model_max_length,
-        return_tensors="pt",
-    )
+    ids, mask = [], []
+    for at in range(0, max(len(texts), 1), 50_000):  # in chunks: one call on millions of captions needs GBs
+        enc = tokenizer(
+            texts[at : at + 50_000],
+            padding="max_length",
+            truncation=True,
+            max_length=tokenizer.model_max_length,
+            return_tensors="pt",
+        )
+        ids.append(enc.input_ids.int())
+        mask.append(enc.attention_mask.bool())
     empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
     return CaptionSet(
-        ids=enc.input_ids.int(),
-        mask=enc.attention_mask.bool(),
+        ids=torch.cat(ids),
+        mask=torch.cat(mask),
         owner=torch.tensor(owner),
         names_style=torch.tensor(names),
         start=torch.tensor(start),

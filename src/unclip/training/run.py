@@ -77,8 +77,10 @@ class Run:
     def captions(self):
         from unclip.training.data import load_captions
 
-        share = self.cfg["data"].get("english_share")
-        return load_captions(self.images(), self.tokenizer(), self.locales(), share).to(self.device)
+        data = self.cfg["data"]
+        return load_captions(
+            self.images(), self.tokenizer(), self.locales(), data.get("english_share"), data.get("locale_weights")
+        ).to(self.device)
 
     def _tower(self, name: str):
         """The trained CLIP text_encoder or image_encoder, in fp32 (shipped weights are fp16)."""
