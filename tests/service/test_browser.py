@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,19 @@ def shot(page: Any, name: str, tmp_path: Path) -> None:
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
+@contextmanager
+def job(page: Any, n: int) -> Iterator[None]:
+    """Around the action that starts a job: wait until that job has ended (not an earlier one, whose results
+    may still be on the page) and check it showed `n` images and no error."""
+    page.evaluate("document.getElementById('results').append(Object.assign(document.createElement('i'), "
+                  "{id: 'before-job', hidden: true}))")  # fmt: skip
+    yield
+    page.wait_for_function("!document.getElementById('before-job') "  # cleared when the job starts
+                           "&& document.getElementById('results').getAttribute('aria-busy') === 'false'")  # fmt: skip
+    assert page.is_hidden("#error"), page.text_content("#error")
+    assert page.locator("#results figure").count() == n
+
+
 def sign_in(page: Any, live: Server, key: str) -> None:
     page.goto(live.url + "/")
     page.fill("#key", key)
@@ -51,8 +65,8 @@ def test_the_image_viewer_shows_an_image_and_acts_on_it(page: Any, live: Server,
     sign_in(page, live, key)
     page.fill("#gen-prompt", "a red apple")
     page.fill("#gen-n", "2")
-    page.click("#gen-form button:not([type=button])")
-    page.wait_for_function("document.querySelectorAll('#results figure').length === 2")
+    with job(page, 2):
+        page.click("#gen-form button:not([type=button])")
     shot(page, "create", tmp_path)
 
     page.click("#results figure:first-child img")
@@ -67,10 +81,9 @@ def test_the_image_viewer_shows_an_image_and_acts_on_it(page: Any, live: Server,
     shot(page, "viewer", tmp_path)
 
     calls = len(live.engine.calls)
-    page.click("#viewer-vary")
-    viewer.wait_for(state="hidden")
-    page.wait_for_function("document.querySelectorAll('#results figure').length === 2")
-    page.wait_for_selector("#status", state="hidden")
+    with job(page, 2):
+        page.click("#viewer-vary")
+    assert page.is_hidden("#viewer") and page.is_hidden("#status")
     assert [c[0] for c in live.engine.calls[calls:]] == ["vary"]
     shot(page, "variations", tmp_path)
 
@@ -86,8 +99,8 @@ def test_the_image_viewer_shows_an_image_and_acts_on_it(page: Any, live: Server,
     page.mouse.up()
     page.fill("#edit-prompt", "a hat")
     calls = len(live.engine.calls)
-    page.click("#edit-form button:not([type=button])")
-    page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
+    with job(page, 1):
+        page.click("#edit-form button:not([type=button])")
     assert [c[0] for c in live.engine.calls[calls:]] == ["edit"]
     shot(page, "edit-from-viewer", tmp_path)
 
@@ -111,8 +124,8 @@ def test_create_with_seed_steps_guidance_and_a_negative_prompt(page: Any, live: 
     page.fill("#gen-guidance", "4.5")
     page.fill("#gen-negative", "blurry")
     shot(page, "create-advanced", tmp_path)
-    page.click("#gen-form button:not([type=button])")
-    page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
+    with job(page, 1):
+        page.click("#gen-form button:not([type=button])")
     kind, args = live.engine.calls[-1]
     assert kind == "generate" and args["seed"] == 123 and args["steps"] == 3
     assert args["guidance"] == 4.5 and args["negative_prompt"] == "blurry"
@@ -160,18 +173,26 @@ def test_the_mask_brush_eraser_undo_and_redo(page: Any, live: Server, tmp_path: 
     shot(page, "mask", tmp_path)
     page.fill("#edit-prompt", "a hat")
     page.fill("#edit-n", "2")
-    page.click("#edit-form button:not([type=button])")
-    page.wait_for_function("document.querySelectorAll('#results figure').length === 2")
+    with job(page, 2):
+        page.click("#edit-form button:not([type=button])")
     assert live.engine.calls[-1][0] == "edit" and live.engine.calls[-1][1]["mask"] is True
     assert live.engine.calls[-1][1]["n"] == 2
-    # pick a candidate and go on editing it: a fresh canvas, nothing painted
+    # pick a candidate and go on editing it: a fresh canvas, nothing painted, the brush chosen again
     page.click("#results figure:nth-child(2) >> text=Edit this one")
     page.wait_for_function(f"{TRANSPARENT} === 0")
-    assert page.is_disabled("#undo")
-    stroke(page)
+    assert page.is_disabled("#undo") and page.is_checked("#tool-brush")
+    calls = len(live.engine.calls)
+    page.check("#tool-eraser")
+    stroke(page)  # erasing nothing: still nothing to edit, said before anything is sent
     page.click("#edit-form button:not([type=button])")
-    page.wait_for_function("document.querySelectorAll('#results figure').length === 2")
-    assert live.engine.calls[-1][0] == "edit"
+    page.wait_for_selector("#error:not([hidden])")
+    assert "Paint over the area to change" in (page.text_content("#error") or "")
+    assert len(live.engine.calls) == calls
+    page.check("#tool-brush")
+    stroke(page)
+    with job(page, 2):
+        page.click("#edit-form button:not([type=button])")
+    assert live.engine.calls[-1][0] == "edit" and live.engine.calls[-1][1]["mask"] is True
 
 
 def test_upscale_screen_and_cancel_during_upscaling(page: Any, live: Server, tmp_path: Path) -> None:
@@ -181,8 +202,8 @@ def test_upscale_screen_and_cancel_during_upscaling(page: Any, live: Server, tmp
     sign_in(page, live, key)
     page.click('nav button[data-tab="upscale"]')
     page.set_input_files("#upscale-file", {"name": "s.png", "mimeType": "image/png", "buffer": png(64, "RGB")})
-    page.click("#upscale-form button")
-    page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
+    with job(page, 1):
+        page.click("#upscale-form button")
     assert live.engine.calls[-1][0] == "upscale"
     shot(page, "upscale", tmp_path)
 
@@ -250,8 +271,8 @@ def test_phone_width(live: Server, tmp_path: Path) -> None:
         page.set_default_timeout(20_000)
         sign_in(page, live, key)
         page.fill("#gen-prompt", "a red apple")
-        page.click("#gen-form button:not([type=button])")
-        page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
+        with job(page, 1):
+            page.click("#gen-form button:not([type=button])")
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         shot(page, "phone-create", tmp_path)
         page.click("#results figure img")
@@ -265,8 +286,8 @@ def test_blend_a_prompt_with_an_image_from_the_viewer(page: Any, live: Server, t
     _, key = live.user("member")
     sign_in(page, live, key)
     page.fill("#gen-prompt", "a cat")
-    page.click("#gen-form button:not([type=button])")
-    page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
+    with job(page, 1):
+        page.click("#gen-form button:not([type=button])")
     page.click("#results figure img")
     page.locator("#viewer").wait_for(state="visible")
     page.click("#viewer-blend")
@@ -276,8 +297,8 @@ def test_blend_a_prompt_with_an_image_from_the_viewer(page: Any, live: Server, t
     page.fill("#blend-items .blend-item:not([data-image-id]) input[type=text]", "a dog")
     page.locator("#blend-items .blend-item[data-image-id] input[type=range]").fill("0.8")
     shot(page, "blend", tmp_path)
-    page.click("#blend-form button:not([type=button])")
-    page.wait_for_function("document.querySelectorAll('#results figure').length === 2")
+    with job(page, 2):
+        page.click("#blend-form button:not([type=button])")
     assert live.engine.calls[-1] == ("blend", {"items": 2})
     page.click('nav button[data-tab="blend"]')
     for _ in range(2):
@@ -300,8 +321,8 @@ def test_a_refusal_is_shown_plainly_and_costs_nothing(page: Any, live: Server, t
     with live.sv.db.session() as s:
         assert s.get(User, uid).credits == int((credits or "").split(" · ")[-1].split()[0])
     page.fill("#gen-prompt", "a red apple")  # the next action clears it
-    page.click("#gen-form button:not([type=button])")
-    page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
+    with job(page, 1):
+        page.click("#gen-form button:not([type=button])")
     assert page.is_hidden("#error")
 
 
@@ -422,8 +443,8 @@ def test_a_report_and_a_refusal_through_the_review_queue(page: Any, live: Server
     assert r.status_code == 400
     sign_in(page, live, key)
     page.fill("#gen-prompt", "a green pear")
-    page.click("#gen-form button:not([type=button])")
-    page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
+    with job(page, 1):
+        page.click("#gen-form button:not([type=button])")
     page.click("#results figure img")
     page.locator("#viewer").wait_for(state="visible")
     page.click("#viewer-report summary")
@@ -477,9 +498,9 @@ def test_the_keyboard_alone_signs_in_creates_views_and_changes_tabs(
 
     tab_to(page, "#gen-prompt")
     page.keyboard.type("a red apple")
-    page.keyboard.press("Control+Enter")  # submits from the prompt box
-    page.wait_for_function("document.querySelectorAll('#results figure').length === 1")
-    page.wait_for_selector("#status", state="hidden")
+    with job(page, 1):
+        page.keyboard.press("Control+Enter")  # submits from the prompt box
+    assert page.is_hidden("#status")
     assert [c[0] for c in live.engine.calls] == ["generate"]
 
     tab_to(page, "#results figure a")

@@ -201,10 +201,10 @@ $("viewer-edit").onclick = async () => {
 // finished job (null when it failed, or another submission was still running).
 async function run(path, init, show = true) {
   if (busy) return null;
-  busy = true;
+  busy = true; $("results").setAttribute("aria-busy", "true");
   document.querySelectorAll("form button:not([type=button])").forEach((b) => (b.disabled = true));
   try { return await follow(path, init, show); } finally {
-    busy = false;
+    busy = false; $("results").setAttribute("aria-busy", "false");
     document.querySelectorAll("form button:not([type=button])").forEach((b) => (b.disabled = false));
   }
 }
@@ -327,6 +327,7 @@ function loadEditImage(blob) {
   img.onload = () => {
     source = img; canvas.width = mask.width = img.naturalWidth; canvas.height = mask.height = img.naturalHeight;
     mctx.clearRect(0, 0, mask.width, mask.height); resetHistory(); redraw();
+    $("tool-brush").checked = true; // a fresh mask: nothing to erase yet
   };
   img.src = URL.createObjectURL(blob);
 }
@@ -342,6 +343,12 @@ function paint(ev) {
   mctx.fillStyle = "#000"; mctx.beginPath();
   mctx.arc((ev.clientX - r.left) * sx, (ev.clientY - r.top) * sx, +$("brush").value * sx / 2, 0, 2 * Math.PI);
   mctx.fill(); mctx.globalCompositeOperation = "source-over"; redraw();
+}
+function countTransparent(c2d, cv) {
+  if (!cv.width) return 0;
+  const d = c2d.getImageData(0, 0, cv.width, cv.height).data; let n = 0;
+  for (let i = 3; i < d.length; i += 4) n += d[i] === 0;
+  return n;
 }
 // undo / redo: the mask as it was before each stroke (or clear)
 const undoStack = []; const redoStack = [];
@@ -378,12 +385,19 @@ $("edit-form").onsubmit = async (ev) => {
   ev.preventDefault();
   const file = editBlob || $("edit-file").files[0];
   if (!file) { showError(new Error("Choose a square PNG to edit, or open one of your images and press Edit.")); return; }
-  const m = document.createElement("canvas"); m.width = mask.width; m.height = mask.height;
-  const c = m.getContext("2d"); c.fillStyle = "#000"; c.fillRect(0, 0, m.width, m.height);
-  c.globalCompositeOperation = "destination-out"; c.drawImage(mask, 0, 0);
-  const maskBlob = await new Promise((ok) => m.toBlob(ok, "image/png"));
+  // nothing painted: the image's own transparent pixels (if any) mark the area, as in the API
+  const painted = countTransparent(mctx, mask) < mask.width * mask.height;
+  if (!painted && !countTransparent(ctx, canvas)) {
+    showError(new Error("Paint over the area to change first (choose paint, not erase), then press Edit.")); return;
+  }
   const form = new FormData();
-  form.append("image", file, "image.png"); form.append("mask", maskBlob, "mask.png");
+  form.append("image", file, "image.png");
+  if (painted) {
+    const m = document.createElement("canvas"); m.width = mask.width; m.height = mask.height;
+    const c = m.getContext("2d"); c.fillStyle = "#000"; c.fillRect(0, 0, m.width, m.height);
+    c.globalCompositeOperation = "destination-out"; c.drawImage(mask, 0, 0);
+    form.append("mask", await new Promise((ok) => m.toBlob(ok, "image/png")), "mask.png");
+  }
   form.append("prompt", $("edit-prompt").value); form.append("n", $("edit-n").value); form.append("size", $("edit-size").value);
   const done = await run("/images/edits", { body: form });
   // the candidates: any of them can be edited further (its mask starts empty)
