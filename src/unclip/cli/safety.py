@@ -134,6 +134,10 @@ def policy_train(
     ngram_share: float = typer.Option(
         0.5, "--ngram-share", help="Share of the character n-gram reader beside the network (0: none)."
     ),
+    encoder_epochs: int = typer.Option(
+        0, "--encoder-epochs", help="Fine-tune the sentence encoder's upper layers for this many epochs first (0: no)."
+    ),
+    encoder_minutes: float = typer.Option(30.0, "--encoder-minutes", help="Time limit of the encoder's tuning."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Fit the content policy's semantic classifier on the labelled prompt sets (about eight minutes on 2 cores)."""
@@ -141,6 +145,7 @@ def policy_train(
     from unclip.safety.classifier import default_weights_path
     from unclip.safety.policy import ContentPolicy
     from unclip.training.policy import MLPSettings, NgramSettings, train_policy_classifier
+    from unclip.training.policy_encoder import EncoderSettings
 
     if not sets:
         sets = [DATA / f"{name}.csv" for name in TRAINING_SETS]
@@ -157,5 +162,7 @@ def policy_train(
         ngram=NgramSettings(share=ngram_share) if ngram_share > 0 else None,
         max_fpr=max_fpr,
         seed=seed,
+        encoder=EncoderSettings(epochs=encoder_epochs, max_minutes=encoder_minutes) if encoder_epochs else None,
+        log=lambda line: typer.echo(line, err=True),
     )
     typer.echo(json.dumps(report, indent=2))

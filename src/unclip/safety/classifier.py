@@ -62,6 +62,9 @@ class PromptClassifier:
     ngram_bias: np.ndarray | None = None
     #: the n-gram reader's share of the averaged probabilities
     ngram_share: float = 0.0
+    #: the sentence encoder's fine-tuned upper layers the network reads (`unclip.safety.embedding`); None:
+    #: the released encoder
+    encoder: dict[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if self.classes[0] != "benign":
@@ -120,6 +123,7 @@ class PromptClassifier:
                 **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()},
                 # float16 halves the file; unused buckets stay exactly zero and compress away
                 **({"ngram_weight": self.ngram_weight.astype(np.float16)} if self.ngram_weight is not None else {}),
+                **{f"encoder.{k}": np.asarray(v, dtype=np.float16) for k, v in (self.encoder or {}).items()},
                 meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
             )
 
@@ -142,6 +146,8 @@ class PromptClassifier:
                 ngram_weight=None if "ngram_weight" not in f else f["ngram_weight"].astype(np.float32),
                 ngram_bias=f.get("ngram_bias"),
                 ngram_share=float(meta.pop("ngram_share", 0.0)),
+                encoder={k.split(".", 1)[1]: f[k].astype(np.float32) for k in f.files if k.startswith("encoder.")}
+                or None,
             )
 
 

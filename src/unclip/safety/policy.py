@@ -317,7 +317,7 @@ class ContentPolicy:
                 clf.threshold = self._threshold
             if self._veto is not None:
                 clf.veto = self._veto
-            self._embedder = self._embedder or get_embedder()
+            self._embedder = self._embedder or get_embedder(clf.encoder)
             self._classifier = clf
 
     def warm_up(self) -> None:

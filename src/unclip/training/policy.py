@@ -20,10 +20,10 @@ from __future__ import annotations
 import csv
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from unclip.safety.classifier import PromptClassifier, decide
 from unclip.safety.ngrams import ngram_ids
 from unclip.safety.normalize import normalize
 from unclip.safety.policy import CATEGORIES, ContentPolicy
+
+if TYPE_CHECKING:
+    from unclip.training.policy_encoder import EncoderSettings
 
 __all__ = [
     "MLPSettings",
@@ -343,6 +346,8 @@ def train_policy_classifier(
     dedup: float = 0.92,
     seed: int = 0,
     embedder: Any = None,
+    encoder: EncoderSettings | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Fit the classifier on `sets` (plus exemplars, emoji captions and wrappers), save it to `out` and
     return what was measured on rows it had not seen.
@@ -351,7 +356,9 @@ def train_policy_classifier(
     sets that hold them (nor their wrapped copies, nor any row within `dedup` of a tune row): reworded
     versions of one idea stay in one part of the policy set, so this is what an unseen prompt gets. Without
     `tune` rows, on `folds` out-of-fold predictions. `settings` None fits a linear softmax layer (weight
-    decay `l2`); `ngram` adds the n-gram reader."""
+    decay `l2`); `ngram` adds the n-gram reader. With `encoder` (`EncoderSettings`), the sentence encoder's
+    upper layers are first fine-tuned on the rows that classifier is fitted on (so never on a tune row), and
+    the classifier reads the tuned encoder, which is saved with it."""
     rng = random.Random(seed)
     policy = policy or ContentPolicy.load()
     if embedder is None:
@@ -390,6 +397,15 @@ def train_policy_classifier(
     apart = np.array([r.source.split("+")[0] in tuning_sources for r in rows])
     if tune.any():  # nor anything else that close to a tune row
         apart |= (x @ x[tune].T).max(axis=1) >= dedup
+    upper = None
+    if encoder is not None:
+        from unclip.safety.embedding import Embedder
+        from unclip.training.policy_encoder import tune_encoder
+
+        own = np.flatnonzero(~apart)
+        upper = tune_encoder([texts[i] for i in own], y[own], len(CLASSES), encoder, seed, log)
+        embedder = Embedder(upper=upper)
+        x = features([r.text for r in rows], embedder)
     harm = np.zeros(len(rows))
     if tune.any() and len(set(y[~apart])) > 1:
         harm[tune] = harm_of(fit(np.flatnonzero(~apart)), np.flatnonzero(tune))
@@ -410,6 +426,7 @@ def train_policy_classifier(
 
     clf = fit(np.arange(len(rows)))
     clf.threshold, clf.veto = threshold, veto
+    clf.encoder = upper
     clf.meta = {
         "embedder": getattr(embedder, "name", type(embedder).__name__),
         "model": (f"{settings.members} x relu({settings.hidden}) + softmax" if settings else "softmax")
