@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -23,3 +24,12 @@ def rules_policy() -> ContentPolicy:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA
+
+
+def write_prompt_set(path: Path, rows: list[tuple[str, str, str, str]]) -> Path:
+    """A labelled prompt CSV (text, label, category, split) of `rows`."""
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label", "category", "split"])
+        w.writerows(rows)
+    return path

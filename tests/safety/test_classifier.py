@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import csv
 import re
 import zlib
 from pathlib import Path
@@ -20,6 +19,8 @@ from unclip.training.policy import (
     fit_softmax,
     train_policy_classifier,
 )
+
+from .conftest import write_prompt_set
 
 
 class BagOfWords:
@@ -138,21 +139,13 @@ def test_operating_point_most_refusals_within_the_false_positive_budget() -> Non
     assert veto == 0.15 and fpr == 0.5
 
 
-def _write(path: Path, rows: list[tuple[str, str, str, str]]) -> Path:
-    with path.open("w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["text", "label", "category", "split"])
-        w.writerows(rows)
-    return path
-
-
 def test_training_never_reads_the_test_part(tmp_path: Path) -> None:
     rows = [(t, "block", "violence", "tune") for t in VIOLENT] + [(t, "allow", "", "tune") for t in BENIGN]
     rows += [
         ("soldiers stabbing prisoners", "block", "violence", "test"),
         ("a sunny meadow", "allow", "", "test"),
     ]
-    data = _write(tmp_path / "set.csv", rows)
+    data = write_prompt_set(tmp_path / "set.csv", rows)
     report = train_policy_classifier(
         [data], tmp_path / "c.npz", ContentPolicy(CONFIG), embedder=BagOfWords(), folds=2, max_fpr=0.5
     )
@@ -184,9 +177,9 @@ def test_hidden_layer_classifier_learns_and_round_trips(tmp_path: Path) -> None:
 
 
 def test_operating_point_is_chosen_by_a_classifier_that_never_saw_the_tune_set(tmp_path: Path) -> None:
-    tune = _write(tmp_path / "tuned.csv", [(t, "block", "violence", "tune") for t in VIOLENT[:2]]
+    tune = write_prompt_set(tmp_path / "tuned.csv", [(t, "block", "violence", "tune") for t in VIOLENT[:2]]
                   + [(t, "allow", "", "tune") for t in BENIGN[:2]])  # fmt: skip
-    other = _write(tmp_path / "other.csv", [(t, "block", "violence", "") for t in VIOLENT[2:]]
+    other = write_prompt_set(tmp_path / "other.csv", [(t, "block", "violence", "") for t in VIOLENT[2:]]
                    + [(t, "allow", "", "") for t in BENIGN[2:]])  # fmt: skip
     report = train_policy_classifier([tune, other], tmp_path / "c.npz", ContentPolicy(CONFIG),
                                      embedder=BagOfWords(), max_fpr=0.5)  # fmt: skip
@@ -233,7 +226,7 @@ def test_ngram_reader_learns_what_the_embedding_misses(tmp_path: Path) -> None:
 
 
 def test_policy_passes_the_normalised_text_to_the_ngram_reader(tmp_path: Path) -> None:
-    data = _write(tmp_path / "set.csv", [(t, "block", "sexual", "") for t in SLANG]
+    data = write_prompt_set(tmp_path / "set.csv", [(t, "block", "sexual", "") for t in SLANG]
                   + [(t, "allow", "", "") for t in HARMLESS])  # fmt: skip
     train_policy_classifier(
         [data], tmp_path / "c.npz", ContentPolicy(CONFIG), embedder=Blind(), folds=2, max_fpr=0.5,

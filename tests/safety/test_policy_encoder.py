@@ -64,17 +64,10 @@ def test_tuning_moves_the_layers_and_they_travel_with_the_classifier(tmp_path: P
 
 
 def test_training_tunes_the_encoder_without_the_tune_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import csv
-
     import unclip.training.policy_encoder as policy_encoder
     from unclip.training.policy import train_policy_classifier
 
-    def write(path: Path, rows: list[tuple[str, str, str, str]]) -> Path:
-        with path.open("w", encoding="utf-8", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["text", "label", "category", "split"])
-            w.writerows(rows)
-        return path
+    from .conftest import write_prompt_set as write
 
     tune = write(tmp_path / "tuned.csv", [("stab the guard to death", "block", "violence", "tune"),
                                           ("a teapot on a table", "allow", "", "tune")])  # fmt: skip
