@@ -28,13 +28,19 @@ def test_deobfuscation(text: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["4 cats in 3d, 1990s style", "a 4k wallpaper", "covid-19 mask", "the 2nd of may at 5pm"]
+    "text",
+    ["4 cats in 3d, 1990s style", "a 4k wallpaper", "covid-19 mask", "the 2nd of may at 5pm", "3rd, 21st, 11th"],
 )
 def test_numbers_are_not_leetspeak(text: str) -> None:
     n = normalize(text)
-    for word in ("4", "3d", "1990s", "4k", "2nd", "5pm"):
+    for word in ("4", "3d", "1990s", "4k", "2nd", "5pm", "3rd", "21st", "11th"):
         if word in text:
             assert word in n.skeleton
+
+
+def test_a_digit_before_a_wrong_ordinal_ending_is_leetspeak() -> None:
+    assert normalize("3nd my l1fe").clean == "end my life"  # 3rd would be the ordinal
+    assert normalize("the 3rd act").clean == "the 3rd act"
 
 
 def test_emoji_are_removed_and_scripts_kept() -> None:
@@ -47,8 +53,14 @@ def test_emoji_are_removed_and_scripts_kept() -> None:
 
 def test_pure_cyrillic_words_stay_readable_for_the_classifier() -> None:
     n = normalize("собака в снегу")
-    assert n.clean == "собака в снегу"  # only mixed-script words are mapped in `clean`
+    assert n.clean == "собака в снегу"  # Russian text stays Russian in `clean`
     assert n.skeleton != n.clean  # the rules' skeleton maps every look-alike
+    assert normalize("фото кошки и cat").clean == "фото кошки и cat"
+
+
+def test_a_word_of_look_alikes_inside_latin_text_is_read_as_latin() -> None:
+    assert normalize("a \u0455\u0435\u0445\u0443 nurse on a bed").clean == "a sexy nurse on a bed"  # all Cyrillic
+    assert normalize("\u0455\u0435\u0445\u0443").clean == "\u0455\u0435\u0445\u0443"  # nothing Latin around it
 
 
 def test_terms_and_marks() -> None:

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 from unclip.safety.classifier import PromptClassifier  # noqa: E402
 from unclip.safety.embedding import UPPER_LAYERS, Embedder, base_arrays, get_embedder  # noqa: E402
-from unclip.safety.policy import ContentPolicy  # noqa: E402
+from unclip.safety.policy import ContentPolicy, default_policy_path  # noqa: E402
 from unclip.training.policy import CLASSES  # noqa: E402
 from unclip.training.policy_encoder import EncoderSettings, TokenTable, UpperLayers, tune_encoder  # noqa: E402
 
@@ -57,7 +57,7 @@ def test_tuning_moves_the_layers_and_they_travel_with_the_classifier(tmp_path: P
     back = PromptClassifier.load(tmp_path / "c.npz")
     assert back.encoder is not None and all(np.array_equal(back.encoder[k], upper[k]) for k in UPPER_LAYERS)
 
-    policy = ContentPolicy.load()
+    policy = ContentPolicy.from_file(default_policy_path())  # a fresh one, not the process-wide policy
     policy.weights_path = tmp_path / "c.npz"
     policy._ensure_classifier()
     np.testing.assert_allclose(policy._embedder.encode(TEXTS), Embedder(upper=upper).encode(TEXTS), atol=1e-6)

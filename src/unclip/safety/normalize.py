@@ -248,13 +248,39 @@ def _is_latin_letter(ch: str) -> bool:
     return ch.isascii() and ch.isalpha()
 
 
-def _map_homoglyphs(word: str, force: bool) -> str:
+def _map_homoglyphs(word: str, force: bool, latin_text: bool = False) -> str:
+    """Confusables mapped to Latin: always with `force`; else in a word that mixes them with Latin letters,
+    or in a word made only of them inside Latin text (`latin_text`: "a ѕеху nurse", not "собака в снегу")."""
     if not force:
         has_latin = any(_is_latin_letter(c) for c in word)
         has_confusable = any(c in _HOMOGLYPHS for c in word)
-        if not (has_latin and has_confusable):
+        disguised = latin_text and has_confusable and all(c in _HOMOGLYPHS for c in word if c.isalpha())
+        if not (has_latin and has_confusable) and not disguised:
             return word
     return "".join(_HOMOGLYPHS.get(c, c) for c in word)
+
+
+def _latin_around(words: list[str]) -> list[bool]:
+    """For each word: whether the rest of the text is written in Latin letters (at least three, and more
+    than twice the letters of other scripts)."""
+    counts = [
+        (sum(_is_latin_letter(c) for c in w), sum(c.isalpha() and not _is_latin_letter(c) for c in w))
+        for w in words
+    ]
+    latin, other = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    return [latin - a >= 3 and latin - a > 2 * (other - b) for a, b in counts]
+
+
+def _is_number_word(core: str) -> bool:
+    """1st, 22nd, 3rd, 11th, 3d, 4k, 10px, 5pm, 1990s: a number with a unit or a correct ordinal ending."""
+    m = re.fullmatch(r"(\d+)(st|nd|rd|th|d|k|px|s|x|am|pm|h|m|cm|mm|kg|g|mb|gb)?", core)
+    if m is None:
+        return False
+    digits, unit = m.groups()
+    if unit not in ("st", "nd", "rd", "th"):
+        return True
+    last = "th" if digits[-2:] in ("11", "12", "13") else {"1": "st", "2": "nd", "3": "rd"}.get(digits[-1], "th")
+    return unit == last  # "3nd" is "end" in leetspeak, not an ordinal
 
 
 def _deleet(word: str, table: dict[str, str]) -> str:
@@ -264,8 +290,8 @@ def _deleet(word: str, table: dict[str, str]) -> str:
     lead = len(word) - len(word.lstrip(_EDGE_PUNCT))
     trail = len(word.rstrip(_EDGE_PUNCT))
     head, core, tail = word[:lead], word[lead:trail], word[trail:]
-    if not core or re.fullmatch(r"\d+(st|nd|rd|th|d|k|px|s|x|am|pm|h|m|cm|mm|kg|g|mb|gb)?", core):
-        return word  # 1st, 3d, 4k, 10px, 5pm, 1990s
+    if not core or _is_number_word(core):
+        return word
     out: list[str] = []
     i = 0
     while i < len(core):
@@ -316,8 +342,9 @@ def _squeeze(word: str) -> str:
 
 def _deobfuscate(plain: str, *, force_homoglyphs: bool, leet: dict[str, str]) -> str:
     words = []
-    for raw in plain.split(" "):
-        w = _map_homoglyphs(raw, force_homoglyphs)
+    raws = plain.split(" ")
+    for raw, latin_text in zip(raws, _latin_around(raws), strict=True):
+        w = _map_homoglyphs(raw, force_homoglyphs, latin_text)
         w = _deleet(w, leet)
         w = _join_inner_punct(w) if any(c.isalnum() for c in w) else ""
         w = _squeeze(w)
