@@ -149,7 +149,11 @@ def tune_encoder(
     steps = s.epochs * math.ceil(len(ids) / s.batch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k / steps, 1.0))))
     gen = torch.Generator().manual_seed(seed)
-    start, step = time.monotonic(), 0
+    start = time.monotonic()
+
+    def minutes() -> float:
+        return (time.monotonic() - start) / 60
+
     for epoch in range(s.epochs):
         order = torch.randperm(len(ids), generator=gen).tolist()
         total, seen = 0.0, 0
@@ -163,13 +167,12 @@ def tune_encoder(
             (loss + s.anchor * drift).backward()
             opt.step()
             sched.step()
-            step += 1
             total, seen = total + float(loss.detach()) * len(batch), seen + len(batch)
-            if (time.monotonic() - start) / 60 > s.max_minutes:
+            if minutes() > s.max_minutes:
                 break
         if log:
             log(f"encoder epoch {epoch + 1}: loss {total / max(seen, 1):.4f}, drift {float(drift.detach()):.4f}, "
-                f"{(time.monotonic() - start) / 60:.1f} min")  # fmt: skip
-        if (time.monotonic() - start) / 60 > s.max_minutes:
+                f"{minutes():.1f} min")  # fmt: skip
+        if minutes() > s.max_minutes:
             break
     return model.arrays()
