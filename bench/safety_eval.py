@@ -4,6 +4,7 @@
     .venv/bin/python bench/safety_eval.py --prompts other.csv      # an independent set (same columns)
     .venv/bin/python bench/safety_eval.py --json out.json --errors  # also list the misclassified rows
     .venv/bin/python bench/safety_eval.py --prompts tests/data/policy_set.csv --split test --no-watermark
+    .venv/bin/python bench/safety_eval.py --emoji-requests --no-prompts --no-watermark  # harmless emoji asks
 
 CSV columns: text, label (block|allow), category (policy category for block rows), variant
 (plain|obfuscated|multilingual|emoji), lang. Only text and label are required.
@@ -190,6 +191,39 @@ def eval_watermark(sizes: list[int], trials: int) -> dict[str, Any]:
     }
 
 
+def eval_emoji_requests(cache: Path, share: float, show_errors: bool, seed: int = 0) -> dict[str, Any]:
+    """How many harmless requests for an emoji the policy refuses: every emoji's name in every language of the
+    evaluation phrasings (`unclip.evaluation.prompts`, never trained on), `share` of them, with a style name."""
+    import random
+
+    from unclip.data.emoji import load_emojibase
+    from unclip.data.sources import EMOJIBASE, STYLES, fetch
+    from unclip.evaluation.prompts import PHRASINGS, render, style_names
+    from unclip.safety.policy import ContentPolicy, default_policy_path
+
+    rng = random.Random(seed)
+    entries = [e for e in load_emojibase(fetch(EMOJIBASE, cache)).values() if not e.tone]
+    prompts = [
+        (lang, render(rng.choice(PHRASINGS[lang]), e.labels[lang], rng.choice(style_names(rng.choice(STYLES), lang))))
+        for e in entries
+        for lang in PHRASINGS
+        if lang in e.labels and rng.random() < share
+    ]
+    policy = ContentPolicy.from_file(default_policy_path())
+    refused: dict[str, int] = defaultdict(int)
+    asked: dict[str, int] = defaultdict(int)
+    for lang, text in prompts:
+        asked[lang] += 1
+        if (d := policy.check(text)).flagged:
+            refused[lang] += 1
+            if show_errors:
+                print(f"  refused ({d.category}): {text}")
+    print(f"harmless emoji requests refused: {_pct(sum(refused.values()), len(prompts))}")
+    for lang in sorted(asked):
+        print(f"  {lang:4s} {_pct(refused[lang], asked[lang])}")
+    return {"asked": len(prompts), "refused": sum(refused.values()), "by_language": dict(refused)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=Path, default=ROOT / "tests" / "data" / "safety_prompts.csv")
@@ -200,10 +234,15 @@ def main() -> None:
     ap.add_argument("--sizes", default="256,512,1024")
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--json", type=Path, help="write the numbers here")
+    ap.add_argument("--emoji-requests", action="store_true", help="also ask for every emoji in ten languages")
+    ap.add_argument("--emoji-share", type=float, default=0.35, help="share of the (emoji, language) pairs asked")
+    ap.add_argument("--cache", type=Path, default=ROOT / "cache" / "npm", help="npm cache (emojibase)")
     args = ap.parse_args()
     out: dict[str, Any] = {}
     if not args.no_prompts:
         out["policy"] = eval_prompts(args.prompts, args.errors, args.split)
+    if args.emoji_requests:
+        out["emoji_requests"] = eval_emoji_requests(args.cache, args.emoji_share, args.errors)
     if not args.no_watermark:
         out["watermark"] = eval_watermark([int(s) for s in args.sizes.split(",")], args.trials)
     if args.json:

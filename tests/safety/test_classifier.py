@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import inspect
+import json
+import random
 import re
 import zlib
 from pathlib import Path
@@ -12,12 +15,15 @@ from unclip.safety.ngrams import ORDERS, ngram_ids
 from unclip.safety.policy import ContentPolicy
 from unclip.training.policy import (
     CLASSES,
+    NEUTRAL_WRAPPERS,
     MLPSettings,
     NgramSettings,
+    Row,
     choose_operating_point,
     fit_classifier,
     fit_softmax,
     train_policy_classifier,
+    wrapped_rows,
 )
 
 from .conftest import write_prompt_set
@@ -237,3 +243,55 @@ def test_policy_passes_the_normalised_text_to_the_ngram_reader(tmp_path: Path) -
     d = policy.check("H0RIZ0NTAL T A N G O for two")  # leetspeak and spacing undone before the reader
     assert d.flagged and d.category == "sexual" and d.source == "classifier"
     assert not policy.check("horizontal stripes on a dancer").flagged
+
+
+def test_readers_average_their_logits_and_older_files_their_probabilities(tmp_path: Path) -> None:
+    emb = Blind()
+    texts = SLANG + HARMLESS
+    labels = np.array([CLASSES.index("sexual")] * len(SLANG) + [0] * len(HARMLESS))
+    settings = NgramSettings(buckets=1 << 12, epochs=40, lr=0.1, batch=4, share=0.7)
+    clf = fit_classifier(emb.encode(texts), labels, None, texts=texts, ngram=settings)
+    asked = ["a couple doing the horizontal tango", "a tango dancer in red"]
+    x = emb.encode(asked)
+    z = 0.3 * clf.logits(x) + 0.7 * clf.ngram_logits(asked)
+    expected = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(clf.probabilities(x, asked), expected / expected.sum(1, keepdims=True), rtol=1e-5)
+    # a file written before the mix was recorded averaged the two readers' probabilities
+    clf.save(tmp_path / "c.npz")
+    with np.load(tmp_path / "c.npz") as f:
+        arrays = dict(f)
+    meta = json.loads(bytes(arrays["meta"]).decode())
+    assert meta.pop("ngram_mix") == "logits"
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "old.npz", **arrays)
+    old = PromptClassifier.load(tmp_path / "old.npz")
+    assert old.ngram_mix == "probabilities"
+
+    def softmax(v: np.ndarray) -> np.ndarray:
+        e = np.exp(v - v.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    want = 0.3 * softmax(old.logits(x)) + 0.7 * softmax(old.ngram_logits(asked))
+    np.testing.assert_allclose(old.probabilities(x, asked), want, rtol=1e-5)
+    with pytest.raises(ValueError, match="n-gram mix"):
+        PromptClassifier(clf.weight, clf.bias, clf.mean, clf.scale, CLASSES, ngram_mix="max")
+
+
+def test_every_labelled_row_is_wrapped_by_default() -> None:
+    rows = [Row("a knife fight", CLASSES.index("violence")), Row("a chef slicing onions", 0),
+            Row("ein Hund", 0, lang="de"), Row("pistol", 0, "emoji", source="emojibase")]  # fmt: skip
+    wrapped = wrapped_rows(rows, 1.0, random.Random(0))
+    assert [r.label for r in wrapped] == [CLASSES.index("violence"), 0, 0]  # emoji captions are not wrapped
+    assert "a chef slicing onions" in wrapped[1].text and wrapped[1].text != "a chef slicing onions"
+    assert wrapped[2].text in {w.format(x="ein Hund") for w in NEUTRAL_WRAPPERS}  # no English around German
+    assert all(r.source.endswith("+wrapper") for r in wrapped)
+    assert [r.label for r in wrapped_rows(rows, 0.0, random.Random(0))] == [CLASSES.index("violence")]
+    assert inspect.signature(train_policy_classifier).parameters["wrap_fraction"].default == 1.0
+
+
+def test_operating_point_may_sit_low_for_sharp_classifiers() -> None:
+    harm = np.array([0.9, 0.4, 0.12, 0.08, 0.02, 0.01])  # logit-averaged readers: harm far from 0.5
+    blocked = np.array([True, True, True, False, False, False])
+    none = np.zeros(6, bool)
+    threshold, _, recall, fpr = choose_operating_point(harm, blocked, none, none, max_fpr=0.0)
+    assert 0.08 < threshold <= 0.12 and recall == 1.0 and fpr == 0.0

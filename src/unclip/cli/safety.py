@@ -132,7 +132,9 @@ def policy_train(
     members: int = typer.Option(5, "--members", help="Networks averaged (different seeds)."),
     l2: float = typer.Option(1e-4, "--l2", help="Weight decay."),
     ngram_share: float = typer.Option(
-        0.5, "--ngram-share", help="Share of the character n-gram reader beside the network (0: none)."
+        0.65,
+        "--ngram-share",
+        help="Share of the character n-gram reader's logits beside the network's (0: none).",
     ),
     encoder_epochs: int = typer.Option(
         0, "--encoder-epochs", help="Fine-tune the sentence encoder's upper layers for this many epochs first (0: no)."
@@ -140,7 +142,7 @@ def policy_train(
     encoder_minutes: float = typer.Option(30.0, "--encoder-minutes", help="Time limit of the encoder's tuning."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Fit the content policy's semantic classifier on the labelled prompt sets (about eight minutes on 2 cores)."""
+    """Fit the content policy's semantic classifier on the labelled prompt sets (about five minutes on 2 cores)."""
     from unclip.data.sources import EMOJIBASE, fetch
     from unclip.safety.classifier import default_weights_path
     from unclip.safety.policy import ContentPolicy

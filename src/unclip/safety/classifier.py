@@ -6,8 +6,9 @@
 It reads the embedding of a normalised prompt (`unclip.safety.embedding`, 16 languages in one space) and
 says how likely each policy category is, against "benign": a ReLU layer, then a softmax layer (or the softmax
 layer alone, for weights without a hidden layer). Weights may add a second reader, a softmax layer over the
-prompt's hashed character n-grams (`unclip.safety.ngrams`): the two readers' probabilities are averaged
-(`ngram_share` of the n-gram reader's), given the text (`probabilities(embeddings, texts)`).
+prompt's hashed character n-grams (`unclip.safety.ngrams`), given the text (`probabilities(embeddings,
+texts)`): the two readers' logits are averaged (`ngram_share` of the n-gram reader's; a product of the two
+experts), or, in files written before that, their probabilities.
 `unclip policy train` fits it on the labelled prompt sets (never on the policy set's `test` part) and writes
 the file with the threshold and veto it chose on rows the classifier that scored them had not seen;
 `policy.yaml` may override both.
@@ -60,8 +61,9 @@ class PromptClassifier:
     #: (buckets, classes) and (classes,): the n-gram reader; None without one
     ngram_weight: np.ndarray | None = None
     ngram_bias: np.ndarray | None = None
-    #: the n-gram reader's share of the averaged probabilities
+    #: the n-gram reader's share of the averaged logits ("logits") or probabilities ("probabilities")
     ngram_share: float = 0.0
+    ngram_mix: str = "logits"
     #: the sentence encoder's fine-tuned upper layers the network reads (`unclip.safety.embedding`); None:
     #: the released encoder
     encoder: dict[str, np.ndarray] | None = None
@@ -76,6 +78,8 @@ class PromptClassifier:
             inputs = self.hidden_weight.shape[1]
         if self.weight.shape != (inputs, len(self.classes)):
             raise ValueError(f"weight shape {self.weight.shape} does not fit {len(self.classes)} classes")
+        if self.ngram_mix not in ("logits", "probabilities"):
+            raise ValueError(f"unknown n-gram mix {self.ngram_mix!r}: 'logits' or 'probabilities'")
         if self.ngram_weight is not None and (
             self.ngram_bias is None or self.ngram_weight.shape[1:] != (len(self.classes),)
         ):
@@ -102,16 +106,19 @@ class PromptClassifier:
     def probabilities(self, features: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
         """Each category's probability for each prompt, from its embedding and (with an n-gram reader) its
         normalised text."""
-        p = _softmax(self.logits(np.asarray(features, dtype=np.float32)))
+        z = self.logits(np.asarray(features, dtype=np.float32))
         if self.ngram_weight is None or not self.ngram_share:
-            return p
+            return _softmax(z)
         if texts is None:
             raise ValueError("this classifier also reads the prompts' text: pass texts")
-        return (1 - self.ngram_share) * p + self.ngram_share * _softmax(self.ngram_logits(texts))
+        share = self.ngram_share
+        if self.ngram_mix == "logits":
+            return _softmax((1 - share) * z + share * self.ngram_logits(texts))
+        return (1 - share) * _softmax(z) + share * _softmax(self.ngram_logits(texts))
 
     def save(self, path: str | Path) -> None:
         meta = {**self.meta, "classes": list(self.classes), "threshold": self.threshold, "veto": self.veto}
-        meta["ngram_share"] = self.ngram_share
+        meta |= {"ngram_share": self.ngram_share, "ngram_mix": self.ngram_mix}
         arrays = {"weight": self.weight, "bias": self.bias, "mean": self.mean, "scale": self.scale}
         if self.hidden_weight is not None:
             arrays |= {"hidden_weight": self.hidden_weight, "hidden_bias": self.hidden_bias}
@@ -146,6 +153,7 @@ class PromptClassifier:
                 ngram_weight=None if "ngram_weight" not in f else f["ngram_weight"].astype(np.float32),
                 ngram_bias=f.get("ngram_bias"),
                 ngram_share=float(meta.pop("ngram_share", 0.0)),
+                ngram_mix=meta.pop("ngram_mix", "probabilities"),
                 encoder={k.split(".", 1)[1]: f[k].astype(np.float32) for k in f.files if k.startswith("encoder.")}
                 or None,
             )

@@ -6,8 +6,7 @@ Training rows, all labelled (category or benign):
 - the exemplar phrases of `policy.yaml`;
 - harmless emoji requests in every emojibase locale, from the dataset's own caption templates (emoji are
   benign by policy, the alarming ones included: bomb, pistol, syringe...);
-- rows again inside everyday wrappers ("a sticker of ...", "..., cartoon style", "... emoji"): every
-  refusal, and some of the rest.
+- every labelled row again inside an everyday wrapper ("a sticker of ...", "..., cartoon style", "... emoji").
 
 Obfuscation needs no augmentation: the classifier reads the normalised text (leetspeak, homoglyphs and
 spacing undone), as the policy does. The threshold and the rule veto are chosen on the policy set's `tune`
@@ -122,7 +121,8 @@ def emoji_rows(emojibase_dir: Path, per_locale: int, rng: random.Random) -> list
 
 def wrapped_rows(rows: Iterable[Row], fraction: float, rng: random.Random) -> list[Row]:
     """Rows again inside everyday wrappers: every refusal (so "an emoji of ..." does not read as harmless
-    next to thousands of benign emoji captions) and `fraction` of the rest; English ones in English."""
+    next to thousands of benign emoji captions) and `fraction` of the rest; English ones in English. With
+    every harmless row wrapped too (`fraction` 1), the wrappers say nothing either way."""
     return [
         Row(
             rng.choice(WRAPPERS if r.lang == "en" else NEUTRAL_WRAPPERS).format(x=r.text),
@@ -224,13 +224,14 @@ def _fit_member(
 @dataclass
 class NgramSettings:
     """The n-gram reader: a softmax layer over `buckets` hashed character n-grams, trained with Adam;
-    `share` of the averaged probabilities."""
+    `share` of the averaged logits (`mix` "logits") or probabilities ("probabilities")."""
 
     buckets: int = 1 << 18
     epochs: int = 20
     lr: float = 0.02
     batch: int = 256
-    share: float = 0.5
+    share: float = 0.65
+    mix: str = "logits"
 
 
 def fit_ngram(texts: list[str], y: np.ndarray, s: NgramSettings, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -281,7 +282,7 @@ def fit_classifier(
     if ngram is not None and ngram.share > 0:
         assert texts is not None, "the n-gram reader needs the texts"
         clf.ngram_weight, clf.ngram_bias = fit_ngram(texts, y, ngram, seed)
-        clf.ngram_share = ngram.share
+        clf.ngram_share, clf.ngram_mix = ngram.share, ngram.mix
     return clf
 
 
@@ -319,7 +320,7 @@ def choose_operating_point(
         0.1,
         0.15,
     ):  # higher, rules on named things (drugs, people) lose to the classifier
-        for threshold in np.round(np.arange(0.30, 0.96, 0.01), 2):
+        for threshold in np.round(np.arange(0.05, 0.96, 0.01), 2):
             pred = np.array(
                 [decide(h, r, a, threshold, veto) for h, r, a in zip(harm, rule, allow_listed, strict=True)]
             )
@@ -337,7 +338,7 @@ def train_policy_classifier(
     policy: ContentPolicy | None = None,
     emojibase_dir: Path | None = None,
     emoji_per_locale: int = 40,
-    wrap_fraction: float = 0.3,
+    wrap_fraction: float = 1.0,
     settings: MLPSettings | None = None,
     l2: float = 1e-3,
     ngram: NgramSettings | None = None,
@@ -430,7 +431,7 @@ def train_policy_classifier(
     clf.meta = {
         "embedder": getattr(embedder, "name", type(embedder).__name__),
         "model": (f"{settings.members} x relu({settings.hidden}) + softmax" if settings else "softmax")
-        + (f", with {ngram.share:.0%} n-grams ({ngram.buckets} buckets)" if ngram and ngram.share else ""),
+        + (f", with {ngram.share:.0%} n-gram {ngram.mix} ({ngram.buckets} buckets)" if ngram and ngram.share else ""),
         "rows": len(rows),
         "rows_by_source": dict(Counter(r.source for r in rows)),
         "dropped_near_held_out": dropped,
