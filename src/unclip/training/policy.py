@@ -43,6 +43,7 @@ __all__ = [
     "fit_softmax",
     "read_rows",
     "train_policy_classifier",
+    "training_rows",
 ]
 
 CLASSES = ("benign", *CATEGORIES)
@@ -332,6 +333,29 @@ def choose_operating_point(
     return best[1], best[2], best[3], best[4]
 
 
+def training_rows(
+    sets: list[Path],
+    policy: ContentPolicy,
+    emojibase_dir: Path | None = None,
+    emoji_per_locale: int = 40,
+    wrap_fraction: float = 1.0,
+    seed: int = 0,
+) -> tuple[list[Row], list[str]]:
+    """What the classifier is fitted on (the sets' rows, exemplars, emoji captions, wrapped copies; see the
+    module's docstring) and, apart, the held-out texts (the sets' `test` parts)."""
+    rng = random.Random(seed)
+    rows: list[Row] = []
+    held_out: list[str] = []
+    for path in sets:
+        got, test = read_rows(path)
+        rows += got
+        held_out += test
+    rows += exemplar_rows(policy)
+    if emojibase_dir is not None:
+        rows += emoji_rows(emojibase_dir, emoji_per_locale, rng)
+    return rows + wrapped_rows(list(rows), wrap_fraction, rng), held_out
+
+
 def train_policy_classifier(
     sets: list[Path],
     out: Path,
@@ -360,23 +384,12 @@ def train_policy_classifier(
     decay `l2`); `ngram` adds the n-gram reader. With `encoder` (`EncoderSettings`), the sentence encoder's
     upper layers are first fine-tuned on the rows that classifier is fitted on (so never on a tune row), and
     the classifier reads the tuned encoder, which is saved with it."""
-    rng = random.Random(seed)
     policy = policy or ContentPolicy.load()
     if embedder is None:
         from unclip.safety.embedding import get_embedder
 
         embedder = get_embedder()
-    rows: list[Row] = []
-    held_out: list[str] = []
-    for path in sets:
-        got, test = read_rows(path)
-        rows += got
-        held_out += test
-    rows += exemplar_rows(policy)
-    if emojibase_dir is not None:
-        rows += emoji_rows(emojibase_dir, emoji_per_locale, rng)
-    rows += wrapped_rows(list(rows), wrap_fraction, rng)
-
+    rows, held_out = training_rows(sets, policy, emojibase_dir, emoji_per_locale, wrap_fraction, seed)
     x = features([r.text for r in rows], embedder)
     dropped = 0
     if held_out:  # nothing close to a held-out row is trained on
