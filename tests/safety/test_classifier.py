@@ -214,13 +214,19 @@ def test_ngram_ids_count_grams_and_words() -> None:
     assert np.array_equal(ids, ngram_ids("ab c", 1 << 16)) and ids.max() < 1 << 16  # case and spacing ignored
 
 
-def test_ngram_reader_learns_what_the_embedding_misses(tmp_path: Path) -> None:
-    emb = Blind()
+ASKED = ["a couple doing the horizontal tango", "a tango dancer in red"]
+
+
+def _slang_reader(share: float) -> PromptClassifier:
+    """A linear layer over the blind embedding with an n-gram reader, fitted on SLANG and HARMLESS."""
     texts = SLANG + HARMLESS
     labels = np.array([CLASSES.index("sexual")] * len(SLANG) + [0] * len(HARMLESS))
-    settings = NgramSettings(buckets=1 << 12, epochs=40, lr=0.1, batch=4, share=0.5)
-    clf = fit_classifier(emb.encode(texts), labels, None, texts=texts, ngram=settings)
-    asked = ["a couple doing the horizontal tango", "a tango dancer in red"]
+    settings = NgramSettings(buckets=1 << 12, epochs=40, lr=0.1, batch=4, share=share)
+    return fit_classifier(Blind().encode(texts), labels, None, texts=texts, ngram=settings)
+
+
+def test_ngram_reader_learns_what_the_embedding_misses(tmp_path: Path) -> None:
+    emb, clf, asked = Blind(), _slang_reader(0.5), ASKED
     p = clf.probabilities(emb.encode(asked), asked)
     assert p[0, CLASSES.index("sexual")] > p[0, 0] and p[1, 0] > 0.5
     clf.save(tmp_path / "ngram.npz")
@@ -246,13 +252,8 @@ def test_policy_passes_the_normalised_text_to_the_ngram_reader(tmp_path: Path) -
 
 
 def test_readers_average_their_logits_and_older_files_their_probabilities(tmp_path: Path) -> None:
-    emb = Blind()
-    texts = SLANG + HARMLESS
-    labels = np.array([CLASSES.index("sexual")] * len(SLANG) + [0] * len(HARMLESS))
-    settings = NgramSettings(buckets=1 << 12, epochs=40, lr=0.1, batch=4, share=0.7)
-    clf = fit_classifier(emb.encode(texts), labels, None, texts=texts, ngram=settings)
-    asked = ["a couple doing the horizontal tango", "a tango dancer in red"]
-    x = emb.encode(asked)
+    clf, asked = _slang_reader(0.7), ASKED
+    x = Blind().encode(asked)
     z = 0.3 * clf.logits(x) + 0.7 * clf.ngram_logits(asked)
     expected = np.exp(z - z.max(1, keepdims=True))
     np.testing.assert_allclose(clf.probabilities(x, asked), expected / expected.sum(1, keepdims=True), rtol=1e-5)
