@@ -39,7 +39,7 @@ def main() -> None:
 
     from unclip.cli.safety import DATA, TRAINING_SETS
     from unclip.data.sources import EMOJIBASE, fetch
-    from unclip.safety.classifier import _softmax, decide
+    from unclip.safety.classifier import decide, mix_readers
     from unclip.safety.embedding import get_embedder
     from unclip.safety.policy import ContentPolicy, default_policy_path
     from unclip.training.policy import (
@@ -84,12 +84,7 @@ def main() -> None:
     variant = np.array([r.variant for r in rows])
     budgets = [float(f) for f in args.max_fpr.split(",")]
     for share in (float(s) for s in args.share.split(",")):
-        n, g = net[scored], grams[scored]
-        if args.mix == "logits":
-            p = _softmax((1 - share) * n + share * g)
-        else:
-            p = (1 - share) * _softmax(n) + share * _softmax(g)
-        harm = 1 - p[:, 0]
+        harm = 1 - mix_readers(net[scored], grams[scored], share, args.mix)[:, 0]
         b, r, a = blocked[scored], rule[scored], allow_listed[scored]
         points = [choose_operating_point(harm, b, r, a, f) for f in budgets]
         print(

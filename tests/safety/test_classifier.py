@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unclip.safety.classifier import PromptClassifier, decide
+from unclip.safety.classifier import PromptClassifier, decide, mix_readers
 from unclip.safety.ngrams import ORDERS, ngram_ids
 from unclip.safety.policy import ContentPolicy
 from unclip.training.policy import (
@@ -276,6 +276,8 @@ def test_readers_average_their_logits_and_older_files_their_probabilities(tmp_pa
     np.testing.assert_allclose(old.probabilities(x, asked), want, rtol=1e-5)
     with pytest.raises(ValueError, match="n-gram mix"):
         PromptClassifier(clf.weight, clf.bias, clf.mean, clf.scale, CLASSES, ngram_mix="max")
+    with pytest.raises(ValueError, match="n-gram mix"):
+        mix_readers(z, z, 0.5, "max")
 
 
 def test_every_labelled_row_is_wrapped_by_default() -> None:

@@ -111,10 +111,7 @@ class PromptClassifier:
             return _softmax(z)
         if texts is None:
             raise ValueError("this classifier also reads the prompts' text: pass texts")
-        share = self.ngram_share
-        if self.ngram_mix == "logits":
-            return _softmax((1 - share) * z + share * self.ngram_logits(texts))
-        return (1 - share) * _softmax(z) + share * _softmax(self.ngram_logits(texts))
+        return mix_readers(z, self.ngram_logits(texts), self.ngram_share, self.ngram_mix)
 
     def save(self, path: str | Path) -> None:
         meta = {**self.meta, "classes": list(self.classes), "threshold": self.threshold, "veto": self.veto}
@@ -157,6 +154,16 @@ class PromptClassifier:
                 encoder={k.split(".", 1)[1]: f[k].astype(np.float32) for k in f.files if k.startswith("encoder.")}
                 or None,
             )
+
+
+def mix_readers(net_logits: np.ndarray, ngram_logits: np.ndarray, share: float, mix: str) -> np.ndarray:
+    """The two readers' category probabilities: a softmax of their logits averaged ("logits", a product of
+    experts) or their probabilities averaged ("probabilities"), `share` of the n-gram reader's."""
+    if mix == "logits":
+        return _softmax((1 - share) * net_logits + share * ngram_logits)
+    if mix == "probabilities":
+        return (1 - share) * _softmax(net_logits) + share * _softmax(ngram_logits)
+    raise ValueError(f"unknown n-gram mix {mix!r}: 'logits' or 'probabilities'")
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
