@@ -3,6 +3,7 @@
     .venv/bin/python bench/policy_heldout.py                        # the shipped recipe (about 10 minutes)
     .venv/bin/python bench/policy_heldout.py --wrap-fraction 0.3 --mix probabilities --share 0.5
     .venv/bin/python bench/policy_heldout.py --share 0.5,0.65,0.8   # one fit, several n-gram shares
+    .venv/bin/python bench/policy_heldout.py --errors misread.csv   # also list the prompts it misreads
 
 The policy set's tune part tells recipes apart by a prompt or two. Here each of the labelled sets below is
 scored by a classifier fitted on everything else `unclip policy train` uses (the other sets, their wrapped
@@ -23,6 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+# policy_train_6 is trained on but, by default, not held out: the figures stay comparable with earlier ones
 HELD_OUT = ("policy_set", "policy_train", "policy_train_2", "policy_train_3", "policy_train_4", "policy_train_5")
 
 
@@ -35,6 +37,7 @@ def main() -> None:
     ap.add_argument("--held-out", default=",".join(HELD_OUT), help="sets held out in turn (tests/data names)")
     ap.add_argument("--dedup", type=float, default=0.92)
     ap.add_argument("--cache", type=Path, default=ROOT / "cache" / "npm", help="npm cache (emojibase)")
+    ap.add_argument("--errors", type=Path, help="write the misread prompts (first share, first budget) to this CSV")
     args = ap.parse_args()
 
     from unclip.cli.safety import DATA, TRAINING_SETS
@@ -83,7 +86,8 @@ def main() -> None:
     allow_listed = np.array([c[1] for c in checks])
     variant = np.array([r.variant for r in rows])
     budgets = [float(f) for f in args.max_fpr.split(",")]
-    for share in (float(s) for s in args.share.split(",")):
+    shares = [float(s) for s in args.share.split(",")]
+    for share in shares:
         harm = 1 - mix_readers(net[scored], grams[scored], share, args.mix)[:, 0]
         b, r, a = blocked[scored], rule[scored], allow_listed[scored]
         points = [choose_operating_point(harm, b, r, a, f) for f in budgets]
@@ -95,6 +99,8 @@ def main() -> None:
             print(f"  <= {f:.1%} false positives: {recall:.1%} refused ({fpr:.2%}, threshold {threshold})")
         threshold, veto = points[0][:2]
         pred = np.array([decide(h, hit, al, threshold, veto) for h, hit, al in zip(harm, r, a, strict=True)])
+        if args.errors and share == shares[0]:
+            _write_errors(args.errors, [rows[i] for i in np.flatnonzero(scored)], harm, pred, b)
         print("  at the first budget, refused / false positives by held-out set and by kind:")
         for name in args.held_out.split(","):
             m = root[scored] == name
@@ -104,6 +110,21 @@ def main() -> None:
             refused = f"{pred[m & b].mean():6.1%}" if (m & b).any() else "     -"
             allowed = f"{pred[m & ~b].mean():5.1%}" if (m & ~b).any() else "    -"
             print(f"    {kind:16s} {refused} / {allowed}")
+
+
+def _write_errors(path: Path, rows: list, harm: np.ndarray, pred: np.ndarray, blocked: np.ndarray) -> None:
+    import csv
+
+    from unclip.training.policy import CLASSES
+
+    with path.open("w", encoding="utf-8", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["text", "label", "variant", "lang", "set", "harm", "error"])
+        for row, h, p, b in zip(rows, harm, pred, blocked, strict=True):
+            if p != b:
+                error = "missed" if b else "false positive"
+                out.writerow([row.text, CLASSES[row.label], row.variant, row.lang, row.source, f"{h:.3f}", error])
+    print(f"  misread prompts: {path}")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def test_training_rows_are_not_measured_rows() -> None:
     test part or the independent set, and label every refusal with a policy category."""
     train = []
     for name in ("policy_train.csv", "policy_train_2.csv", "policy_train_3.csv", "policy_train_4.csv",
-                 "policy_train_5.csv"):
+                 "policy_train_5.csv", "policy_train_6.csv"):
         with (SET.parent / name).open(encoding="utf-8", newline="") as f:
             rows = list(csv.DictReader(f))
         assert {r["category"] for r in rows if r["label"] == "block"} == BLOCK, name

@@ -110,6 +110,7 @@ TRAINING_SETS = (
     "policy_train_3",
     "policy_train_4",
     "policy_train_5",
+    "policy_train_6",
 )
 
 
