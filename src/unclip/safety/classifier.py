@@ -78,8 +78,7 @@ class PromptClassifier:
             inputs = self.hidden_weight.shape[1]
         if self.weight.shape != (inputs, len(self.classes)):
             raise ValueError(f"weight shape {self.weight.shape} does not fit {len(self.classes)} classes")
-        if self.ngram_mix not in ("logits", "probabilities"):
-            raise ValueError(f"unknown n-gram mix {self.ngram_mix!r}: 'logits' or 'probabilities'")
+        _check_mix(self.ngram_mix)
         if self.ngram_weight is not None and (
             self.ngram_bias is None or self.ngram_weight.shape[1:] != (len(self.classes),)
         ):
@@ -159,11 +158,15 @@ class PromptClassifier:
 def mix_readers(net_logits: np.ndarray, ngram_logits: np.ndarray, share: float, mix: str) -> np.ndarray:
     """The two readers' category probabilities: a softmax of their logits averaged ("logits", a product of
     experts) or their probabilities averaged ("probabilities"), `share` of the n-gram reader's."""
+    _check_mix(mix)
     if mix == "logits":
         return _softmax((1 - share) * net_logits + share * ngram_logits)
-    if mix == "probabilities":
-        return (1 - share) * _softmax(net_logits) + share * _softmax(ngram_logits)
-    raise ValueError(f"unknown n-gram mix {mix!r}: 'logits' or 'probabilities'")
+    return (1 - share) * _softmax(net_logits) + share * _softmax(ngram_logits)
+
+
+def _check_mix(mix: str) -> None:
+    if mix not in ("logits", "probabilities"):
+        raise ValueError(f"unknown n-gram mix {mix!r}: 'logits' or 'probabilities'")
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
