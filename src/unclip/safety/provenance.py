@@ -30,7 +30,14 @@ from typing import Any
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from unclip.safety.watermark import MAGIC, MIN_SIDE, decode_watermark, embed_watermark, payload_matches
+from unclip.safety.watermark import (
+    MAGIC,
+    MIN_SIDE,
+    decode_watermark,
+    embed_watermark,
+    payload_matches,
+    read_watermark,
+)
 
 __all__ = [
     "MAGIC",
@@ -217,17 +224,18 @@ def verify(image_or_bytes: Image.Image | bytes | bytearray | str | os.PathLike[s
             hint = int(size.split("x")[0])
         except ValueError:
             hint = None
-    payload, how, agreement = decode_watermark(img, hint)
+    found = read_watermark(img, hint)
+    payload = found.payload
     request_match = None
     if payload is not None and "unclip:request_id" in meta:
-        request_match = payload_matches(payload, payload_for(meta["unclip:request_id"]))
+        request_match = payload_matches(found, payload_for(meta["unclip:request_id"]))
     return VerifyResult(
         from_unclip=bool(payload is not None or metadata_valid),
         metadata={k.removeprefix("unclip:"): v for k, v in meta.items()},
         watermark=payload.hex() if payload is not None else None,
         metadata_valid=metadata_valid,
-        watermark_found_by=how if payload is not None else "",
-        watermark_agreement=agreement,
+        watermark_found_by=found.how if payload is not None else "",
+        watermark_agreement=found.agreement,
         signature=has_signature(img) if min(img.size) >= 64 else False,
         request_id_matches=request_match,
     )
