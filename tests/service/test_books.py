@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from unclip.service.db import CreditEntry, User
+from unclip.service.db import CreditEntry, Database, User
 
 from .conftest import Server, make_settings, start_server
 from .test_jobs import ASYNC, H, wait_status
@@ -156,3 +156,51 @@ def test_the_monthly_grant_is_made_once_when_two_requests_race(database: str, tm
         ledger = s.scalar(select(func.sum(CreditEntry.delta)).where(of_user))
         assert grants_made == 1 and s.get(User, uid).credits == ledger == 1995
     db.dispose()
+
+
+def test_an_admin_debit_racing_a_charge_never_takes_the_balance_below_zero(tmp_path: Path) -> None:
+    """SQLite has no FOR UPDATE: a charge committed between the debit's read and its write must make the write
+    miss and the debit be sized again on what is left."""
+    from sqlalchemy import event
+
+    from unclip.service import credits
+    from unclip.service.auth import approve, create_user
+
+    db = Database(f"sqlite:///{tmp_path / 'books.db'}")
+    grants = {"member": 100}
+    with db.session() as s:
+        user = create_user(s, "debit@example.test", role="waitlisted")
+        approve(s, user, "member")
+        credits.ensure_grant(s, user, grants)
+        uid = user.id
+    charged: list[int] = []
+
+    @event.listens_for(db.engine, "before_cursor_execute")
+    def charge_first(conn, cursor, statement, params, context, executemany) -> None:
+        # another request's charge commits just before the debit's first write
+        debit_write = statement.startswith("UPDATE users SET credits=") and threading.current_thread().name == "admin"
+        if debit_write and not charged:
+            charged.append(1)
+            spend = threading.Thread(target=_charge, args=(db, uid, 10, grants))
+            spend.start()
+            spend.join()
+
+    def debit() -> None:
+        with db.session() as s:
+            assert credits.adjust(s, s.get(User, uid), -100) == -90
+
+    admin = threading.Thread(target=debit, name="admin")
+    admin.start()
+    admin.join()
+    assert charged
+    with db.session() as s:
+        ledger = s.scalar(select(func.sum(CreditEntry.delta)).where(CreditEntry.user_id == uid))
+        assert s.get(User, uid).credits == ledger == 0
+    db.dispose()
+
+
+def _charge(db: Database, uid: str, cost: int, grants: dict[str, int]) -> None:
+    from unclip.service import credits
+
+    with db.session() as s:
+        credits.charge(s, uid, cost, grants)

@@ -73,12 +73,25 @@ def refund(s: Session, user_id: str, cost: int, job_id: str | None = None) -> No
 
 def adjust(s: Session, user: User, delta: int, reason: str = "admin") -> int:
     """Add `delta` credits (a negative delta takes at most what the user has). The ledger records the change
-    that was made, so that it always sums to the balance. Returns that change."""
+    that was made, so that it always sums to the balance. Returns that change.
+
+    A compare-and-set on the balance, as in `ensure_grant`: SQLite ignores FOR UPDATE, so a charge committed
+    between the read and the write made a debit sized on the old balance take the user below zero."""
     query = select(User).where(User.id == user.id).with_for_update()
-    locked = s.scalar(query.execution_options(populate_existing=True))
-    current = locked.credits if locked is not None else user.credits
-    applied = max(-current, delta)
-    s.execute(update(User).where(User.id == user.id).values(credits=User.credits + applied))
+    while True:
+        locked = s.scalar(query.execution_options(populate_existing=True))
+        if locked is None:
+            raise APIError(404, "No such user.", code="user_not_found")
+        current = locked.credits
+        applied = max(-current, delta)
+        done = s.execute(
+            update(User)
+            .where(User.id == user.id, User.credits == current)
+            .values(credits=current + applied)
+            .execution_options(synchronize_session=False)
+        )
+        if done.rowcount == 1:
+            break
     if applied:
         s.add(CreditEntry(user_id=user.id, delta=applied, reason=reason))
     s.flush()
