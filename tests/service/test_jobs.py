@@ -116,6 +116,96 @@ def test_request_timeout_cancels(tmp_path: Path) -> None:
         srv.stop()
 
 
+class _SlowTail(FakeEngine):
+    """Work after the last step (decoding, in the real engine), where no cancel is looked at."""
+
+    def generate(self, *args, **kw):  # type: ignore[no-untyped-def]
+        images = super().generate(*args, **kw)
+        time.sleep(1.5)
+        return images
+
+
+def _books(srv: Server, user_id: str) -> tuple[int, list[tuple[str, int]]]:
+    from sqlalchemy import select
+
+    from unclip.service.db import CreditEntry, User
+
+    with srv.sv.db.session() as s:
+        entries = s.scalars(select(CreditEntry).where(CreditEntry.user_id == user_id).order_by(CreditEntry.id))
+        return s.get(User, user_id).credits, [(e.reason, e.delta) for e in entries]
+
+
+def _refunded(balance: int, ledger: list[tuple[str, int]]) -> bool:
+    """The last job's charge was refunded, and the ledger sums to the balance."""
+    (charged, cost), (refunded, back) = ledger[-2:]
+    return (charged, refunded) == ("charge", "refund") and back == -cost > 0 and sum(d for _, d in ledger) == balance
+
+
+def test_a_timeout_after_the_last_step_keeps_its_word(tmp_path: Path) -> None:
+    """The 504 says cancelled and refunded: a job that times out after its last step must not then succeed
+    and stay charged (the SDK retries a 504, and the user would pay twice)."""
+    srv = start_server(make_settings(tmp_path, request_timeout_s=0.5), engine=_SlowTail())
+    try:
+        uid, key = srv.user("member")
+        r = httpx.post(srv.url + "/v1/images/generations", json={"prompt": "x", "size": "256x256"}, headers=H(key))
+        assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
+        job = httpx.get(srv.url + "/v1/jobs", headers=H(key)).json()["data"][0]
+        assert job["status"] == "cancelled"
+        assert _refunded(*_books(srv, uid))
+    finally:
+        srv.stop()
+
+
+def test_images_that_cannot_be_stored_fail_the_job_and_refund_it(tmp_path: Path) -> None:
+    srv = start_server(make_settings(tmp_path))
+    store = srv.sv.jobs.runner.store
+    put = store.put
+
+    def disk_full(data: bytes) -> str:
+        store.put = put  # once
+        raise OSError(28, "No space left on device")
+
+    store.put = disk_full
+    try:
+        uid, key = srv.user("member")
+        r = httpx.post(srv.url + "/v1/images/generations", json={"prompt": "x", "size": "256x256"}, headers=H(key))
+        assert r.status_code == 500 and r.json()["error"]["code"] == "storage_error"
+        assert "refunded" in r.json()["error"]["message"]
+        job = httpx.get(srv.url + "/v1/jobs", headers=H(key)).json()["data"][0]
+        assert job["status"] == "failed" and _refunded(*_books(srv, uid))
+        assert srv.sv.jobs.depth() == 0  # its place in the queue is free again
+        assert srv.client(key).images.generate(prompt="x", size="256x256").data  # the next one is stored
+    finally:
+        srv.stop()
+
+
+def test_a_cancelled_job_is_answered_409_that_sdks_do_not_retry(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    engine.gate = threading.Event()
+    srv = start_server(make_settings(tmp_path), engine=engine)
+    try:
+        _, key = srv.user("member")
+        answer: list[httpx.Response] = []
+        body = {"prompt": "x", "size": "256x256"}
+        waiting = threading.Thread(
+            target=lambda: answer.append(
+                httpx.post(srv.url + "/v1/images/generations", json=body, headers=H(key), timeout=30)
+            )
+        )
+        waiting.start()
+        deadline = time.monotonic() + 10
+        while not (jobs := httpx.get(srv.url + "/v1/jobs", headers=H(key)).json()["data"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        httpx.post(f"{srv.url}/v1/jobs/{jobs[0]['id']}/cancel", headers=H(key))
+        waiting.join(10)
+        assert answer[0].status_code == 409 and answer[0].json()["error"]["code"] == "job_cancelled"
+        assert answer[0].headers["x-should-retry"] == "false"
+    finally:
+        engine.gate.set()
+        srv.stop()
+
+
 def test_restart_requeues_and_keeps_images(tmp_path: Path) -> None:
     """Shutdown with a running and a queued job: both finish after the restart; stored images survive."""
     engine = FakeEngine()

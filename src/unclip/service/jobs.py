@@ -267,9 +267,13 @@ class JobManager(JobQueue):
             gh.status, gh.changed = "running", time.monotonic()
         outcomes = self.runner.execute_batch([j for j, _, _ in group], [gh for _, _, gh in group])
         for (j, tok, gh), out in zip(group, outcomes, strict=True):
-            self.runner.complete(j, tok, out, gh)
-            gh.status, gh.changed = out.status, time.monotonic()
-            if out.status != "queued":
+            try:
+                status = self.runner.complete(j, tok, out, gh) or out.status
+            except Exception:  # the database is gone: the row stays running and runs again after a restart
+                log.exception("job %s could not be completed", j.id)
+                status = "failed"
+            gh.status, gh.changed = status, time.monotonic()
+            if status != "queued":
                 gh.done.set()
             elif gh is h and not h.requeue:  # its pass stopped for another job: it runs again now
                 self._queue.put(job_id)

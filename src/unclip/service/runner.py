@@ -329,22 +329,44 @@ class JobRunner:
             log.warning("a pass of %d jobs failed; running them one by one", len(jobs), exc_info=True)
             return [self.execute(j, h) for j, h in zip(jobs, hs, strict=True)]
 
-    def complete(self, job: Job, token: str, out: Outcome, h: Handle) -> bool:
+    def complete(self, job: Job, token: str, out: Outcome, h: Handle) -> str | None:
         """End the attempt: results stored and the row finished in one transaction (or the job put back in the
-        queue), only while this attempt still holds the job. False when it lost it (taken over, cancelled)."""
-        records = self._encode(job, out.images) if out.status == "succeeded" else []
+        queue), only while this attempt still holds the job. Returns the status recorded, or None when it lost
+        the job (taken over, cancelled).
+
+        A job cancelled after its last step (a request that timed out, or whose client left, while the images
+        were decoded or encoded) ends cancelled and refunded, as its request was told, unless a shutdown cut
+        it off (then the finished images are kept). Images that cannot be stored (a full disk, a database
+        error) fail the job, refunded, rather than leave it running and charged."""
+        if out.status == "succeeded" and h.cancel.is_set() and not (h.requeue or h.shutdown):
+            out = Outcome("cancelled")
         ours = (Job.worker == token,)
         progress = {"progress_step": h.step, "progress_total": h.total}
+        try:
+            records = self._encode(job, out.images) if out.status == "succeeded" else []
+            with self.db.session() as s:
+                if out.status == "queued":
+                    moved = move(
+                        s, job.id, ("running",), *ours, status="queued", worker=None, lease_until=None, **progress
+                    )
+                    return "queued" if moved else None
+                result = {"images": [r.id for r in records]} if out.status == "succeeded" else None
+                if not finish(s, job.id, ("running",), out.status, out.error, *ours, result=result, **progress):
+                    return None
+                s.add_all(records)
+                return out.status
+        except Exception:
+            if out.status != "succeeded":
+                raise
+            log.exception("job %s: its images could not be stored", job.id)
+        error = APIError(
+            500,
+            "The images were made but could not be stored; the job failed and its credits were refunded.",
+            type="server_error",
+            code="storage_error",
+        ).body()
         with self.db.session() as s:
-            if out.status == "queued":
-                return move(
-                    s, job.id, ("running",), *ours, status="queued", worker=None, lease_until=None, **progress
-                )
-            result = {"images": [r.id for r in records]} if out.status == "succeeded" else None
-            if not finish(s, job.id, ("running",), out.status, out.error, *ours, result=result, **progress):
-                return False
-            s.add_all(records)
-            return True
+            return "failed" if finish(s, job.id, ("running",), "failed", error, *ours, **progress) else None
 
     def _encode(self, job: Job, images: list[Image.Image]) -> list[ImageRecord]:
         """Encode each image with provenance (signed metadata + watermark) and store it (content-addressed: an

@@ -126,13 +126,14 @@ class BrokerWorker:
                 for h in hs:
                     self._handles.pop(h.job_id, None)
         for (j, tok), h, out in zip(group, hs, outcomes, strict=True):
-            if not self.runner.complete(j, tok, out, h):
+            status = self.runner.complete(j, tok, out, h)
+            if status is None:
                 log.warning(
                     "job %s was taken from this worker before it finished; its result was dropped", j.id
                 )
                 continue
-            log.info("job %s %s", j.id, out.status)
-            if out.status == "queued":  # this worker is stopping, or the pass stopped for another job
+            log.info("job %s %s", j.id, status)
+            if status == "queued":  # this worker is stopping, or the pass stopped for another job
                 self.dispatcher.send(j.id)
 
     def wait_for_broker(self, timeout_s: float = 60.0) -> None:

@@ -14,6 +14,8 @@ from unclip.service.auth import Principal, authenticate
 from unclip.service.errors import APIError
 from unclip.service.jobs import ShuttingDown
 
+CANCEL_WAIT_S = 10.0  # how long a timed-out request waits for its job to stop (a step, or storing its images)
+
 
 def services(request: Request) -> Any:
     return request.app.state.services
@@ -61,8 +63,8 @@ async def respond(request: Request, p: Principal, job_id: str) -> JSONResponse:
     err = (job.error or {}).get("error") or {}
     if job.status == "cancelled" and err.get("code") == "server_shutting_down":
         raise ShuttingDown(err["message"])
-    if job.status == "cancelled":
-        raise APIError(409, "The job was cancelled.", code="job_cancelled")
+    if job.status == "cancelled":  # not retried by OpenAI's SDKs (they retry 409): it would be charged again
+        raise APIError(409, "The job was cancelled.", code="job_cancelled", headers={"x-should-retry": "false"})
     status = 400 if err.get("type") == "invalid_request_error" else 500
     raise APIError(
         status,
@@ -84,6 +86,11 @@ async def _wait(request: Request, sv: Any, handle: Any, job_id: str) -> None:
         now = time.monotonic()
         if now > deadline:
             await run_in_threadpool(sv.jobs.cancel, job_id)
+            # a job past its last step ends cancelled at its next step or when its images are stored; one that
+            # finished just before the cancel reached it is answered with its images (it was charged)
+            await run_in_threadpool(handle.done.wait, CANCEL_WAIT_S)
+            if handle.status == "succeeded":
+                return
             raise APIError(
                 504,
                 "The request timed out before the image was ready; the job was cancelled and "
