@@ -105,3 +105,16 @@ class FakePolicy:
             category_scores={"violence": 0.97 if bad else 0.01, "hate": 0.0},
             category="violence" if bad else None,
         )
+
+
+class BatchFakeEngine(FakeEngine):
+    """A FakeEngine that also runs compatible generations in one pass (as the real engine's generate_batch).
+    With `gate` set by a test, the pass waits for it, reporting progress (where the runner's cancel lands)."""
+
+    def generate_batch(self, prompts, ns, seeds, size=256, progress=None, **kw):  # type: ignore[no-untyped-def]
+        self.calls.append(("generate_batch", {"prompts": list(prompts), "size": size, **kw}))
+        while self.gate is not None and not self.gate.wait(0.02):
+            if progress is not None:
+                progress(0, self.steps)
+        self._run(progress, None)
+        return [self._images(p, n, size, s) for p, n, s in zip(prompts, ns, seeds, strict=True)]

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from .conftest import Server, make_settings, png, start_server
-from .fakes import FakeEngine
+from .fakes import BatchFakeEngine, FakeEngine
 
 ASYNC = {"Prefer": "respond-async"}
 
@@ -347,6 +347,112 @@ def test_queued_compatible_generations_run_in_one_pass(tmp_path: Path, tiny_mode
                 rows = list(s.scalars(select(ImageRecord).where(ImageRecord.job_id == job_id)))
                 assert [r.prompt for r in rows] == [f"a cat {i}"] and rows[0].width == (512 if i == 3 else 256)
     finally:
+        srv.stop()
+
+
+def _two_workers_and_a_batch(tmp_path: Path, batch: FakeEngine) -> tuple[Server, FakeEngine, FakeEngine]:
+    """A server with two workers: each is first held by a job of its own slow model, so that a test can
+    decide which worker takes the batchable jobs (`batch`, the default model) and when."""
+    slow1, slow2 = FakeEngine(), FakeEngine()
+    slow1.gate, slow2.gate = threading.Event(), threading.Event()
+    engines = {"unclip-test": batch, "slow1": slow1, "slow2": slow2}
+    srv = start_server(make_settings(tmp_path, workers=2, batch_images=8), engines=engines)
+    return srv, slow1, slow2
+
+
+def _job_status(srv: Server, key: str) -> dict[str, str]:
+    """Each of the key's jobs' status, by prompt."""
+    from sqlalchemy import select
+
+    from unclip.service.db import Job
+
+    ids = {j["id"] for j in httpx.get(srv.url + "/v1/jobs", headers=H(key)).json()["data"]}
+    with srv.sv.db.session() as s:
+        return {j.params["prompt"]: j.status for j in s.scalars(select(Job).where(Job.id.in_(ids)))}
+
+
+def _until(check, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_job_claimed_into_another_workers_pass_is_answered_with_its_images(tmp_path: Path) -> None:
+    """Worker A claims J2 into J1's pass; before A marks it running, worker B takes J2 off the queue. B must
+    wait for A's pass (it answered 500 "The job failed." while J2 went on to succeed, charged, and leaked
+    its queue place)."""
+    batch = BatchFakeEngine()
+    srv, slow1, slow2 = _two_workers_and_a_batch(tmp_path, batch)
+    claim = srv.sv.jobs.runner.claim_companions
+
+    def slow_claim(job, max_images):  # type: ignore[no-untyped-def]
+        claimed = claim(job, max_images)
+        if claimed:
+            slow2.gate.set()  # worker B frees up now, while A has not yet marked its companions running
+            time.sleep(1.0)
+        return claimed
+
+    srv.sv.jobs.runner.claim_companions = slow_claim
+    try:
+        _, key = srv.user("trusted")
+        for model in ("slow1", "slow2"):
+            body = {"prompt": model, "model": model, "size": "256x256"}
+            httpx.post(srv.url + "/v1/images/generations", json=body, headers={**H(key), **ASYNC})
+            _until(lambda model=model: _job_status(srv, key)[model] == "running")
+        answers: dict[str, httpx.Response] = {}
+
+        def call(prompt: str) -> None:
+            body = {"prompt": prompt, "size": "256x256"}
+            answers[prompt] = httpx.post(srv.url + "/v1/images/generations", json=body, headers=H(key), timeout=60)
+
+        callers = [threading.Thread(target=call, args=(p,)) for p in ("J1", "J2")]
+        for i, t in enumerate(callers):
+            t.start()  # J1 queued before J2
+            _until(lambda i=i: len(_job_status(srv, key)) == 3 + i)
+        slow1.gate.set()
+        for t in callers:
+            t.join(30)
+        assert {p: r.status_code for p, r in answers.items()} == {"J1": 200, "J2": 200}
+        assert _job_status(srv, key) == {p: "succeeded" for p in ("slow1", "slow2", "J1", "J2")}
+        _until(lambda: srv.sv.jobs.depth() == 0)
+        batched = [c for name, c in batch.calls if name == "generate_batch"]
+        assert [sorted(c["prompts"]) for c in batched] == [["J1", "J2"]]
+    finally:
+        slow1.gate.set()
+        slow2.gate.set()
+        srv.stop()
+
+
+def test_a_companion_put_back_by_a_cancel_runs_again(tmp_path: Path) -> None:
+    """J1 and J2 share worker A's pass; worker B, which took J2 off the queue, waits for that pass. J1 is
+    cancelled, so J2 goes back to the queue: B must run it (it waited forever, J2 queued and charged)."""
+    batch = BatchFakeEngine()
+    batch.gate = threading.Event()
+    srv, slow1, slow2 = _two_workers_and_a_batch(tmp_path, batch)
+    try:
+        _, key = srv.user("trusted")
+        ids = {}
+        for prompt, model in (("slow1", "slow1"), ("slow2", "slow2"), ("J1", None), ("J2", None)):
+            body = {"prompt": prompt, "size": "256x256", **({"model": model} if model else {})}
+            ids[prompt] = httpx.post(
+                srv.url + "/v1/images/generations", json=body, headers={**H(key), **ASYNC}
+            ).json()["id"]
+            if model:
+                _until(lambda p=prompt: _job_status(srv, key)[p] == "running")
+        slow1.gate.set()  # worker A takes J1, with J2 in its pass
+        _until(lambda: _job_status(srv, key)["J2"] == "running")
+        slow2.gate.set()  # worker B takes J2 off the queue and waits for A's pass
+        _until(lambda: _job_status(srv, key)["slow2"] == "succeeded")
+        time.sleep(0.3)
+        httpx.post(f"{srv.url}/v1/jobs/{ids['J1']}/cancel", headers=H(key))
+        batch.gate.set()
+        wait_status(srv, key, ids["J2"], "succeeded")
+        assert _job_status(srv, key)["J1"] == "cancelled"
+        _until(lambda: srv.sv.jobs.depth() == 0)
+    finally:
+        for gate in (slow1.gate, slow2.gate, batch.gate):
+            gate.set()
         srv.stop()
 
 

@@ -242,23 +242,34 @@ class JobManager(JobQueue):
 
     def _run(self, job_id: str) -> None:
         h = self.handle(job_id) or Handle(job_id)
-        if h.status != "queued":  # taken into another job's pass (or finished there)
-            h.done.wait()
-            return
-        if h.cancel.is_set():
-            with self.db.session() as s:
-                if finish(s, job_id, ("queued",), "cancelled", None):
-                    h.status = "cancelled"
-                    h.done.set()
+        while True:
+            if h.status != "queued":  # in another worker's pass: wait until it ends there or is put back
+                if h.done.wait(0.5) or h.status in TERMINAL:
                     return
-        token = worker_token()
-        job = self.runner.claim(job_id, token)
-        if job is None:  # cancelled or finished meanwhile
+                continue
+            if h.cancel.is_set():
+                with self.db.session() as s:
+                    if finish(s, job_id, ("queued",), "cancelled", None):
+                        h.status = "cancelled"
+                        h.done.set()
+                        return
+            if self._stopping.is_set() or self._draining is not None:
+                return  # put back by a pass the shutdown stopped: it stays queued for the restart
+            token = worker_token()
+            job = self.runner.claim(job_id, token)
+            if job is not None:
+                break
             with self.db.session() as s:
                 row = s.get(Job, job_id)
-                h.status = row.status if row else "failed"
-            h.done.set()
-            return
+                status = row.status if row else "failed"
+            if status in TERMINAL:  # cancelled or finished meanwhile
+                if h.status not in TERMINAL:
+                    h.status = status
+                h.done.set()
+                return
+            # claimed into another worker's pass before that worker marked it running: the same wait as above
+            if h.done.wait(0.5):
+                return
         group = [(job, token, h)]
         if self.batch_images > 1:
             for other, other_token in self.runner.claim_companions(job, self.batch_images):
