@@ -282,6 +282,31 @@ def test_outpaint_blend_upscale_and_history(live: Server, trusted: tuple[str, st
     assert [d["kind"] for d in more["data"]] == ["outpaint", "outpaint", "generation"]
 
 
+def test_an_outpaint_costs_the_frames_it_paints(live: Server, trusted: tuple[str, str]) -> None:
+    """Each 256 px frame is priced as a 256x256 image, whatever `size` says (it was priced by `size`, which
+    an outpaint ignores: 1 credit for any canvas)."""
+    key = trusted[1]
+    r = httpx.post(
+        live.url + "/v1/images/outpaints",
+        headers={**H(key), **ASYNC},
+        files={"image": ("a.png", png(256), "image/png")},
+        data={"prompt": "more", "left": "256", "right": "256", "size": "256x256"},
+    )
+    assert r.status_code == 202, r.text
+    assert r.json()["cost"] == 4  # a 768x256 canvas: frames at x = 0, 128, 384, 512 (256 is the original)
+    wait_status(live, key, r.json()["id"], "succeeded")
+
+
+def test_outpaint_frames_match_the_engines_plan() -> None:
+    from PIL import Image
+
+    from unclip.engine.outpaint import FRAME, OVERLAP, frame_count, plan_canvas
+
+    for size, sides in [((256, 256), (256, 256, 0, 0)), ((64, 64), (0, 0, 32, 0)), ((300, 200), (40, 0, 512, 90))]:
+        plan = plan_canvas(Image.new("RGB", size), *sides, None, FRAME, OVERLAP)
+        assert frame_count(size, *sides) == len(plan.frames) > 0
+
+
 def test_member_cannot_outpaint(live: Server, member: tuple[str, str]) -> None:
     r = httpx.post(
         live.url + "/v1/images/outpaints",

@@ -380,8 +380,8 @@ class Engine:
     @torch.inference_mode()
     def outpaint(self, image: Image.Image, prompt: str, left: int = 0, right: int = 0, top: int = 0,
                  bottom: int = 0, canvas: tuple[int, int] | None = None, seed: int | None = None,
-                 frame: int = 256, overlap: float = 0.5, guidance: float | None = None, steps: int | None = None,
-                 sampler: str | None = None, progress: Progress | None = None,
+                 frame: int | None = None, overlap: float | None = None, guidance: float | None = None,
+                 steps: int | None = None, sampler: str | None = None, progress: Progress | None = None,
                  cancel: threading.Event | None = None) -> Image.Image:  # fmt: skip
         """Extend the image to a larger canvas with overlapping frames. Frames sample with weak guidance by
         default (`outpaint.GUIDANCE`): continuing what is there matters more than the prompt's pull."""
@@ -390,6 +390,8 @@ class Engine:
         prompt = self._prompt(prompt)
         steps, guidance, sampler = self._common(1, steps, outpaint.GUIDANCE if guidance is None else guidance,
                                                 sampler)  # fmt: skip
+        frame = outpaint.FRAME if frame is None else frame
+        overlap = outpaint.OVERLAP if overlap is None else overlap
         plan = outpaint.plan_canvas(image, left, right, top, bottom, canvas, frame, overlap)
         seed = _seeds(seed, 1)[0]
         total = self.prior_steps + (steps + self._upscale_units(1, plan.frame)) * len(plan.frames)

@@ -14,6 +14,8 @@ from unclip.engine.errors import InvalidInput
 from unclip.engine.images import flatten, to_pil
 
 MAX_CANVAS = 4096
+FRAME = 256  # the side of each frame painted (the model's native size)
+OVERLAP = 0.5
 # Chosen with `unclip eval outpaint` (docs/performance.md, "Outpainting seams"): frames that look at what is
 # already there, with weak guidance, and fade into earlier frames, continue the picture instead of each
 # drawing a new object against the frame border.
@@ -40,7 +42,26 @@ def _positions(length: int, frame: int, stride: int) -> list[int]:
 
 def plan_canvas(image: Image.Image, left: int, right: int, top: int, bottom: int,
                 canvas: tuple[int, int] | None, frame: int, overlap: float) -> CanvasPlan:  # fmt: skip
+    (cw, ch), (left, top), f, frames = _layout(image.size, left, right, top, bottom, canvas, frame, overlap)
     w, h = image.size
+    base = Image.new("RGB", (cw, ch), (255, 255, 255))
+    base.paste(flatten(image), (left, top))
+    known = np.zeros((ch, cw), dtype=bool)
+    known[top : top + h, left : left + w] = True
+    return CanvasPlan(base, known, f, frames, (left, top))
+
+
+def frame_count(size: tuple[int, int], left: int = 0, right: int = 0, top: int = 0, bottom: int = 0) -> int:
+    """How many frames the engine's outpaint of an image of `size` paints (what it costs); raises InvalidInput
+    as `plan_canvas` does."""
+    return len(_layout(size, left, right, top, bottom, None, FRAME, OVERLAP)[3])
+
+
+def _layout(size: tuple[int, int], left: int, right: int, top: int, bottom: int,
+            canvas: tuple[int, int] | None, frame: int, overlap: float,
+            ) -> tuple[tuple[int, int], tuple[int, int], int, list[tuple[int, int]]]:  # fmt: skip
+    """(canvas size, where the image sits, frame side, the frames' corners in painting order)."""
+    w, h = size
     if min(w, h) < 16:
         raise InvalidInput(f"image is too small to outpaint ({w}x{h})", param="image")
     if min(left, right, top, bottom) < 0:
@@ -64,16 +85,12 @@ def plan_canvas(image: Image.Image, left: int, right: int, top: int, bottom: int
     f = min(frame, cw, ch)
     if f < 64:
         raise InvalidInput("the canvas must be at least 64 px on each side", param="canvas")
-    base = Image.new("RGB", (cw, ch), (255, 255, 255))
-    base.paste(flatten(image), (left, top))
-    known = np.zeros((ch, cw), dtype=bool)
-    known[top : top + h, left : left + w] = True
     stride = max(8, int(f * (1 - overlap)))
     frames = [(x, y) for y in _positions(ch, f, stride) for x in _positions(cw, f, stride)
-              if not known[y : y + f, x : x + f].all()]  # fmt: skip
+              if not (left <= x and x + f <= left + w and top <= y and y + f <= top + h)]  # fmt: skip
     cx, cy = left + w / 2, top + h / 2
     frames.sort(key=lambda p: (p[0] + f / 2 - cx) ** 2 + (p[1] + f / 2 - cy) ** 2)
-    return CanvasPlan(base, known, f, frames, (left, top))
+    return (cw, ch), (left, top), f, frames
 
 
 def paint_order(plan: CanvasPlan) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import Any
 from PIL import Image
 from sqlalchemy import func, select
 
+from unclip.engine import InvalidInput, outpaint
 from unclip.service import credits
 from unclip.service.auth import Principal, require_active, require_feature
 from unclip.service.db import AuditEvent, ImageRecord, Job, User, new_id, now
@@ -177,6 +178,7 @@ class Submission:
     prompts: list[str] = field(default_factory=list)  # more text to check (blend items)
     user: str | None = None
     request_id: str | None = None  # the HTTP request's x-request-id, kept in the outputs' provenance
+    image_size: tuple[int, int] | None = None  # the input image's (width, height), for what an outpaint costs
 
 
 class ImageService:
@@ -294,10 +296,24 @@ class ImageService:
             )
 
     def cost(self, sub: Submission) -> int:
+        """Credits by output size; an upscale at its own price; an outpaint by the frames it paints, each
+        priced as an image of the frame's size (`size` does not apply to it)."""
         st = self.sv.settings
         if sub.kind == "upscale":
             return int(st.upscale_cost)
-        return sub.n * int(st.credit_costs.get(sub.size, max(st.credit_costs.values())))
+        if sub.kind == "outpaint":
+            assert sub.image_size is not None
+            sides = {k: int(sub.params.get(k) or 0) for k in ("left", "right", "top", "bottom")}
+            try:
+                frames = outpaint.frame_count(sub.image_size, **sides)
+            except InvalidInput as exc:
+                raise invalid(f"Invalid outpaint: {exc}.", "image" if exc.param == "image" else "left") from exc
+            return frames * self._price(f"{outpaint.FRAME}x{outpaint.FRAME}")
+        return sub.n * self._price(sub.size)
+
+    def _price(self, size: str) -> int:
+        costs = self.sv.settings.credit_costs
+        return int(costs.get(size, max(costs.values())))
 
     # --- submission ------------------------------------------------------------------------------------
 

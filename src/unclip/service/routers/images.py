@@ -273,11 +273,12 @@ async def _image_or_ref(request: Request, p: Principal, form: Form, sub: Submiss
     if image_id and "image" not in form.fields:
         sha, img = await run_in_threadpool(services(request).images.owned_sha, p, image_id, "image_id")
         sub.refs["image"] = sha
-        return img
-    data = await form.file("image")
-    assert data is not None
-    img = await run_in_threadpool(read_image, data, "image")
-    sub.uploads["image"] = (data, img)
+    else:
+        data = await form.file("image")
+        assert data is not None
+        img = await run_in_threadpool(read_image, data, "image")
+        sub.uploads["image"] = (data, img)
+    sub.image_size = img.size
     return img
 
 
