@@ -82,6 +82,7 @@ async def _wait(request: Request, sv: Any, handle: Any, job_id: str) -> None:
     while handle is not None and not handle.done.is_set():
         if sv.jobs.draining and handle.status == "queued":  # it came in just as the shutdown began
             await run_in_threadpool(sv.jobs.cancel_for_shutdown, handle)
+            await asyncio.sleep(0.02)  # lost to a worker that claimed it: its handle says so in a moment
             continue
         now = time.monotonic()
         if now > deadline:
