@@ -53,6 +53,8 @@ class Lease(threading.Thread):
                 log.warning("could not renew the lease of job %s: %s", h.job_id, exc)
                 continue
             if not ours:
+                if self.halt.is_set():  # its attempt has just ended it
+                    return
                 log.warning("job %s is no longer this worker's; stopping it", h.job_id)
                 h.cancel.set()
                 return
@@ -118,6 +120,10 @@ class BrokerWorker:
             log.info("job %s (%s) started, attempt %d", job_id, job.kind, job.attempts)
         try:
             outcomes = self.runner.execute_batch(jobs, hs)
+            statuses = []  # each under its lease: storing a batch of large images can outlast one
+            for (j, tok), h, out, lease in zip(group, hs, outcomes, leases, strict=True):
+                statuses.append(self.runner.complete(j, tok, out, h))
+                lease.halt.set()
         finally:
             for lease in leases:
                 lease.halt.set()
@@ -125,8 +131,7 @@ class BrokerWorker:
             with self._lock:
                 for h in hs:
                     self._handles.pop(h.job_id, None)
-        for (j, tok), h, out in zip(group, hs, outcomes, strict=True):
-            status = self.runner.complete(j, tok, out, h)
+        for j, status in zip(jobs, statuses, strict=True):
             if status is None:
                 log.warning(
                     "job %s was taken from this worker before it finished; its result was dropped", j.id
