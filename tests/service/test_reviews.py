@@ -108,3 +108,34 @@ def test_bad_review_requests(live: Server) -> None:
     )
     assert missing.status_code == 404
     assert httpx.get(live.url + "/v1/admin/reviews?review=later", headers=H(admin)).status_code == 400
+
+
+def test_a_withheld_image_is_not_served_through_its_job(live: Server) -> None:
+    """A job asked for b64_json carries its images' bytes: a confirmed report takes them out of it too."""
+    _, admin = live.user("admin")
+    _, key = live.user("member")
+    body = {"prompt": "a red apple", "size": "256x256", "n": 2, "response_format": "b64_json"}
+    r = httpx.post(live.url + "/v1/images/generations", json=body, headers={**H(key), "Prefer": "respond-async"})
+    job_id = r.json()["id"]
+    job = _wait_job(live, key, job_id)
+    withheld, _ = job["image_ids"]
+    report = httpx.post(live.url + f"/v1/images/{withheld}/report", json={}, headers=H(key)).json()
+    httpx.post(live.url + f"/v1/admin/reviews/report/{report['id']}", json={"decision": "confirm"}, headers=H(admin))
+    for job in (
+        httpx.get(live.url + f"/v1/jobs/{job_id}", headers=H(key)).json(),
+        httpx.get(live.url + "/v1/jobs", headers=H(key)).json()["data"][0],
+    ):
+        first, second = job["result"]["data"]
+        assert first == {"b64_json": None, "withheld": True}
+        assert second["b64_json"] and "withheld" not in second
+
+
+def _wait_job(live: Server, key: str, job_id: str) -> dict:
+    import time
+
+    for _ in range(500):
+        job = httpx.get(live.url + f"/v1/jobs/{job_id}", headers=H(key)).json()
+        if job["status"] == "succeeded":
+            return job
+        time.sleep(0.02)
+    raise AssertionError(job)

@@ -377,14 +377,19 @@ class ImageService:
         base = (self.sv.settings.public_url or base_url).rstrip("/")
         return f"{base}/v1/files/{image_id}.png?{self.sv.signer.query(image_id)}"
 
-    def images_data(self, image_ids: list[str], fmt: str, base_url: str) -> list[dict[str, str]]:
+    def images_data(self, image_ids: list[str], fmt: str, base_url: str) -> list[dict[str, Any]]:
+        """OpenAI's `data` items. An image withheld after a review keeps its place, without its content (its
+        URL answers 410 image_withheld)."""
         if fmt == "url":
             return [{"url": self.image_url(i, base_url)} for i in image_ids]
         with self.sv.db.session() as s:
-            shas = {
-                r.id: r.sha256 for r in s.scalars(select(ImageRecord).where(ImageRecord.id.in_(image_ids)))
-            }
-        return [{"b64_json": base64.b64encode(self.sv.store.get(shas[i])).decode()} for i in image_ids]
+            records = {r.id: r for r in s.scalars(select(ImageRecord).where(ImageRecord.id.in_(image_ids)))}
+        return [
+            {"b64_json": None, "withheld": True}
+            if records[i].withheld_at is not None
+            else {"b64_json": base64.b64encode(self.sv.store.get(records[i].sha256)).decode()}
+            for i in image_ids
+        ]
 
     def images_response(self, job: Job, base_url: str) -> dict[str, Any]:
         ids = list((job.result or {}).get("images", []))
