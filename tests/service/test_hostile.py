@@ -361,3 +361,39 @@ def test_the_server_signs_with_its_own_provenance_key(live: Server, monkeypatch)
         assert json.loads(runner.invoke(app, args).output)["metadata_valid"] is True
     finally:
         provenance.use_key(key_file.read_bytes().strip())
+
+
+def test_a_refused_upload_leaves_nothing_on_disk(tmp_path) -> None:
+    """Out of credits (429) or an outpaint the engine would refuse (400): the upload is not stored (a user
+    without credits could fill the disk 4 MB at a time)."""
+    from .conftest import make_settings, png, start_server
+
+    srv = start_server(make_settings(tmp_path, credit_grants={"trusted": 3, "admin": 100}))
+    try:
+        _, key = srv.user("trusted")
+        stored = lambda: sorted(p.name for p in srv.sv.store.root.rglob("*") if p.is_file())  # noqa: E731
+        before = stored()
+        r = httpx.post(
+            srv.url + "/v1/images/variations",
+            files={"image": ("a.png", png(512, "RGBA"), "image/png")},
+            data={"size": "1024x1024"},
+            headers=H(key),
+        )
+        assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota"
+        r = httpx.post(
+            srv.url + "/v1/images/outpaints",
+            files={"image": ("a.png", png(16, "RGBA"), "image/png")},
+            data={"prompt": "more", "left": "1"},
+            headers=H(key),
+        )
+        assert r.status_code == 400 and "at least 64 px" in r.json()["error"]["message"]
+        assert stored() == before
+        r = httpx.post(
+            srv.url + "/v1/images/variations",
+            files={"image": ("a.png", png(64, "RGBA"), "image/png")},
+            data={"size": "256x256"},
+            headers=H(key),
+        )
+        assert r.status_code == 200 and len(stored()) == len(before) + 2  # the upload and the result
+    finally:
+        srv.stop()

@@ -346,8 +346,6 @@ class ImageService:
             "request_id": sub.request_id,
             **sub.params,
         }
-        for param, (data, _img) in sub.uploads.items():
-            params[param] = self.sv.store.put(data)
         params.update(sub.refs)
         cost = self.cost(sub)
         self.sv.jobs.reserve()
@@ -357,6 +355,10 @@ class ImageService:
                 # share lock on it, so two submits of one user cannot deadlock on PostgreSQL
                 job_id = new_id("job")
                 credits.charge(s, p.user_id, cost, st.credit_grants, job_id)
+                # uploads are stored only for a request that is taken (a refused one leaves nothing on disk),
+                # and before the row that points to them
+                for param, (data, _img) in sub.uploads.items():
+                    params[param] = self.sv.store.put(data)
                 s.add(Job(id=job_id, user_id=p.user_id, kind=sub.kind, model=model, params=params, cost=cost))
         except BaseException:
             self.sv.jobs.release()
