@@ -162,6 +162,8 @@ def test_web_session_by_cookie_with_csrf(live: Server) -> None:
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "csrf_failed"
     wrong = web.post("/v1/images/generations", json=body, headers={"X-CSRF-Token": csrf + "x"})
     assert wrong.status_code == 403
+    latin = web.post("/v1/images/generations", json=body, headers={"X-CSRF-Token": "caf\xe9".encode("latin-1")})
+    assert latin.status_code == 403 and latin.json()["error"]["code"] == "csrf_failed"  # not a 500
     ok = web.post("/v1/images/generations", json=body, headers={"X-CSRF-Token": csrf})
     assert ok.status_code == 200, ok.text
     # another site's page cannot read the token, and the cookie alone signs nothing

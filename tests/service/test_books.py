@@ -204,3 +204,14 @@ def _charge(db: Database, uid: str, cost: int, grants: dict[str, int]) -> None:
 
     with db.session() as s:
         credits.charge(s, uid, cost, grants)
+
+
+def test_the_same_email_signing_up_at_once_gets_one_account(server: Server) -> None:
+    """Racing signups of one email: one 201, the others 409 email_taken (PostgreSQL's unique index raised a
+    500 for the losers)."""
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(
+            pool.map(lambda _: httpx.post(server.url + "/v1/signup", json={"email": "twin@example.test"}), range(6))
+        )
+    assert sorted(r.status_code for r in answers) == [201] + [409] * 5
+    assert {r.json()["error"]["code"] for r in answers if r.status_code == 409} == {"email_taken"}

@@ -8,7 +8,7 @@ import os
 import httpx
 import pytest
 
-from .conftest import Server
+from .conftest import Server, png
 from .test_books import books
 from .test_jobs import H
 
@@ -397,3 +397,91 @@ def test_a_refused_upload_leaves_nothing_on_disk(tmp_path) -> None:
         assert r.status_code == 200 and len(stored()) == len(before) + 2  # the upload and the result
     finally:
         srv.stop()
+
+
+def _raw(live: Server, key: str, path: str, body: bytes) -> httpx.Response:
+    return httpx.post(live.url + path, content=body, headers={**H(key), "Content-Type": "application/json"})
+
+
+def test_text_that_cannot_be_stored_or_echoed_is_refused_before_the_charge(live: Server) -> None:
+    """NUL characters (PostgreSQL refuses them) and lone surrogates (no UTF-8 form), in JSON bodies, form
+    fields and URLs: 400 in OpenAI's shape, never a 500, never a charge or an engine run."""
+    uid, key = live.user("trusted")
+    before = books(live, uid)
+    for path, body in [
+        ("/v1/images/generations", rb'{"prompt": "a\u0000cat", "size": "256x256"}'),
+        ("/v1/images/generations", rb'{"prompt": "a cat", "size": "\ud800"}'),
+        ("/v1/images/generations", rb'{"prompt": "a cat", "model": "\ud800x"}'),
+        ("/v1/images/generations", rb'{"prompt": "a cat", "negative_prompt": "a\u0000"}'),
+        ("/v1/images/blends", rb'{"items": [{"prompt": "a cat"}, {"image_id": "\ud800"}], "size": "256x256"}'),
+        ("/v1/moderations", rb'{"input": "x", "model": "\udfff"}'),
+        ("/v1/moderations", rb'{"input": ["x", "a\u0000b"]}'),
+    ]:
+        r = _raw(live, key, path, body)
+        assert r.status_code == 400, (path, body, r.status_code, r.text)
+        assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    r = httpx.post(
+        live.url + "/v1/images/variations",
+        files={"image": ("a.png", png(64), "image/png")},
+        data={"user": "a\x00b"},
+        headers=H(key),
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "user"
+    for url in ["/v1/images/img%00x", "/v1/jobs/job%00x", "/v1/images?after=a%00b", "/v1/jobs?status=a%00b"]:
+        r = httpx.get(live.url + url, headers=H(key))
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_url", url
+    assert books(live, uid) == before and not live.engine.calls
+
+
+def test_report_reasons_and_key_names_must_be_text(live: Server) -> None:
+    _, key = live.user("member")
+    _, admin = live.user("admin")
+    live.client(key).images.generate(prompt="x", size="256x256")
+    image_id = httpx.get(live.url + "/v1/images", headers=H(key)).json()["data"][0]["id"]
+    r = _raw(live, key, f"/v1/images/{image_id}/report", rb'{"reason": "\ud800"}')
+    assert r.status_code == 400 and r.json()["error"]["param"] == "reason"
+    uid, _ = live.user("member")
+    r = _raw(live, admin, f"/v1/admin/users/{uid}/keys", rb'{"name": "k\u0000"}')
+    assert r.status_code == 400 and r.json()["error"]["param"] == "name"
+
+
+def test_form_integers_are_plain_digits_and_content_types_any_case(live: Server) -> None:
+    uid, key = live.user("trusted")
+    before = books(live, uid)
+    for n in ["1_0", "\u0663", "2.0", " "]:
+        r = httpx.post(
+            live.url + "/v1/images/variations",
+            files={"image": ("a.png", png(64), "image/png")},
+            data={"n": n, "size": "256x256"},
+            headers=H(key),
+        )
+        assert r.status_code == 400 and r.json()["error"]["param"] == "n", (n, r.text)
+    assert books(live, uid) == before
+    boundary = "b0undary"
+    image = f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+    size = f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="size"\r\n\r\n256x256\r\n--{boundary}--\r\n'
+    body = (image + "Content-Type: image/png\r\n\r\n").encode() + png(64) + size.encode()
+    r = httpx.post(
+        live.url + "/v1/images/variations",
+        content=body,
+        headers={**H(key), "Content-Type": f"Multipart/Form-Data; boundary={boundary}"},
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_admin_numbers_are_bounded_and_bodies_required(live: Server) -> None:
+    uid, key = live.user("member")
+    _, admin = live.user("admin")
+    r = httpx.patch(f"{live.url}/v1/admin/users/{uid}", json={"credits_delta": 10**30}, headers=H(admin))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "credits_delta"
+    for _ in range(3):  # near the limit: the balance stops there, and the ledger says what was added
+        r = httpx.patch(f"{live.url}/v1/admin/users/{uid}", json={"credits_delta": 10**9}, headers=H(admin))
+        assert r.status_code == 200
+    assert books(live, uid) == (10**9, 10**9)
+    r = httpx.post(f"{live.url}/v1/admin/reviews/refusal/{10**25}", json={"decision": "confirm"}, headers=H(admin))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "item_id"
+    for path in ["/v1/images/generations", "/v1/moderations", "/v1/signup"]:
+        r = httpx.post(live.url + path, headers=H(key))
+        assert r.status_code == 400 and "could not parse the JSON body" in r.json()["error"]["message"], path
+    r = httpx.post(live.url + "/v1/moderations", json={"input": 5}, headers=H(key))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input"

@@ -18,7 +18,7 @@ from unclip.service.db import ApiKey, Database, User
 from unclip.service.engines import Loader, ModelRegistry
 from unclip.service.images import ImageService
 from unclip.service.jobs import JobManager
-from unclip.service.middleware import BodyLimit, RequestId
+from unclip.service.middleware import BodyLimit, NoNulInUrl, RequestId
 from unclip.service.policy import (
     OffenderRules,
     Policy,
@@ -179,6 +179,7 @@ def create_app(
 
     app.add_middleware(RequestId)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(NoNulInUrl)
 
     from unclip.service.routers import accounts, admin, images, jobs, models, moderations
 

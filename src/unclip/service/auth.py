@@ -141,8 +141,8 @@ def authenticate(request: Request) -> Principal:
             if found_session is None:
                 raise APIError(401, "Your session has expired or was ended; sign in again.", code="session_expired")
             user, record, session = found_session
-            if request.method not in SAFE_METHODS and not secrets.compare_digest(
-                request.headers.get("x-csrf-token", ""), session.csrf
+            if request.method not in SAFE_METHODS and not secrets.compare_digest(  # bytes: any header value
+                request.headers.get("x-csrf-token", "").encode(), session.csrf.encode()
             ):
                 raise APIError(403, "Missing or wrong X-CSRF-Token for this session.", code="csrf_failed")
             return Principal(

@@ -71,9 +71,13 @@ def refund(s: Session, user_id: str, cost: int, job_id: str | None = None) -> No
     s.add(CreditEntry(user_id=user_id, delta=cost, reason="refund", job_id=job_id))
 
 
+MAX_CREDITS = 10**9  # a balance stays within a 32-bit column
+
+
 def adjust(s: Session, user: User, delta: int, reason: str = "admin") -> int:
-    """Add `delta` credits (a negative delta takes at most what the user has). The ledger records the change
-    that was made, so that it always sums to the balance. Returns that change.
+    """Add `delta` credits (a negative delta takes at most what the user has; the balance goes no higher than
+    MAX_CREDITS). The ledger records the change that was made, so that it always sums to the balance. Returns
+    that change.
 
     A compare-and-set on the balance, as in `ensure_grant`: SQLite ignores FOR UPDATE, so a charge committed
     between the read and the write made a debit sized on the old balance take the user below zero."""
@@ -83,7 +87,7 @@ def adjust(s: Session, user: User, delta: int, reason: str = "admin") -> int:
         if locked is None:
             raise APIError(404, "No such user.", code="user_not_found")
         current = locked.credits
-        applied = max(-current, delta)
+        applied = max(-current, min(delta, MAX_CREDITS - current))
         done = s.execute(
             update(User)
             .where(User.id == user.id, User.credits == current)

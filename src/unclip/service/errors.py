@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("unclip.service")
@@ -39,7 +41,47 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+        return AsciiJSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: an error that echoes what the client sent (a lone
+    surrogate included, which has no UTF-8 form) can always be written."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def text_problem(value: str) -> str | None:
+    """Why a client's text cannot be taken (stored, or written back), or None: NUL characters (PostgreSQL
+    refuses them) and lone surrogates (no UTF-8 form)."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (it has a lone surrogate)"
+    return None
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+
+
+class RequestBody(BaseModel):
+    """A JSON request body whose text fields are checked with `text_problem` (nested bodies check theirs)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _takeable_text(cls, value: Any) -> Any:
+        for text in _strings(value):
+            if problem := text_problem(text):
+                raise ValueError(problem)
+        return value
 
 
 class _ErrorFields(BaseModel):
@@ -124,11 +166,12 @@ def _validation_error(exc: RequestValidationError) -> APIError:
         return invalid("Invalid request.", code=None)
     err = errors[0]
     loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    loc = [p for p in loc if p not in ("str", "int", "float", "bool") and not p.startswith(("list[", "dict["))]
     param = ".".join(loc) or None
     kind = err.get("type", "")
     if kind == "missing" and param:
         return missing(param)
-    if kind == "json_invalid" or (kind.startswith("model_attributes") and not param):
+    if kind == "json_invalid" or ((kind.startswith("model_attributes") or kind == "missing") and not param):
         return invalid(
             "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
             "your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not "
@@ -154,7 +197,8 @@ def _validation_error(exc: RequestValidationError) -> APIError:
             param=param,
             code="invalid_type",
         )
-    return invalid(f"Invalid value for '{param}': {err.get('msg', 'invalid')}.", param=param)
+    reason = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    return invalid(f"Invalid value for '{param}': {reason}.", param=param)
 
 
 def install(app: FastAPI) -> None:

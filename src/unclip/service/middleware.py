@@ -15,27 +15,39 @@ class BodyTooLarge(Exception):
     pass
 
 
-def _too_large(limit: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    body = json.dumps(
-        {
-            "error": {
-                "message": f"Request body too large: the limit is {limit} bytes.",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "request_too_large",
-            }
-        }
-    ).encode()
+def _error(status: int, message: str, code: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An OpenAI-shaped error as ASGI messages, with the connection closed (the body is not read)."""
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    body = json.dumps({"error": error}).encode()
     start = {
         "type": "http.response.start",
-        "status": 413,
+        "status": status,
         "headers": [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),  # the rest of the body is not read
+            (b"connection", b"close"),
         ],
     }
     return start, {"type": "http.response.body", "body": body}
+
+
+def _too_large(limit: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    return _error(413, f"Request body too large: the limit is {limit} bytes.", "request_too_large")
+
+
+class NoNulInUrl:
+    """ASGI middleware: a NUL character in the URL's path or query (`%00`) is answered 400 before any route
+    reads it (an id or cursor with one made PostgreSQL raise, a 500)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and ("\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b"")):
+            for message in _error(400, "The URL must not contain NUL characters (%00).", "invalid_url"):
+                await send(message)
+            return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

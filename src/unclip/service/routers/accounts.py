@@ -7,7 +7,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
 
 from unclip.service import credits
 from unclip.service.auth import (
@@ -23,13 +24,13 @@ from unclip.service.auth import (
     user_json,
 )
 from unclip.service.db import User, WebSession
-from unclip.service.errors import APIError, invalid
+from unclip.service.errors import APIError, RequestBody, invalid
 from unclip.service.routers.deps import services
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
 
 
-class SignupRequest(BaseModel):
+class SignupRequest(RequestBody):
     model_config = ConfigDict(extra="forbid")
     email: str = Field(max_length=320)
     name: str = Field("", max_length=200)
@@ -49,15 +50,15 @@ def signup(request: Request, body: SignupRequest) -> JSONResponse:
         from unclip.service.errors import rate_limited
 
         raise rate_limited("Too many signups from this address.", wait)
-    with sv.db.session() as s:
-        try:
+    try:
+        with sv.db.session() as s:
             user = create_user(s, body.email, name=body.name, role="waitlisted")
-        except ValueError:
-            raise APIError(
-                409, "An account with this email already exists.", param="email", code="email_taken"
-            ) from None
-        _, key = create_key(s, user, name="signup")
-        out = {"user": user_json(user), "api_key": key}
+            _, key = create_key(s, user, name="signup")
+            out = {"user": user_json(user), "api_key": key}
+    except (ValueError, IntegrityError):  # IntegrityError: the same email signing up at the same moment
+        raise APIError(
+            409, "An account with this email already exists.", param="email", code="email_taken"
+        ) from None
     return JSONResponse(out, status_code=201)
 
 
@@ -75,7 +76,7 @@ def me(request: Request, p: Principal = Depends(authenticate)) -> dict[str, Any]
     return out
 
 
-class SessionRequest(BaseModel):
+class SessionRequest(RequestBody):
     model_config = ConfigDict(extra="forbid")
     api_key: str = Field(min_length=1, max_length=200)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict, Field
 from sqlalchemy import select
 
 from unclip.service import credits, reviews
@@ -23,8 +23,9 @@ from unclip.service.auth import (
     require_admin,
     user_json,
 )
+from unclip.service.credits import MAX_CREDITS
 from unclip.service.db import ApiKey, AuditEvent, ImageRecord, User, now
-from unclip.service.errors import APIError, invalid
+from unclip.service.errors import APIError, RequestBody, invalid
 from unclip.service.routers.deps import services
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -42,26 +43,26 @@ def _user(s: Any, user_id: str) -> User:
     return user
 
 
-class NewUser(BaseModel):
+class NewUser(RequestBody):
     model_config = ConfigDict(extra="forbid")
     email: str
     name: str = ""
     role: str = "member"
 
 
-class UserPatch(BaseModel):
+class UserPatch(RequestBody):
     model_config = ConfigDict(extra="forbid")
     role: str | None = None
     status: str | None = None  # active | suspended
-    credits_delta: int | None = None
+    credits_delta: int | None = Field(None, ge=-MAX_CREDITS, le=MAX_CREDITS)
 
 
-class Approval(BaseModel):
+class Approval(RequestBody):
     model_config = ConfigDict(extra="forbid")
     role: str = "member"
 
 
-class NewKey(BaseModel):
+class NewKey(RequestBody):
     model_config = ConfigDict(extra="forbid")
     name: str = ""
 
@@ -180,7 +181,7 @@ def audit(
         return {"object": "list", "data": [audit_json(e) for e in s.scalars(q)]}
 
 
-class Decision(BaseModel):
+class Decision(RequestBody):
     model_config = ConfigDict(extra="forbid")
     decision: str  # confirm | overturn
 
@@ -203,7 +204,11 @@ async def review_queue(
 
 @router.post("/reviews/{kind}/{item_id}", summary="Confirm or overturn a refusal or a report")
 def review_item(
-    request: Request, kind: str, item_id: int, body: Decision, p: Principal = Depends(admin_only)
+    request: Request,
+    kind: str,
+    body: Decision,
+    item_id: int = Path(ge=1, le=2**31 - 1),
+    p: Principal = Depends(admin_only),
 ) -> dict[str, Any]:
     if kind not in ("refusal", "report"):
         raise invalid("The kind must be 'refusal' or 'report'.", "kind")

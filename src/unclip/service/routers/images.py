@@ -4,20 +4,21 @@ history, signed file URLs)."""
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from pydantic import ConfigDict, Field, StrictFloat, StrictInt
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
 from unclip.service import reviews
 from unclip.service.auth import Principal, authenticate
 from unclip.service.db import ImageRecord
-from unclip.service.errors import APIError, invalid, missing, unknown_parameter
+from unclip.service.errors import APIError, RequestBody, invalid, missing, text_problem, unknown_parameter
 from unclip.service.images import (
     FORMATS,
     SIZES,
@@ -52,12 +53,13 @@ OTHER_MODEL_PARAMS: dict[str, tuple[Any, ...]] = {
     "markup": (),
 }
 EXTENSIONS = ("seed", "steps", "guidance", "negative_prompt")  # unclip's own, e.g. via extra_body
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 ENGINE_OPTIONS = ("seed", "steps", "guidance")  # the extensions edits, variations and outpaints take
 COMMON = ("model", "n", "size", "response_format", "user", "safety_identifier")
 MAX_UPSCALE_INPUT = 256  # the engine's 256 → 1024 stage
 
 
-class GenerationRequest(BaseModel):
+class GenerationRequest(RequestBody):
     """`CreateImageRequest` for dall-e-2, plus unclip's `seed`, `steps`, `guidance`, `negative_prompt`."""
 
     model_config = ConfigDict(extra="allow")
@@ -207,20 +209,22 @@ class Form:
             raise invalid(
                 f"Invalid type for '{name}': expected a string, but got a file.", name, "invalid_type"
             )
-        return str(value)
+        text = str(value)
+        if problem := text_problem(text):
+            raise invalid(f"Invalid '{name}': {problem}.", name)
+        return text
 
     def int(self, name: str) -> int | None:
         value = self.text(name)
         if value is None or value == "":
             return None
-        try:
-            return int(value)
-        except ValueError:
+        if not _INTEGER.fullmatch(value.strip()):  # int() also takes "1_0" and other scripts' digits
             raise invalid(
                 f"Invalid type for '{name}': expected an integer, but got a string instead.",
                 name,
                 "invalid_type",
-            ) from None
+            )
+        return int(value)
 
     async def file(self, name: str, required: bool = True) -> bytes | None:
         value = self.fields.get(name)
@@ -236,7 +240,7 @@ class Form:
 
 
 async def _form(request: Request) -> Form:
-    ctype = request.headers.get("content-type", "")
+    ctype = request.headers.get("content-type", "").lower()  # media types are case-insensitive
     if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise invalid("This endpoint takes multipart/form-data.", None, "invalid_content_type")
     async with request.form(max_part_size=4 * 1024 * 1024) as form:
@@ -433,14 +437,14 @@ async def upscales(request: Request, p: Principal = Depends(admitted)) -> JSONRe
     return await respond(request, p, job_id)
 
 
-class BlendItem(BaseModel):
+class BlendItem(RequestBody):
     model_config = ConfigDict(extra="forbid")
     prompt: str | None = None
     image_id: str | None = None
     weight: StrictFloat = 1.0
 
 
-class BlendRequest(BaseModel):
+class BlendRequest(RequestBody):
     model_config = ConfigDict(extra="forbid")
     items: list[BlendItem] = Field(description="2 to 4 prompts and/or your own image ids, with weights.")
     model: str | None = None
@@ -547,7 +551,7 @@ def get_image(request: Request, image_id: str, p: Principal = Depends(authentica
     return services(request).images.image_detail(_own_image(request, p, image_id), base_url(request))
 
 
-class Report(BaseModel):
+class Report(RequestBody):
     model_config = ConfigDict(extra="forbid")
     reason: str = ""
 

@@ -8,11 +8,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from unclip.safety.moderation import MODEL_NAME, moderation_result
 from unclip.service.auth import Principal
-from unclip.service.errors import invalid
+from unclip.service.errors import RequestBody, invalid
 from unclip.service.routers.deps import admitted, services
 
 router = APIRouter(prefix="/v1", tags=["moderations"])
@@ -20,7 +20,7 @@ MAX_INPUTS = 32  # one request may not buy unbounded policy time: other users' g
 MAX_CHARS = 32_000  # all inputs together
 
 
-class ModerationRequest(BaseModel):
+class ModerationRequest(RequestBody):
     model_config = ConfigDict(extra="forbid")
     input: str | list[str] | list[dict[str, Any]]
     model: str | None = None
