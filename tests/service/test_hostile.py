@@ -485,3 +485,21 @@ def test_admin_numbers_are_bounded_and_bodies_required(live: Server) -> None:
         assert r.status_code == 400 and "could not parse the JSON body" in r.json()["error"]["message"], path
     r = httpx.post(live.url + "/v1/moderations", json={"input": 5}, headers=H(key))
     assert r.status_code == 400 and r.json()["error"]["param"] == "input"
+
+
+def test_long_text_errors_name_their_own_parameter(live: Server) -> None:
+    _, key = live.user("trusted")
+    long = "x" * 5000
+    r = httpx.post(
+        live.url + "/v1/images/generations",
+        json={"prompt": "a cat", "negative_prompt": long, "size": "256x256"},
+        headers=H(key),
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "negative_prompt"
+    r = httpx.post(
+        live.url + "/v1/images/blends",
+        json={"items": [{"prompt": "a cat"}, {"prompt": long}], "size": "256x256"},
+        headers=H(key),
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "items.1.prompt"
+    assert "'items.1.prompt'" in r.json()["error"]["message"]

@@ -52,37 +52,37 @@ def _visible(text: str) -> bool:
     return any(not ch.isspace() and unicodedata.category(ch) not in ("Cf", "Cc", "Zs") for ch in text)
 
 
-def check_prompt(prompt: Any, required: bool = True) -> str | None:
+def check_prompt(prompt: Any, required: bool = True, param: str = "prompt") -> str | None:
     if prompt is None:
         if required:
-            raise missing("prompt")
+            raise missing(param)
         return None
     if not isinstance(prompt, str):
         raise invalid(
-            "Invalid type for 'prompt': expected a string, but got a value of another type.",
-            "prompt",
+            f"Invalid type for '{param}': expected a string, but got a value of another type.",
+            param,
             "invalid_type",
         )
     try:
         prompt.encode("utf-8")
     except UnicodeEncodeError:
         raise invalid(
-            "Invalid 'prompt': it contains characters that are not valid Unicode (unpaired surrogates).",
-            "prompt",
+            f"Invalid '{param}': it contains characters that are not valid Unicode (unpaired surrogates).",
+            param,
             "invalid_value",
         ) from None
     if required and not _visible(prompt):
         raise invalid(
-            "Invalid 'prompt': empty string. Expected a string with minimum length 1, but got an "
+            f"Invalid '{param}': empty string. Expected a string with minimum length 1, but got an "
             "empty string instead.",
-            "prompt",
+            param,
             "empty_string",
         )
     if len(prompt) > MAX_PROMPT:
         raise invalid(
-            f"Invalid 'prompt': string too long. Expected a string with maximum length {MAX_PROMPT}, "
+            f"Invalid '{param}': string too long. Expected a string with maximum length {MAX_PROMPT}, "
             f"but got a string with length {len(prompt)} instead.",
-            "prompt",
+            param,
             "string_above_max_length",
         )
     return prompt

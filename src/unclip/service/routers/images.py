@@ -96,7 +96,7 @@ def _extensions(values: dict[str, Any]) -> dict[str, Any]:
         if name in RANGES:
             check_range(out[name], name, *RANGES[name])
     if "negative_prompt" in out:
-        check_prompt(out["negative_prompt"], required=False)
+        check_prompt(out["negative_prompt"], required=False, param="negative_prompt")
     return out
 
 
@@ -476,7 +476,7 @@ async def blends(request: Request, body: BlendRequest, p: Principal = Depends(ad
         if (item.prompt is None) == (item.image_id is None):
             raise invalid("Each item takes exactly one of 'prompt' or 'image_id'.", f"items.{i}")
         if item.prompt is not None:
-            sub.prompts.append(check_prompt(item.prompt) or "")
+            sub.prompts.append(check_prompt(item.prompt, param=f"items.{i}.prompt") or "")
             items.append({"prompt": item.prompt, "weight": item.weight})
         else:
             sha, _ = await run_in_threadpool(sv.images.owned_sha, p, item.image_id, f"items.{i}.image_id")
