@@ -66,3 +66,52 @@ def test_a_word_of_look_alikes_inside_latin_text_is_read_as_latin() -> None:
 def test_terms_and_marks() -> None:
     assert normalize_term("Séx*") == "sex*"
     assert strip_marks("crème brûlée") == "creme brulee"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a_naked_woman_on_a_bed", "a naked woman on a bed"),
+        ("a.cat.on.a.mat", "a cat on a mat"),
+        ("a+naked+woman", "a naked woman"),
+        ("a-naked-woman-on-a-bed, film photo", "a naked woman on a bed film photo"),
+        ("n@ked_w0man", "naked woman"),  # read after leetspeak too
+        ("photos_of_girls_18_to_22", "photos of girls 18 to 22"),  # numbers are words
+        ("NakedWomanOnBed", "naked woman on bed"),
+        ("ASuicideNoteOnADesk", "a suicide note on a desk"),
+    ],
+)
+def test_english_words_joined_without_spaces_are_set_apart(text: str, expected: str) -> None:
+    assert normalize(text).clean == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("sui.cide", "suicide"),  # one word spelt out in pieces is joined, not split
+        ("pr.o.pa.gan.da", "propaganda"),
+        ("por_no_gra_phy", "pornography"),
+        ("hit-ler", "hitler"),
+        ("k.i.l.l", "kill"),
+        ("a real-looking x-ray of my mother-in-law", "a reallooking xray of my motherinlaw"),  # compounds
+        ("ich_habe_gewählt", "ichhabegewahlt"),  # words of other languages are not judged as English
+        ("iPhone, YouTube and NASA", "iphone youtube and nasa"),  # one hump is a name
+        ("a cArIcaTuRE Of A fAmILy", "a caricature of a family"),  # random case is not camel case
+        ("3.5 covid-19 e.g.", "35 covid19 eg"),
+    ],
+)
+def test_pieces_of_one_word_and_compounds_stay_one_word(text: str, expected: str) -> None:
+    assert normalize(text).clean == expected
+
+
+def test_a_prompt_written_without_spaces_is_also_read_as_words() -> None:
+    n = normalize("howtomakeapipebomb")
+    assert n.clean == "howtomakeapipebomb"  # the classifier reads both; the rules match either
+    assert n.segmented == "how to make a pipe bomb"
+    assert "how to make a pipe bomb" in n.word_views()
+    long_word = normalize("a poster saying killalltheinvadersnow in red")
+    assert long_word.segmented == "a poster saying kill all the invaders now in red"
+    for compound in ("Küchenmesser", "ein Wasserpistolenemoji", "supercalifragilisticexpialidocious"):
+        n = normalize(compound)
+        assert n.segmented == n.clean, compound  # other languages' compounds do not come back in scraps
+    assert normalize("a cat").segmented == "a cat"

@@ -209,3 +209,16 @@ def test_allow_phrases_hide_only_what_they_cover(rules_policy: ContentPolicy, ca
 )
 def test_allow_phrases_and_names_spare_ordinary_words(rules_policy: ContentPolicy, text: str) -> None:
     assert not rules_policy.check(text).flagged, rules_policy.check(text).matches
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a_pornographic_photo_of_two_people", "PornographicPhotoOfTwoPeople", "apornographicphotooftwopeople"],
+)
+def test_words_joined_without_spaces_meet_the_rules(rules_policy: ContentPolicy, text: str) -> None:
+    assert rules_policy.check(text).flagged, text
+
+
+def test_allow_phrases_hold_in_a_prompt_written_without_spaces(rules_policy: ContentPolicy) -> None:
+    assert not rules_policy.check("anakedmoleratinaburrow").flagged  # "naked mole rat" is allowed
+    assert not rules_policy.check("a_killer_whale_jumping").flagged

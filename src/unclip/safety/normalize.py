@@ -2,13 +2,18 @@
 
 `normalize(text)` returns a `Normalized` with several views of the same text:
 
-- ``plain``: NFKC, case-folded, zero-width and control characters removed, diacritics stripped from
-  Latin/Greek/Cyrillic letters, emoji pictographs removed, whitespace collapsed. Non-Latin scripts are kept,
+- ``plain``: NFKC, English words in camel case set apart (``NakedWomanOnBed``), case-folded, zero-width and
+  control characters removed, diacritics stripped from Latin/Greek/Cyrillic letters, emoji pictographs
+  removed, whitespace collapsed. Non-Latin scripts are kept,
   so rule lists written in other languages match here.
 - ``clean``: ``plain`` plus de-obfuscation inside words: homoglyphs in mixed-script words mapped to Latin,
   leetspeak in words that mix letters and digits/symbols (``k1ll``, ``n@ked``), punctuation inside words
-  removed (``k.i.l.l``, ``s-e-x``), runs of single spaced letters joined (``p o r n``) and letters repeated
-  four or more times squeezed. This is what the semantic classifier reads.
+  removed (``k.i.l.l``, ``s-e-x``), English words joined by separators set apart (``a_naked_woman``,
+  ``a-naked-woman-on-a-bed``; `unclip.safety.wordsplit`), runs of single spaced letters joined (``p o r n``)
+  and letters repeated four or more times squeezed. This is what the semantic classifier reads.
+- ``segmented``: ``clean`` with a prompt written as one long word, or any very long word, read as the
+  English words it is made of (``howtomakeapipebomb``), when it reads as English words; else ``clean``.
+  The policy's classifier reads it as well as ``clean`` and keeps the more harmful reading.
 - ``skeleton``: ``clean`` with every homoglyph mapped to Latin (whole words too), used for English rules.
 - ``compact``: ``skeleton`` with everything but letters and digits removed, for the few distinctive terms
   that the policy marks as ``substring`` (``porn`` hidden in ``p_o_r_n_o_g_r_a_p_h_y``).
@@ -23,6 +28,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
+
+from unclip.safety.wordsplit import joined_words, segment_glued, split_camel
 
 __all__ = ["Normalized", "normalize", "normalize_term", "strip_emoji", "strip_marks"]
 
@@ -232,7 +239,7 @@ def strip_marks(text: str) -> str:
 
 
 def _base_clean(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text)
+    text = split_camel(unicodedata.normalize("NFKC", text))
     text = text.translate(_INVISIBLE)
     text = "".join(
         " " if unicodedata.category(ch) in ("Cc", "Zs", "Zl", "Zp") else ch
@@ -344,12 +351,12 @@ def _deobfuscate(plain: str, *, force_homoglyphs: bool, leet: dict[str, str]) ->
     words = []
     raws = plain.split(" ")
     for raw, latin_text in zip(raws, _latin_around(raws), strict=True):
-        w = _map_homoglyphs(raw, force_homoglyphs, latin_text)
-        w = _deleet(w, leet)
-        w = _join_inner_punct(w) if any(c.isalnum() for c in w) else ""
-        w = _squeeze(w)
-        if w:
-            words.append(w)
+        # words joined by separators, read before leetspeak ("a+cat": + is a leet t) and after ("n@ked_w0man")
+        for piece in joined_words(_map_homoglyphs(raw, force_homoglyphs, latin_text)):
+            for part in joined_words(_deleet(piece, leet)):
+                w = _squeeze(_join_inner_punct(part) if any(c.isalnum() for c in part) else "")
+                if w:
+                    words.append(w)
     return " ".join(_join_spaced_letters(words))
 
 
@@ -361,11 +368,12 @@ class Normalized:
     skeleton: str
     skeleton_alt: str  # leetspeak read with 1/! as "l" rather than "i"
     compact: str
+    segmented: str = ""  # clean, with words written without spaces read as English words (or clean itself)
 
     def word_views(self) -> tuple[str, ...]:
         """Distinct views to match word rules against."""
         seen: dict[str, None] = {}
-        for v in (self.plain, self.clean, self.skeleton, self.skeleton_alt):
+        for v in (self.plain, self.clean, self.skeleton, self.skeleton_alt, self.segmented or self.clean):
             seen.setdefault(v, None)
         return tuple(seen)
 
@@ -378,7 +386,7 @@ def normalize(text: str) -> Normalized:
     skeleton = _deobfuscate(plain, force_homoglyphs=True, leet=_LEET)
     skeleton_alt = _deobfuscate(plain, force_homoglyphs=True, leet=_LEET_ALT)
     compact = re.sub(r"[\W_]+", "", skeleton)
-    return Normalized(text, plain, clean, skeleton, skeleton_alt, compact)
+    return Normalized(text, plain, clean, skeleton, skeleton_alt, compact, segment_glued(clean))
 
 
 def normalize_term(term: str) -> str:

@@ -32,6 +32,7 @@ from typing import Any
 
 from unclip.safety.classifier import PromptClassifier, decide
 from unclip.safety.normalize import Normalized, normalize, normalize_term, strip_marks
+from unclip.safety.wordsplit import load_word_model
 
 __all__ = [
     "CATEGORIES",
@@ -322,6 +323,7 @@ class ContentPolicy:
 
     def warm_up(self) -> None:
         """Load the embedding model and the classifier now rather than on the first request."""
+        load_word_model()
         if self.classifier_enabled:
             self._ensure_classifier()
             self.check("warm up the classifier")
@@ -379,7 +381,7 @@ class ContentPolicy:
             # that keeps most letters (plain keeps ç, ı, ł, which the rules of some languages need)
             for _ in range(5):
                 hit = self._allow_phrases.match(n)
-                source = next((v for v in (n.plain, n.clean, n.skeleton) if hit and hit in v), None)
+                source = next((v for v in (n.plain, n.clean, n.skeleton, n.segmented) if hit and hit in v), None)
                 if source is None:
                     break
                 removed.append(hit)
@@ -426,6 +428,8 @@ class ContentPolicy:
             return PolicyDecision(True, flags, scores, top, reason, subs, "rule", matches)
 
         probs = self._read(full.clean)
+        if full.segmented and full.segmented != full.clean:  # written without spaces: the worse reading
+            probs = min(probs, self._read(full.segmented), key=lambda p: p["benign"])
         clf = self._classifier
         assert clf is not None
         harm = 1.0 - float(probs["benign"])

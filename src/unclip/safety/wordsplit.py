@@ -1,0 +1,107 @@
+"""English words written without spaces between them, for the prompt normaliser.
+
+A prompt can hide its words by dropping the spaces: ``a_naked_woman``, ``a.naked.woman``, ``a+naked+woman``,
+``a-naked-woman-on-a-bed``, ``NakedWomanOnBed``, ``howtomakeapipebomb``. Splitting is only done when the
+pieces read as English words, judged by wordninja's unigram model (word frequencies by rank, MIT): a word
+spelt out in pieces to hide it (``sui.cide``, ``pr.o.pa.gan.da``, ``cArIcaTuRE``) and the compounds of
+other languages (``küchenmesser``, which would come back as ``ku chen messer``) stay as they are.
+
+Costs are -log frequency per letter: English prompts read at 1.7-2.5, scraps of other words at 3 or more.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+__all__ = ["joined_words", "load_word_model", "segment_glued", "split_camel"]
+
+# Characters that join whole words in place of spaces ("a_naked_woman", "a.naked.woman", "a+naked+woman")
+_JOINERS = re.compile(r"[_+./|~]+")
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")  # "ASuicideNote": A Suicide Note
+_EDGE = ".,;:!?\"'`()[]{}<>"
+#: a prompt written as one word of this many letters, or a word of `MIN_LONG` letters in any prompt, is
+#: also read as the English words it may be made of
+MIN_GLUED = 12
+MIN_LONG = 16
+#: the most a segmentation of glued letters may cost per letter and per word (English prompts: 1.5-2.5 and
+#: 6-12; German and Dutch compounds: 2.7-3.7 and 11-13, "wasser pistol ene moji" 2.7 and 12.9)
+MAX_GLUED_COST = 2.8
+MAX_GLUED_WORD_COST = 12.0
+#: words set apart by separators or capitals: the cost per letter, and the rarest word's cost unless there
+#: are four words or more ("a.cat.on.a.mat": 3.5 and 11.9; "sui.cide": 3.7 and 13.9, "hit.ler" 12.9)
+MAX_SPLIT_COST = 3.5
+MAX_WORD_COST = 12.5
+_UNKNOWN = 30.0
+
+
+@cache
+def _costs() -> dict[str, float]:
+    import wordninja  # its word list loads on first use
+
+    return wordninja.DEFAULT_LANGUAGE_MODEL._wordcost  # wordninja 2.0: -log frequency of each word
+
+
+def load_word_model() -> None:
+    """Load the word list now rather than on the first prompt that needs it (about 0.1 s)."""
+    _costs()
+
+
+def _cost_per_letter(words: list[str]) -> float:
+    costs = _costs()
+    return sum(costs.get(w, _UNKNOWN) for w in words) / max(sum(len(w) for w in words), 1)
+
+
+def _read_as_words(pieces: list[str]) -> bool:
+    """Whether pieces set apart by separators or capitals are English words rather than one word cut up.
+    Numbers count as words of every language and are not judged."""
+    if len(pieces) < 2:
+        return False
+    # "doctor's" and "trench-coat" are one word each, "axe,brain" two
+    words = [w for p in pieces for w in re.sub(r"['-]", "", p.strip(_EDGE)).lower().split(",") if w]
+    if not all(w.isascii() and (w.isalpha() or w.isdigit()) for w in words):
+        return False
+    words = [w for w in words if w.isalpha()]
+    if sum(len(w) > 2 for w in words) < 2:  # "k.i.l.l", "s-e-x", "nu.de"
+        return False
+    rarest = max(_costs().get(w, _UNKNOWN) for w in words)
+    return (rarest <= MAX_WORD_COST or len(words) >= 4) and _cost_per_letter(words) <= MAX_SPLIT_COST
+
+
+def joined_words(token: str) -> list[str]:
+    """The words of a token made of English words joined by separators ("a_naked_woman", "a.cat.on.a.mat",
+    "a-naked-woman-on-a-bed"), else the token itself. One or two hyphens make a compound ("x-ray",
+    "mother-in-law"), which stays one token."""
+    core = token.strip(_EDGE)
+    pieces = [p for p in _JOINERS.split(core) if p]
+    if len(pieces) < 2 and token.count("-") >= 3:
+        pieces = [p for p in core.split("-") if p]
+    return pieces if _read_as_words(pieces) else [token]
+
+
+def split_camel(text: str) -> str:
+    """Words in camel case set apart ("NakedWomanOnBed": Naked Woman On Bed); one hump stays ("iPhone",
+    "McDonald", "YouTube"), and so does text in random case ("cArIcaTuRE")."""
+    out = []
+    for token in text.split(" "):
+        pieces = _CAMEL.sub(" ", token).split(" ")
+        out.append(" ".join(pieces) if len(pieces) > 2 and _read_as_words(pieces) else token)
+    return " ".join(out)
+
+
+def _segment(word: str) -> list[str]:
+    import wordninja
+
+    words = wordninja.split(word)
+    if len(words) < 2 or not all(len(w) > 1 or w in "ai" for w in words):
+        return [word]
+    per_word = sum(_costs().get(w, _UNKNOWN) for w in words) / len(words)
+    return words if _cost_per_letter(words) <= MAX_GLUED_COST and per_word <= MAX_GLUED_WORD_COST else [word]
+
+
+def segment_glued(text: str) -> str:
+    """`text` with a prompt written as one long word ("howtomakeapipebomb"), or any very long word, as the
+    English words it is made of, where it reads as English words."""
+    words = text.split(" ")
+    least = MIN_GLUED if len(words) == 1 else MIN_LONG
+    return " ".join(" ".join(_segment(w)) if len(w) >= least and w.isascii() and w.isalpha() else w for w in words)
