@@ -219,6 +219,13 @@ def test_free_text_fields_are_capped(live: Server) -> None:
         r = httpx.post(live.url + "/v1/images/generations", json=body, headers=H(key))
         assert r.status_code == 400 and r.json()["error"]["param"] == field
         assert r.json()["error"]["code"] == "string_above_max_length"
+        r = httpx.post(  # upscales read `user` too (they used to drop it unread)
+            live.url + "/v1/images/upscales",
+            files={"image": ("a.png", png(64), "image/png")},
+            data={field: "a" * (limit + 1)},
+            headers=H(key),
+        )
+        assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
 
 
 def test_a_client_that_goes_away_has_its_job_cancelled_and_refunded(live: Server) -> None:

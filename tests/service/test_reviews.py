@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
+import pytest
 
 from .conftest import Server
+from .test_books import DATABASES, PG_URL, _clean_postgres
 
 
 def H(key: str) -> dict[str, str]:
@@ -139,3 +143,69 @@ def _wait_job(live: Server, key: str, job_id: str) -> dict:
             return job
         time.sleep(0.02)
     raise AssertionError(job)
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_two_reports_of_one_image_sent_at_once_make_one_queue_item(database: str, tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from sqlalchemy import func, select
+
+    from unclip.service.auth import create_user
+    from unclip.service.db import Database, ImageRecord, ImageReport
+    from unclip.service.reviews import report_image
+
+    if database == "postgres" and not PG_URL:
+        pytest.skip("UNCLIP_TEST_POSTGRES_URL is not set")
+    db = Database(_clean_postgres() if database == "postgres" else f"sqlite:///{tmp_path / 'reports.db'}")
+    with db.session() as s:
+        user = create_user(s, "reporter@example.test", role="member")
+        image = ImageRecord(user_id=user.id, sha256="0" * 64, kind="generation", width=64, height=64)
+        s.add(image)
+    got: list[tuple[int, bool]] = []
+
+    def second() -> None:
+        with db.session() as s:  # reads no pending report yet, then waits on the first one's insert
+            report, new = report_image(s, user.id, image.id, "the same, twice")
+            got.append((report.id, new))
+
+    with db.session() as s:
+        first, new = report_image(s, user.id, image.id, "the same, twice")
+        assert new
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.5)
+    t.join(timeout=30)
+    assert got == [(first.id, False)]
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(ImageReport)) == 1
+    db.dispose()
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_the_migration_keeps_the_first_of_pending_duplicates(database: str, tmp_path: Path) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from unclip.service.db import Database, alembic_config
+
+    if database == "postgres" and not PG_URL:
+        pytest.skip("UNCLIP_TEST_POSTGRES_URL is not set")
+    url = _clean_postgres() if database == "postgres" else f"sqlite:///{tmp_path / 'old.db'}"
+    db = Database(url, run_migrations=False)
+    cfg = alembic_config(db.engine.url.render_as_string(hide_password=False))
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+        conn.execute(text("INSERT INTO users (id, email, name, role, status, credits, credits_period, created_at) "
+                          "VALUES ('u1', 'a@example.test', '', 'member', 'active', 0, '', 0)"))
+        conn.execute(text("INSERT INTO images (id, user_id, sha256, kind, model, prompt, width, height, created_at) "
+                          "VALUES ('img1', 'u1', 'x', 'generation', '', '', 64, 64, 0)"))
+        for review in ("pending", "pending", "confirmed", "pending"):
+            conn.execute(text("INSERT INTO image_reports (image_id, user_id, reason, created_at, review) "
+                              f"VALUES ('img1', 'u1', '', 0, '{review}')"))
+        command.upgrade(cfg, "head")
+        rows = conn.execute(text("SELECT id, review FROM image_reports ORDER BY id")).all()
+    assert [tuple(r) for r in rows] == [(1, "pending"), (3, "confirmed")]
+    db.dispose()

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, create_engine, event
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -149,6 +149,17 @@ class ImageReport(Base):
     """A user's report of one of their images; an admin confirms it (the image is withheld) or overturns it."""
 
     __tablename__ = "image_reports"
+    # one pending report per image and user, even when two arrive at once
+    __table_args__ = (
+        Index(
+            "uq_image_reports_pending",
+            "image_id",
+            "user_id",
+            unique=True,
+            sqlite_where=text("review = 'pending'"),
+            postgresql_where=text("review = 'pending'"),
+        ),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))

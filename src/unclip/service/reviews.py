@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from unclip.service.db import AuditEvent, ImageRecord, ImageReport, now
@@ -26,23 +27,30 @@ MAX_REASON = 500
 
 def report_image(s: Session, user_id: str, image_id: str, reason: str) -> tuple[ImageReport, bool]:
     """(the report, whether it is new): a second report of the same image by the same user while the first
-    is pending returns the first."""
+    is pending returns the first, also when both arrive at once. Call it first in its session: a race rolls
+    the session back."""
     rec = s.get(ImageRecord, image_id)
     if rec is None or rec.user_id != user_id:
         raise APIError(404, f"No image with id '{image_id}'.", param="image_id", code="image_not_found")
     reason = (reason or "").strip()
     if len(reason) > MAX_REASON:
         raise invalid(f"'reason' is too long: at most {MAX_REASON} characters.", "reason")
-    pending = s.scalar(
-        select(ImageReport).where(
-            ImageReport.image_id == image_id, ImageReport.user_id == user_id, ImageReport.review == "pending"
-        )
+    pending = select(ImageReport).where(
+        ImageReport.image_id == image_id, ImageReport.user_id == user_id, ImageReport.review == "pending"
     )
-    if pending is not None:
-        return pending, False
+    first = s.scalar(pending)
+    if first is not None:
+        return first, False
     report = ImageReport(image_id=image_id, user_id=user_id, reason=reason)
     s.add(report)
-    s.flush()
+    try:
+        s.flush()
+    except IntegrityError:  # the same report sent at the same moment got in first (a unique index)
+        s.rollback()  # nothing else was written in this session
+        first = s.scalar(pending)
+        if first is None:
+            raise
+        return first, False
     return report, True
 
 

@@ -414,6 +414,7 @@ async def outpaints(request: Request, p: Principal = Depends(admitted)) -> JSONR
             "image_id": _STR,
             "model": _STR,
             "response_format": {"type": "string", "enum": list(FORMATS)},
+            "user": _STR,
         },
         [],
     ),
@@ -423,7 +424,13 @@ async def upscales(request: Request, p: Principal = Depends(admitted)) -> JSONRe
     form.check_names(("image", "image_id", "model", "response_format", "user"))
     fmt = check_choice(form.text("response_format") or None, "response_format", FORMATS, "url")
     sub = Submission(
-        kind="upscale", prompt=None, model=form.text("model"), n=1, size="1024x1024", response_format=fmt
+        kind="upscale",
+        prompt=None,
+        model=form.text("model"),
+        n=1,
+        size="1024x1024",
+        response_format=fmt,
+        user=form.text("user"),
     )
     img = await _image_or_ref(request, p, form, sub)
     if max(img.size) > MAX_UPSCALE_INPUT:  # what the learned stages take; checked before the charge
