@@ -212,6 +212,21 @@ def test_a_chunked_body_over_the_limit_is_413_and_stores_nothing(tmp_path, kind:
         srv.stop()
 
 
+def test_a_form_field_given_twice_is_refused_before_any_charge(live: Server) -> None:
+    uid, key = live.user("member")
+    before = books(live, uid)
+    for field, values in (("n", ["1", "2"]), ("size", ["256x256", "1024x1024"]), ("user", ["a", "a"])):
+        r = httpx.post(
+            live.url + "/v1/images/variations",
+            files={"image": ("a.png", png(64), "image/png")},
+            data={field: values},
+            headers=H(key),
+        )
+        assert r.status_code == 400, (field, r.text)
+        assert r.json()["error"]["param"] == field and r.json()["error"]["code"] == "duplicate_parameter"
+    assert books(live, uid) == before and not live.engine.calls
+
+
 def test_free_text_fields_are_capped(live: Server) -> None:
     _, key = live.user("member")
     for field, limit in (("user", 256), ("model", 200)):

@@ -191,6 +191,8 @@ class Form:
             name = key[:-2] if key.endswith("[]") else key
             if name in self.fields and name == "image":
                 raise invalid("Only one image can be given for the dall-e-2 model.", "image")
+            if name in self.fields:  # which one was meant? (it used to be the last)
+                raise invalid(f"'{name}' was given more than once.", name, "duplicate_parameter")
             self.fields[name] = value
 
     def check_names(self, allowed: tuple[str, ...]) -> None:
