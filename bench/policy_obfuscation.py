@@ -6,8 +6,9 @@
 Takes English refusals from our own labelled sets (never the policy set's test part) that the policy refuses
 as written, disguises each in one way at a time (leetspeak, spaced or dotted letters, look-alike letters,
 words joined without spaces...), and reports the share still refused. Then joins the words of the harmless
-English rows the policy allows as written, and reports the share refused: splitting glued words must not
-turn harmless prompts into refusals. Deterministic (seeded).
+English rows the policy allows as written (and doubles letters in them), and reports the share refused:
+splitting glued words (or reading doubled letters once) must not turn harmless prompts into refusals.
+Deterministic (seeded).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def main() -> None:
 
     harmless = [t for t in read_rows("allow") if not policy.check(t).flagged]
     print(f"\n{len(harmless)} harmless English prompts that the policy allows as written; refused when joined:")
-    for name in ("no spaces", "underscores", "hyphens between words", "camel case"):
+    for name in ("no spaces", "underscores", "hyphens between words", "camel case", "doubled letters"):
         disguise = disguises(rng)[name]
         refused = [d for d in map(disguise, harmless) if policy.check(d).flagged]
         print(f"  {name:30s} {len(refused) / len(harmless):6.1%}  {refused[: args.examples]}")

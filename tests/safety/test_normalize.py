@@ -115,3 +115,12 @@ def test_a_prompt_written_without_spaces_is_also_read_as_words() -> None:
         n = normalize(compound)
         assert n.segmented == n.clean, compound  # other languages' compounds do not come back in scraps
     assert normalize("a cat").segmented == "a cat"
+
+
+def test_doubled_letters_are_also_read_once() -> None:
+    n = normalize("an explloosionn tthhrroughh a crowdeedd bbuus")
+    assert n.clean == "an explloosionn tthhrroughh a crowdeedd bbuus"
+    assert n.segmented == "an explosion through a crowded bus"
+    assert normalize("kiill him").segmented == "kill him"  # the most common spelling: not "kil"
+    for text in ("a bottle of wine", "ein Kaffee am Meer", "wasser"):  # real doubles stay
+        assert normalize(text).segmented == normalize(text).clean, text

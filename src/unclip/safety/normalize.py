@@ -12,8 +12,9 @@
   ``a-naked-woman-on-a-bed``; `unclip.safety.wordsplit`), runs of single spaced letters joined (``p o r n``)
   and letters repeated four or more times squeezed. This is what the semantic classifier reads.
 - ``segmented``: ``clean`` with a prompt written as one long word, or any very long word, read as the
-  English words it is made of (``howtomakeapipebomb``), when it reads as English words; else ``clean``.
-  The policy's classifier reads it as well as ``clean`` and keeps the more harmful reading.
+  English words it is made of (``howtomakeapipebomb``), and words with doubled letters as the English word
+  they stand for (``kiill``), where they read so; else ``clean``. The policy's classifier reads it as well
+  as ``clean`` and keeps the more harmful reading.
 - ``skeleton``: ``clean`` with every homoglyph mapped to Latin (whole words too), used for English rules.
 - ``compact``: ``skeleton`` with everything but letters and digits removed, for the few distinctive terms
   that the policy marks as ``substring`` (``porn`` hidden in ``p_o_r_n_o_g_r_a_p_h_y``).
@@ -29,7 +30,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
-from unclip.safety.wordsplit import joined_words, segment_glued, split_camel
+from unclip.safety.wordsplit import english_reading, joined_words, split_camel
 
 __all__ = ["Normalized", "normalize", "normalize_term", "strip_emoji", "strip_marks"]
 
@@ -368,7 +369,7 @@ class Normalized:
     skeleton: str
     skeleton_alt: str  # leetspeak read with 1/! as "l" rather than "i"
     compact: str
-    segmented: str = ""  # clean, with words written without spaces read as English words (or clean itself)
+    segmented: str = ""  # clean, with glued words and doubled letters read as English words (or clean itself)
 
     def word_views(self) -> tuple[str, ...]:
         """Distinct views to match word rules against."""
@@ -386,7 +387,7 @@ def normalize(text: str) -> Normalized:
     skeleton = _deobfuscate(plain, force_homoglyphs=True, leet=_LEET)
     skeleton_alt = _deobfuscate(plain, force_homoglyphs=True, leet=_LEET_ALT)
     compact = re.sub(r"[\W_]+", "", skeleton)
-    return Normalized(text, plain, clean, skeleton, skeleton_alt, compact, segment_glued(clean))
+    return Normalized(text, plain, clean, skeleton, skeleton_alt, compact, english_reading(clean))
 
 
 def normalize_term(term: str) -> str:

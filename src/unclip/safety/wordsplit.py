@@ -1,20 +1,22 @@
-"""English words written without spaces between them, for the prompt normaliser.
+"""English words written without spaces between them, or with letters doubled, for the prompt normaliser.
 
 A prompt can hide its words by dropping the spaces: ``a_naked_woman``, ``a.naked.woman``, ``a+naked+woman``,
-``a-naked-woman-on-a-bed``, ``NakedWomanOnBed``, ``howtomakeapipebomb``. Splitting is only done when the
-pieces read as English words, judged by wordninja's unigram model (word frequencies by rank, MIT): a word
-spelt out in pieces to hide it (``sui.cide``, ``pr.o.pa.gan.da``, ``cArIcaTuRE``) and the compounds of
-other languages (``küchenmesser``, which would come back as ``ku chen messer``) stay as they are.
+``a-naked-woman-on-a-bed``, ``NakedWomanOnBed``, ``howtomakeapipebomb``; or by doubling letters: ``kiill``.
+Words are only read so when the pieces read as English words, judged by wordninja's unigram model (word
+frequencies by rank, MIT): a word spelt out in pieces to hide it (``sui.cide``, ``pr.o.pa.gan.da``,
+``cArIcaTuRE``) and the compounds of other languages (``küchenmesser``, which would come back as ``ku chen
+messer``) stay as they are.
 
 Costs are -log frequency per letter: English prompts read at 1.7-2.5, scraps of other words at 3 or more.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from functools import cache
 
-__all__ = ["joined_words", "load_word_model", "segment_glued", "split_camel"]
+__all__ = ["english_reading", "joined_words", "load_word_model", "split_camel"]
 
 # Characters that join whole words in place of spaces ("a_naked_woman", "a.naked.woman", "a+naked+woman")
 _JOINERS = re.compile(r"[_+./|~]+")
@@ -33,6 +35,8 @@ MAX_GLUED_WORD_COST = 12.0
 MAX_SPLIT_COST = 3.5
 MAX_WORD_COST = 12.5
 _UNKNOWN = 30.0
+_DOUBLED = re.compile(r"(.)\1")
+MAX_DOUBLED = 8  # doubled letters in one word read at most (2^8 spellings)
 
 
 @cache
@@ -99,9 +103,37 @@ def _segment(word: str) -> list[str]:
     return words if _cost_per_letter(words) <= MAX_GLUED_COST and per_word <= MAX_GLUED_WORD_COST else [word]
 
 
-def segment_glued(text: str) -> str:
-    """`text` with a prompt written as one long word ("howtomakeapipebomb"), or any very long word, as the
-    English words it is made of, where it reads as English words."""
+def _undouble(word: str) -> str:
+    """The English word a word with letters doubled to hide it stands for ("kiill", "tteeariing"): the most
+    common one that some of its doubled letters, taken once, spell; else the word itself."""
+    costs = _costs()
+    runs = [m.span() for m in _DOUBLED.finditer(word)]
+    if word in costs or not runs or len(runs) > MAX_DOUBLED:
+        return word
+    best, best_cost = word, MAX_WORD_COST
+    for once in itertools.product((True, False), repeat=len(runs)):
+        pieces, at = [], 0
+        for (start, end), single in zip(runs, once, strict=True):
+            pieces.append(word[at : start + 1] if single else word[at:end])
+            at = end
+        candidate = "".join(pieces) + word[at:]
+        if costs.get(candidate, _UNKNOWN) <= best_cost:
+            best, best_cost = candidate, costs[candidate]
+    return best
+
+
+def english_reading(text: str) -> str:
+    """`text` as English words, where its words read so: a prompt written as one long word
+    ("howtomakeapipebomb") or any very long word, as the words it is made of; a word with letters doubled
+    ("tthhrroughh"), as the word."""
     words = text.split(" ")
     least = MIN_GLUED if len(words) == 1 else MIN_LONG
-    return " ".join(" ".join(_segment(w)) if len(w) >= least and w.isascii() and w.isalpha() else w for w in words)
+    out = []
+    for w in words:
+        if not (w.isascii() and w.isalpha()):
+            out.append(w)
+        elif len(w) >= least:
+            out.extend(_segment(w))
+        else:
+            out.append(_undouble(w) if len(w) >= 4 else w)
+    return " ".join(out)
