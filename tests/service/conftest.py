@@ -109,7 +109,12 @@ def start_server(
     if real_engine:
         app = create_app(settings, policy=policy or FakePolicy(), engine_loader=engine_loader)
     else:
-        app = create_app(settings, engines=engines or {"unclip-test": engine}, policy=policy or FakePolicy())
+        app = create_app(
+            settings,
+            engines=engines or {"unclip-test": engine},
+            policy=policy or FakePolicy(),
+            engine_loader=engine_loader,
+        )
     port = free_port()
     server = draining_server(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     thread = threading.Thread(target=server.run, daemon=True)

@@ -215,3 +215,66 @@ def test_the_same_email_signing_up_at_once_gets_one_account(server: Server) -> N
         )
     assert sorted(r.status_code for r in answers) == [201] + [409] * 5
     assert {r.json()["error"]["code"] for r in answers if r.status_code == 409} == {"email_taken"}
+
+
+@pytest.mark.parametrize("ending", ["cancelled", "succeeded"])
+def test_a_job_charged_before_the_monthly_grant_carries_no_credits_into_the_next_month(
+    ending: str, tmp_path: Path
+) -> None:
+    """A job queued in January and cancelled after February's grant gave back its credits on top of the grant:
+    a month's unused credits carried over. What unfinished jobs hold counts as balance when the month turns."""
+    import time
+
+    from unclip.service import credits
+    from unclip.service.auth import approve, create_user
+    from unclip.service.db import Job
+    from unclip.service.runner import finish
+
+    february = time.time() + 40 * 86400  # the month after this one
+    db = Database(f"sqlite:///{tmp_path / 'books.db'}")
+    grants = {"member": 100}
+    with db.session() as s:
+        user = create_user(s, "month@example.test", role="waitlisted")
+        approve(s, user, "member")
+        credits.ensure_grant(s, user, grants)
+        credits.adjust(s, user, -user.credits)  # January spent but 40, which the job takes
+        credits.adjust(s, user, 40)
+        job = Job(user_id=user.id, kind="generation", model="m", params={"prompt": "a cat", "n": 1}, cost=40)
+        s.add(job)
+        s.flush()
+        credits.charge(s, user.id, 40, {}, job.id)
+        uid, job_id = user.id, job.id
+    with db.session() as s:
+        user = s.get(User, uid)
+        credits.ensure_grant(s, user, grants, t=february)
+        assert user.credits == 60  # the grant less what the job holds
+        finish(s, job_id, ("queued",), ending, None)
+    with db.session() as s:
+        ledger = s.scalar(select(func.sum(CreditEntry.delta)).where(CreditEntry.user_id == uid))
+        balance = s.get(User, uid).credits
+        assert balance == ledger == (100 if ending == "cancelled" else 60)
+    db.dispose()
+
+
+def test_a_model_that_fails_to_load_fails_and_refunds_its_jobs(tmp_path: Path) -> None:
+    """With batching on, the companion search loaded the job's model outside any handler: the job stayed
+    running and charged, its queue place leaked, and the request timed out saying it had been refunded."""
+    (tmp_path / "models" / "broken").mkdir(parents=True)
+
+    def load(path: Path) -> object:
+        raise RuntimeError(f"cannot load {path.name}")
+
+    srv = start_server(make_settings(tmp_path, request_timeout_s=20.0, batch_images=8), engine_loader=load)
+    try:
+        uid, key = srv.user("member")
+        set_balance(srv, uid, 100)
+        start = books(srv, uid)
+        body = {"prompt": "a cat", "model": "broken", "size": "256x256"}
+        r = httpx.post(f"{srv.url}/v1/images/generations", json=body, headers=H(key), timeout=30)
+        assert r.status_code == 500 and r.json()["error"]["type"] == "server_error", r.text
+        assert books(srv, uid) == start
+        assert srv.sv.jobs.depth() == 0
+        jobs = httpx.get(f"{srv.url}/v1/jobs", headers=H(key)).json()["data"]
+        assert [j["status"] for j in jobs] == ["failed"]
+    finally:
+        srv.stop()

@@ -494,3 +494,28 @@ def test_an_image_shows_its_seed_settings_and_provenance(live: Server, member: t
     _, other = live.user("member")
     r = httpx.get(f"{live.url}/v1/images/{job['image_ids'][0]}", headers=H(other))
     assert r.status_code == 404 and r.json()["error"]["code"] == "image_not_found"
+
+
+def test_a_batched_pass_keeps_every_setting_a_lone_job_keeps() -> None:
+    """Guidance 0 is a setting (no guidance), not a missing one: a pass of batched jobs dropped it and drew
+    with the default guidance, so the same request gave other images when it happened to share a pass."""
+    from unclip.service.db import Job
+    from unclip.service.runner import Handle, JobRunner
+
+    engine = BatchFakeEngine()
+
+    class Registry:
+        def get(self, name: str) -> BatchFakeEngine:
+            return engine
+
+    runner = JobRunner(None, None, Registry())  # type: ignore[arg-type]
+    params = {"n": 1, "size": "256x256", "guidance": 0.0, "steps": 3}
+    jobs = [
+        Job(id=f"job_{i}", user_id="u", kind="generation", model="m", params={**params, "prompt": f"cat {i}"})
+        for i in range(2)
+    ]
+    outs = runner.execute_batch(jobs, [Handle(j.id) for j in jobs])
+    assert [o.status for o in outs] == ["succeeded", "succeeded"]
+    [(name, call)] = engine.calls
+    assert name == "generate_batch" and call["guidance"] == 0.0 and call["steps"] == 3
+    assert "negative_prompt" not in call

@@ -82,3 +82,20 @@ def test_new_requests_during_shutdown_get_503(tmp_path: Path) -> None:
     assert r.status_code == 503 and r.json()["error"]["code"] == "server_shutting_down"
     engine.gate.set()
     srv.stop()
+
+
+def test_a_job_whose_request_was_answered_as_refunded_is_not_put_back_at_shutdown() -> None:
+    """A running job's waiting request is told at the end of the grace period that the job is cancelled and
+    refunded (`shutdown`). When the engine's step outlasts the wait for the workers, `stop` also marks every
+    running job to run again (`requeue`): the job went back to the queue, still charged, and ran after the
+    restart."""
+    from unclip.service.runner import Handle, JobRunner
+
+    job = Job(id="job_1", user_id="u", kind="generation", model="m", params={"prompt": "a cat"}, cost=1)
+    h = Handle(job.id)
+    h.shutdown = h.requeue = True
+    out = JobRunner._stopped(job, h)
+    assert out.status == "cancelled" and out.error["error"]["code"] == "server_shutting_down"
+    quiet = Handle(job.id)  # nobody waits for it: it runs again after the restart
+    quiet.requeue = True
+    assert JobRunner._stopped(job, quiet).status == "queued"

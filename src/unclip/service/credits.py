@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from unclip.service.db import CreditEntry, User
+from unclip.service.db import CreditEntry, Job, User
 from unclip.service.errors import APIError
 
 
@@ -15,8 +15,24 @@ def period(t: float | None = None) -> str:
     return time.strftime("%Y-%m", time.gmtime(time.time() if t is None else t))
 
 
+def held(s: Session, user_id: str) -> int:
+    """Credits charged for the user's jobs that have not ended yet (refunded if they fail or are cancelled)."""
+    return int(
+        s.scalar(
+            select(func.coalesce(func.sum(Job.cost), 0)).where(
+                Job.user_id == user_id, Job.status.in_(("queued", "running"))
+            )
+        )
+    )
+
+
 def ensure_grant(s: Session, user: User, grants: dict[str, int], t: float | None = None) -> None:
     """Once per calendar month (UTC), raise the balance to the role's grant (credits above it are kept).
+
+    Credits held by unfinished jobs count as part of the balance: the grant tops up to `grant - held`, so that
+    a job charged last month and refunded after the grant gives back no more than the grant (a month's unused
+    credits cannot be carried into the next by cancelling a queued job after midnight), and one that succeeds
+    after the grant is paid out of the new month's.
 
     A compare-and-set on (period, balance): of two requests that both found the month not yet granted, one
     grants and the other sees its write miss and reads the row again. SQLite ignores FOR UPDATE, so the row
@@ -26,7 +42,8 @@ def ensure_grant(s: Session, user: User, grants: dict[str, int], t: float | None
     while user.credits_period != current:
         if user.role == "waitlisted":
             return  # the month starts counting when they are approved
-        old, new = user.credits, max(user.credits, int(grants.get(user.role, 0)))
+        old = user.credits
+        new = max(old, int(grants.get(user.role, 0)) - held(s, user.id))
         done = s.execute(
             update(User)
             .where(User.id == user.id, User.credits_period == user.credits_period, User.credits == old)

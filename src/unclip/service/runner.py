@@ -250,9 +250,9 @@ class JobRunner:
 
     @staticmethod
     def _stopped(job: Job, h: Handle) -> Outcome:
-        if h.requeue:
-            return Outcome("queued")
         shutdown = h.shutdown or job.cancel_requested == "shutdown"
+        if h.requeue and not h.shutdown:  # a waiting request was told this job is cancelled and refunded
+            return Outcome("queued")
         return Outcome("cancelled", ShuttingDown(SHUTDOWN_CANCELLED).body() if shutdown else None)
 
     # --- batches: compatible queued generations in one pass of each model ------------------------------
@@ -264,7 +264,11 @@ class JobRunner:
         room = max_images - int(job.params.get("n") or 1)
         if job.kind != "generation" or room <= 0:
             return []
-        if not hasattr(self.registry.get(job.model), "generate_batch"):
+        try:
+            engine = self.registry.get(job.model)
+        except Exception:  # the model does not load: `execute` fails the job and refunds it
+            return []
+        if not hasattr(engine, "generate_batch"):
             return []  # an engine that runs one request at a time
         with self.db.session() as s:
             candidates = list(
@@ -308,7 +312,9 @@ class JobRunner:
                 raise Cancelled()
 
         first = jobs[0].params
-        options = {k: first[k] for k in ("steps", "guidance", "negative_prompt") if first.get(k)}
+        options = {k: first[k] for k in ("steps", "guidance") if first.get(k) is not None}  # guidance 0 too
+        if first.get("negative_prompt"):
+            options["negative_prompt"] = first["negative_prompt"]
         try:
             engine = self.registry.get(jobs[0].model)
             results = engine.generate_batch(
