@@ -10,6 +10,7 @@ import pytest
 import torch
 from diffusers import VQModel
 
+from unclip.models import builders
 from unclip.training.run import Run, load_config
 
 
@@ -57,6 +58,25 @@ def test_the_decoder_only_config_starts_from_the_bundled_autoencoder() -> None:
         cfg["movq"]["freeze_encoder"] and (REPO_ROOT / cfg["movq"]["init_from"] / "decoder" / "movq").is_dir()
     )
     assert "holdout" not in cfg["data"]["train_splits"]
+
+
+@pytest.mark.parametrize("stage", ["decoder", "inpaint"])
+def test_the_cpu_decoder_config_continues_the_bundled_unets(stage: str) -> None:
+    """Its architecture is the bundled decoders' own: their weights load into what it builds, key for key."""
+    from diffusers import UNet2DConditionModel
+
+    from unclip import REPO_ROOT
+
+    cfg = load_config("emoji-decoder-cpu")
+    assert "holdout" not in cfg["data"]["train_splits"]
+    shipped = UNet2DConditionModel.from_pretrained(
+        REPO_ROOT / cfg[stage]["init_from"] / stage / "unet", torch_dtype=torch.float32
+    )
+    c = shipped.config
+    built = builders.decoder_unet(
+        cfg["decoder"], c.encoder_hid_dim, 4, c.sample_size, inpaint=stage == "inpaint"
+    )
+    built.load_state_dict(shipped.state_dict())  # strict: raises on any missing, extra or reshaped weight
 
 
 @pytest.mark.parametrize("stage", ["decoder", "inpaint"])
