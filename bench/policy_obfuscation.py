@@ -103,7 +103,10 @@ def main() -> None:
 
     harmless = [t for t in read_rows("allow") if not policy.check(t).flagged]
     print(f"\n{len(harmless)} harmless English prompts that the policy allows as written; refused when joined:")
-    for name in ("no spaces", "underscores", "hyphens between words", "camel case", "doubled letters"):
+    for name in (
+        "no spaces", "underscores", "hyphens between words", "camel case", "doubled letters",
+        "hashtag of the first words",
+    ):
         disguise = disguises(rng)[name]
         refused = [d for d in map(disguise, harmless) if policy.check(d).flagged]
         print(f"  {name:30s} {len(refused) / len(harmless):6.1%}  {refused[: args.examples]}")

@@ -117,6 +117,16 @@ def test_a_prompt_written_without_spaces_is_also_read_as_words() -> None:
     assert normalize("a cat").segmented == "a cat"
 
 
+def test_hashtags_are_also_read_as_words() -> None:
+    """A hashtag is words written without spaces by convention, shorter than a long word: read as words too."""
+    assert normalize("a cute cat with #hatejews sign").segmented == "a cute cat with hate jews sign"
+    assert normalize("a sign #b0mbtheembassy").segmented == "a sign bomb the embassy"  # leetspeak first
+    assert normalize("a banner #KidnapTheChild").clean == "a banner kidnap the child"  # camel case
+    assert normalize("hatejews on a sign").segmented == "hatejews on a sign"  # a short word elsewhere stays
+    assert normalize("#tbt #ootd #love").segmented == "tbt ootd love"  # tags that are not words stay
+    assert normalize("#Küchenmesser").segmented == normalize("#Küchenmesser").clean
+
+
 def test_doubled_letters_are_also_read_once() -> None:
     n = normalize("an explloosionn tthhrroughh a crowdeedd bbuus")
     assert n.clean == "an explloosionn tthhrroughh a crowdeedd bbuus"

@@ -11,10 +11,10 @@
   removed (``k.i.l.l``, ``s-e-x``), English words joined by separators set apart (``a_naked_woman``,
   ``a-naked-woman-on-a-bed``; `unclip.safety.wordsplit`), runs of single spaced letters joined (``p o r n``)
   and letters repeated four or more times squeezed. This is what the semantic classifier reads.
-- ``segmented``: ``clean`` with a prompt written as one long word, or any very long word, read as the
-  English words it is made of (``howtomakeapipebomb``), and words with doubled letters as the English word
-  they stand for (``kiill``), where they read so; else ``clean``. The policy's classifier reads it as well
-  as ``clean`` and keeps the more harmful reading.
+- ``segmented``: ``clean`` with a prompt written as one long word, any very long word, or a hashtag, read as
+  the English words it is made of (``howtomakeapipebomb``, ``#hatejews``), and words with doubled letters as
+  the English word they stand for (``kiill``), where they read so; else ``clean``. The policy's classifier
+  reads it as well as ``clean`` and keeps the more harmful reading.
 - ``skeleton``: ``clean`` with every homoglyph mapped to Latin (whole words too), used for English rules.
 - ``compact``: ``skeleton`` with everything but letters and digits removed, for the few distinctive terms
   that the policy marks as ``substring`` (``porn`` hidden in ``p_o_r_n_o_g_r_a_p_h_y``).
@@ -387,7 +387,9 @@ def normalize(text: str) -> Normalized:
     skeleton = _deobfuscate(plain, force_homoglyphs=True, leet=_LEET)
     skeleton_alt = _deobfuscate(plain, force_homoglyphs=True, leet=_LEET_ALT)
     compact = re.sub(r"[\W_]+", "", skeleton)
-    return Normalized(text, plain, clean, skeleton, skeleton_alt, compact, english_reading(clean))
+    tags = [w for w in plain.split(" ") if w.startswith("#")]
+    hashtags = frozenset(_deobfuscate(" ".join(tags), force_homoglyphs=False, leet=_LEET).split(" "))
+    return Normalized(text, plain, clean, skeleton, skeleton_alt, compact, english_reading(clean, hashtags))
 
 
 def normalize_term(term: str) -> str:

@@ -21,11 +21,13 @@ __all__ = ["english_reading", "joined_words", "load_word_model", "split_camel"]
 # Characters that join whole words in place of spaces ("a_naked_woman", "a.naked.woman", "a+naked+woman")
 _JOINERS = re.compile(r"[_+./|~]+")
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")  # "ASuicideNote": A Suicide Note
-_EDGE = ".,;:!?\"'`()[]{}<>"
+_EDGE = ".,;:!?\"'`()[]{}<>#@"  # "#NakedWomanOnBed", "@a_naked_woman": a hashtag's or handle's words
 #: a prompt written as one word of this many letters, or a word of `MIN_LONG` letters in any prompt, is
 #: also read as the English words it may be made of
 MIN_GLUED = 12
 MIN_LONG = 16
+#: a hashtag is words written without spaces by convention (#happybirthday): read as words from this length
+MIN_HASHTAG = 6
 #: the most a segmentation of glued letters may cost per letter and per word (English prompts: 1.5-2.5 and
 #: 6-12; German and Dutch compounds: 2.7-3.7 and 11-13, "wasser pistol ene moji" 2.7 and 12.9)
 MAX_GLUED_COST = 2.8
@@ -122,17 +124,17 @@ def _undouble(word: str) -> str:
     return best
 
 
-def english_reading(text: str) -> str:
+def english_reading(text: str, hashtags: frozenset[str] = frozenset()) -> str:
     """`text` as English words, where its words read so: a prompt written as one long word
-    ("howtomakeapipebomb") or any very long word, as the words it is made of; a word with letters doubled
-    ("tthhrroughh"), as the word."""
+    ("howtomakeapipebomb") or any very long word, and the words of `text` that were hashtags ("#hatejews"),
+    as the words they are made of; a word with letters doubled ("tthhrroughh"), as the word."""
     words = text.split(" ")
     least = MIN_GLUED if len(words) == 1 else MIN_LONG
     out = []
     for w in words:
         if not (w.isascii() and w.isalpha()):
             out.append(w)
-        elif len(w) >= least:
+        elif len(w) >= least or (len(w) >= MIN_HASHTAG and w in hashtags):
             out.extend(_segment(w))
         else:
             out.append(_undouble(w) if len(w) >= 4 else w)
