@@ -158,21 +158,28 @@ def test_the_monthly_grant_is_made_once_when_two_requests_race(database: str, tm
     db.dispose()
 
 
+def _member_db(tmp_path: Path, grants: dict[str, int]) -> tuple[Database, str]:
+    """A SQLite database with one member, this month's grant made."""
+    from unclip.service import credits
+    from unclip.service.auth import approve, create_user
+
+    db = Database(f"sqlite:///{tmp_path / 'books.db'}")
+    with db.session() as s:
+        user = create_user(s, "member@example.test", role="waitlisted")
+        approve(s, user, "member")
+        credits.ensure_grant(s, user, grants)
+        return db, user.id
+
+
 def test_an_admin_debit_racing_a_charge_never_takes_the_balance_below_zero(tmp_path: Path) -> None:
     """SQLite has no FOR UPDATE: a charge committed between the debit's read and its write must make the write
     miss and the debit be sized again on what is left."""
     from sqlalchemy import event
 
     from unclip.service import credits
-    from unclip.service.auth import approve, create_user
 
-    db = Database(f"sqlite:///{tmp_path / 'books.db'}")
     grants = {"member": 100}
-    with db.session() as s:
-        user = create_user(s, "debit@example.test", role="waitlisted")
-        approve(s, user, "member")
-        credits.ensure_grant(s, user, grants)
-        uid = user.id
+    db, uid = _member_db(tmp_path, grants)
     charged: list[int] = []
 
     @event.listens_for(db.engine, "before_cursor_execute")
@@ -226,24 +233,21 @@ def test_a_job_charged_before_the_monthly_grant_carries_no_credits_into_the_next
     import time
 
     from unclip.service import credits
-    from unclip.service.auth import approve, create_user
     from unclip.service.db import Job
     from unclip.service.runner import finish
 
     february = time.time() + 40 * 86400  # the month after this one
-    db = Database(f"sqlite:///{tmp_path / 'books.db'}")
     grants = {"member": 100}
+    db, uid = _member_db(tmp_path, grants)
     with db.session() as s:
-        user = create_user(s, "month@example.test", role="waitlisted")
-        approve(s, user, "member")
-        credits.ensure_grant(s, user, grants)
+        user = s.get(User, uid)
         credits.adjust(s, user, -user.credits)  # January spent but 40, which the job takes
         credits.adjust(s, user, 40)
         job = Job(user_id=user.id, kind="generation", model="m", params={"prompt": "a cat", "n": 1}, cost=40)
         s.add(job)
         s.flush()
         credits.charge(s, user.id, 40, {}, job.id)
-        uid, job_id = user.id, job.id
+        job_id = job.id
     with db.session() as s:
         user = s.get(User, uid)
         credits.ensure_grant(s, user, grants, t=february)
