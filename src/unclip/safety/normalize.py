@@ -387,8 +387,8 @@ def normalize(text: str) -> Normalized:
     skeleton = _deobfuscate(plain, force_homoglyphs=True, leet=_LEET)
     skeleton_alt = _deobfuscate(plain, force_homoglyphs=True, leet=_LEET_ALT)
     compact = re.sub(r"[\W_]+", "", skeleton)
-    tags = [w for w in plain.split(" ") if w.startswith("#")]
-    hashtags = frozenset(_deobfuscate(" ".join(tags), force_homoglyphs=False, leet=_LEET).split(" "))
+    tags = " ".join(w for w in plain.split(" ") if w.startswith("#"))
+    hashtags = frozenset(_deobfuscate(tags, force_homoglyphs=False, leet=_LEET).split(" ") if tags else ())
     return Normalized(text, plain, clean, skeleton, skeleton_alt, compact, english_reading(clean, hashtags))
 
 
