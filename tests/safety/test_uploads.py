@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unclip.safety.uploads import UploadError, probe_png, read_image_upload, read_mask_upload
+from unclip.safety.uploads import (
+    UploadError,
+    probe_png,
+    read_image_upload,
+    read_mask_upload,
+    upload_to_store,
+)
 
 
 def png(img: Image.Image, **kw: object) -> bytes:
@@ -65,6 +71,32 @@ def test_palette_with_transparency_keeps_alpha() -> None:
     img = read_image_upload(data)
     assert img.mode == "RGBA"
     assert img.getpixel((20, 5))[3] == 0 and img.getpixel((5, 5))[3] == 255
+
+
+def test_rgb_colour_key_is_transparency() -> None:
+    img = Image.new("RGB", (32, 32), (9, 9, 9))
+    img.paste((1, 2, 3), (0, 0, 16, 32))
+    out = read_image_upload(png(img, transparency=(1, 2, 3)))
+    assert out.mode == "RGBA"
+    assert out.getpixel((5, 5))[3] == 0 and out.getpixel((20, 5)) == (9, 9, 9, 255)
+
+
+def test_what_is_stored_is_what_was_read() -> None:
+    for img in (Image.new("RGB", (32, 32), (1, 2, 3)), Image.new("RGBA", (32, 32), (1, 2, 3, 0))):
+        data = png(img)
+        assert upload_to_store(data, read_image_upload(data)) is data  # kept byte for byte
+    sixteen = png(Image.new("I;16", (32, 32), 30000))
+    mask = Image.new("L", (32, 32), 255)
+    mask.paste(0, (0, 0, 16, 16))
+    keyed = png(Image.new("L", (32, 32), 7), transparency=7)
+    for data, read in [
+        (sixteen, read_image_upload(sixteen)),
+        (png(mask), read_mask_upload(png(mask), (32, 32))),
+        (keyed, read_image_upload(keyed)),
+    ]:
+        assert upload_to_store(data, read) != data
+        stored = Image.open(io.BytesIO(upload_to_store(data, read)))
+        assert stored.mode == read.mode and np.array_equal(np.asarray(stored), np.asarray(read))
 
 
 def test_sixteen_bit_rgba() -> None:

@@ -525,3 +525,85 @@ def test_long_text_errors_name_their_own_parameter(live: Server) -> None:
     )
     assert r.status_code == 400 and r.json()["error"]["param"] == "items.1.prompt"
     assert "'items.1.prompt'" in r.json()["error"]["message"]
+
+
+def test_form_integers_too_long_for_python_are_out_of_range_not_500(live: Server) -> None:
+    uid, key = live.user("trusted")
+    before = books(live, uid)
+    image = {"image": ("a.png", png(64), "image/png")}
+    for path, field, value, code in [
+        ("/v1/images/variations", "n", "1" * 5000, "integer_above_max_value"),
+        ("/v1/images/edits", "n", "-" + "9" * 30, "integer_below_min_value"),
+        ("/v1/images/outpaints", "left", "9" * 5000, "integer_above_max_value"),
+    ]:
+        data = {field: value, "size": "256x256"} | ({"prompt": "x"} if "variations" not in path else {})
+        r = httpx.post(live.url + path, files=image, data=data, headers=H(key))
+        assert r.status_code == 400, (path, r.text)
+        assert (r.json()["error"]["param"], r.json()["error"]["code"]) == (field, code)
+    assert books(live, uid) == before and not live.engine.calls
+
+
+def test_text_inside_multimodal_inputs_and_keys_is_checked_too(live: Server) -> None:
+    _, key = live.user("member")
+    for body in [
+        rb'{"input": [{"type": "text", "text": "a\ud800b"}]}',
+        rb'{"input": [{"type": "text", "text": "a\u0000b"}]}',
+    ]:
+        r = _raw(live, key, "/v1/moderations", body)
+        assert (r.status_code, r.json()["error"]["param"]) == (400, "input"), r.text
+    r = _raw(live, key, "/v1/images/generations", rb'{"prompt": "a cat", "\ud800": 1}')
+    assert r.status_code == 400 and "None" not in r.json()["error"]["message"], r.text
+
+
+def test_options_at_their_default_value_but_of_another_type_are_refused(live: Server) -> None:
+    _, key = live.user("member")
+    for extra in ['"stream": 0', '"output_compression": 100.0', '"stream": false']:
+        r = _raw(live, key, "/v1/images/generations", f'{{"prompt": "a cat", "size": "256x256", {extra}}}'.encode())
+        assert r.status_code == (200 if extra.endswith("false") else 400), (extra, r.text)
+
+
+def test_the_engine_gets_the_upload_as_the_service_read_it(live: Server, monkeypatch) -> None:
+    """A greyscale mask is read as alpha, a 16-bit image as 8 bits, an RGB colour key as transparency: the
+    engine must be handed those readings (not the raw upload it would refuse or misread) after the charge."""
+    import io
+
+    from PIL import Image
+
+    from unclip.engine.images import flatten, repaint_mask
+
+    seen: list[tuple[tuple[int, int, int], float]] = []
+    edit = live.engine.edit
+
+    def reading_edit(image, prompt, mask=None, **kw):  # type: ignore[no-untyped-def]
+        seen.append((flatten(image).getpixel((48, 48)), float(repaint_mask(image, mask).mean())))
+        return edit(image, prompt, mask=mask, **kw)
+
+    monkeypatch.setattr(live.engine, "edit", reading_edit)
+
+    def enc(img: Image.Image, **kw: object) -> bytes:
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", **kw)
+        return buf.getvalue()
+
+    grey_mask = Image.new("L", (64, 64), 255)
+    grey_mask.paste(0, (0, 0, 32, 32))  # black: edit
+    keyed = Image.new("RGB", (64, 64), (9, 9, 9))
+    keyed.paste((1, 2, 3), (0, 0, 32, 32))
+    grey_keyed = Image.new("L", (64, 64), 200)
+    grey_keyed.paste(0, (0, 0, 32, 32))
+    cases = [
+        ({"image": png(64, mode="RGB"), "mask": enc(grey_mask)}, (200, 10, 10)),
+        ({"image": enc(Image.new("I;16", (64, 64), 30000)), "mask": enc(grey_mask)}, (117, 117, 117)),
+        ({"image": enc(keyed, transparency=(1, 2, 3))}, (9, 9, 9)),
+        ({"image": enc(grey_keyed, transparency=0)}, (200, 200, 200)),
+    ]
+    _, key = live.user("trusted")
+    for files, pixel in cases:
+        r = httpx.post(
+            live.url + "/v1/images/edits",
+            files={k: (f"{k}.png", v, "image/png") for k, v in files.items()},
+            data={"prompt": "x", "size": "256x256"},
+            headers=H(key),
+        )
+        assert r.status_code == 200, r.text
+        assert seen[-1] == (pixel, 0.25)

@@ -36,6 +36,7 @@ __all__ = [
     "probe_png",
     "read_image_upload",
     "read_mask_upload",
+    "upload_to_store",
 ]
 
 MAX_BYTES = 4 * 1024 * 1024  # "less than 4MB", as OpenAI's API
@@ -114,7 +115,7 @@ def probe_png(data: bytes) -> tuple[int, int, int, int, bool]:
 
 def _to_8bit(img: Image.Image) -> Image.Image:
     mode = img.mode
-    if mode in ("RGB", "RGBA"):
+    if mode == "RGBA" or (mode == "RGB" and "transparency" not in img.info):
         return img
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
@@ -217,6 +218,20 @@ def read_image_upload(
 ) -> Image.Image:
     """Decode an uploaded PNG safely: an 8-bit RGB or RGBA image, or `UploadError` (a 400 answer)."""
     return _decode(bytes(data), param, require_square, max_bytes)
+
+
+def upload_to_store(data: bytes, checked: Image.Image) -> bytes:
+    """The PNG to keep for an upload that `read_image_upload` or `read_mask_upload` read as `checked`: the
+    upload itself when it is already that image (8-bit RGB or RGBA), else a PNG of `checked`, so that the
+    engine gets what was checked (a greyscale mask's alpha, a 16-bit image's 8 bits, a colour key's
+    transparency)."""
+    with Image.open(io.BytesIO(data), formats=["PNG"]) as raw:  # reads the header, decodes nothing
+        as_checked = raw.mode == checked.mode and "transparency" not in raw.info
+    if as_checked:
+        return data
+    out = io.BytesIO()
+    checked.save(out, format="PNG", compress_level=1)
+    return out.getvalue()
 
 
 def read_mask_upload(

@@ -70,6 +70,10 @@ def _strings(value: Any) -> Iterator[str]:
     elif isinstance(value, list | tuple):
         for item in value:
             yield from _strings(item)
+    elif isinstance(value, dict):  # multimodal inputs: {"type": "text", "text": ...}
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
 
 
 class RequestBody(BaseModel):
@@ -198,6 +202,8 @@ def _validation_error(exc: RequestValidationError) -> APIError:
             code="invalid_type",
         )
     reason = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if param is None:  # e.g. a key that is not Unicode text
+        return invalid(f"Invalid request body: {reason}.", code="invalid_value")
     return invalid(f"Invalid value for '{param}': {reason}.", param=param)
 
 

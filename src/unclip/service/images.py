@@ -13,6 +13,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from unclip.engine import InvalidInput, outpaint
+from unclip.safety.uploads import upload_to_store
 from unclip.service import credits
 from unclip.service.auth import Principal, require_active, require_feature
 from unclip.service.db import AuditEvent, ImageRecord, Job, User, new_id, now
@@ -147,13 +148,13 @@ def check_unsupported(params: dict[str, Any], allowed_defaults: dict[str, tuple[
     """Parameters of the contract that only other OpenAI models take: accepted at their default, else 400."""
     for name, defaults in allowed_defaults.items():
         value = params.get(name)
-        if value is not None and value not in defaults:
+        # by type too: `0 == False` and `100.0 == 100` in Python, but not in the contract
+        if value is not None and not any(type(value) is type(d) and value == d for d in defaults):
             raise invalid(
                 f"The '{name}' parameter is not supported with the dall-e-2 model.",
                 name,
                 "unsupported_parameter",
             )
-
 
 
 def withheld(image_id: str, param: str = "image_id") -> APIError:
@@ -163,6 +164,7 @@ def withheld(image_id: str, param: str = "image_id") -> APIError:
         param=param,
         code="image_withheld",
     )
+
 
 @dataclass
 class Submission:
@@ -348,6 +350,7 @@ class ImageService:
         }
         params.update(sub.refs)
         cost = self.cost(sub)
+        stored = {param: upload_to_store(data, img) for param, (data, img) in sub.uploads.items()}
         self.sv.jobs.reserve()
         try:
             with self.sv.db.session() as s:
@@ -357,7 +360,7 @@ class ImageService:
                 credits.charge(s, p.user_id, cost, st.credit_grants, job_id)
                 # uploads are stored only for a request that is taken (a refused one leaves nothing on disk),
                 # and before the row that points to them
-                for param, (data, _img) in sub.uploads.items():
+                for param, data in stored.items():
                     params[param] = self.sv.store.put(data)
                 s.add(Job(id=job_id, user_id=p.user_id, kind=sub.kind, model=model, params=params, cost=cost))
         except BaseException:

@@ -54,6 +54,7 @@ OTHER_MODEL_PARAMS: dict[str, tuple[Any, ...]] = {
 }
 EXTENSIONS = ("seed", "steps", "guidance", "negative_prompt")  # unclip's own, e.g. via extra_body
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+_MAX_DIGITS = 18
 ENGINE_OPTIONS = ("seed", "steps", "guidance")  # the extensions edits, variations and outpaints take
 COMMON = ("model", "n", "size", "response_format", "user", "safety_identifier")
 MAX_UPSCALE_INPUT = 256  # the engine's 256 → 1024 stage
@@ -226,6 +227,15 @@ class Form:
                 name,
                 "invalid_type",
             )
+        digits = value.strip().lstrip("+-").lstrip("0")
+        if len(digits) > _MAX_DIGITS:  # int() refuses over 4,300 digits; no parameter needs more than a few
+            below = value.strip().startswith("-")
+            raise invalid(
+                f"Invalid '{name}': integer {'below minimum' if below else 'above maximum'} value "
+                f"(it has {len(digits)} digits).",
+                name,
+                "integer_below_min_value" if below else "integer_above_max_value",
+            )
         return int(value)
 
     async def file(self, name: str, required: bool = True) -> bytes | None:
@@ -317,10 +327,10 @@ async def edits(request: Request, p: Principal = Depends(admitted)) -> JSONRespo
     mask = await form.file("mask", required=False)
     if mask is not None:
         sub.uploads["mask"] = (mask, await run_in_threadpool(read_mask, mask, img.size, "mask"))
-    elif img.mode not in ("RGBA", "LA"):
+    elif img.mode != "RGBA":  # what read_image gives for every upload with transparency
         raise invalid(
-            f"Invalid input image - format must be in ['RGBA', 'LA', 'L'], got {img.mode}. Without a "
-            "mask, the image's transparent areas mark where to edit.",
+            "Invalid input image - it has no alpha channel and no mask was given: send an RGBA or LA image "
+            "whose transparent areas mark where to edit, or a 'mask'.",
             "image",
             "invalid_image_format",
         )
