@@ -607,3 +607,20 @@ def test_the_engine_gets_the_upload_as_the_service_read_it(live: Server, monkeyp
         )
         assert r.status_code == 200, r.text
         assert seen[-1] == (pixel, 0.25)
+
+
+def test_an_outpaint_with_two_images_or_several_outputs_is_refused_not_cut_short(live: Server) -> None:
+    uid, key = live.user("trusted")
+    live.client(key).images.generate(prompt="seed image", size="256x256")
+    image_id = httpx.get(live.url + "/v1/images", headers=H(key)).json()["data"][0]["id"]
+    before = books(live, uid)
+    upload = {"image": ("a.png", png(64), "image/png")}
+    for path, data in [
+        ("/v1/images/outpaints", {"image_id": image_id, "prompt": "more", "top": "32"}),
+        ("/v1/images/upscales", {"image_id": image_id}),
+        ("/v1/images/outpaints", {"prompt": "more", "top": "32", "n": "3"}),
+    ]:
+        r = httpx.post(live.url + path, files=upload, data=data, headers=H(key))
+        assert r.status_code == 400, (path, data, r.text)
+        assert r.json()["error"]["param"] == ("n" if "n" in data else "image_id")
+    assert books(live, uid) == before

@@ -286,7 +286,9 @@ def _common(form: Form) -> dict[str, Any]:
 async def _image_or_ref(request: Request, p: Principal, form: Form, sub: Submission) -> Any:
     """`image` (upload) or `image_id` (one of the caller's images) → the PIL image."""
     image_id = form.text("image_id")
-    if image_id and "image" not in form.fields:
+    if image_id and "image" in form.fields:
+        raise invalid("Give 'image' or 'image_id', not both.", "image_id")
+    if image_id:
         sha, img = await run_in_threadpool(services(request).images.owned_sha, p, image_id, "image_id")
         sub.refs["image"] = sha
     else:
@@ -402,6 +404,8 @@ async def outpaints(request: Request, p: Principal = Depends(admitted)) -> JSONR
             raise invalid(f"Invalid '{k}': expected 0 to 1024 pixels.", k)
     if not any(sides.values()):
         raise invalid("Give at least one of 'left', 'right', 'top', 'bottom' in pixels.", "left")
+    if c["n"] != 1:
+        raise invalid(f"Invalid 'n': an outpaint makes one image, got {c['n']}.", "n")
     sub = Submission(
         kind="outpaint",
         prompt=prompt,
