@@ -177,3 +177,97 @@ def test_web_session_by_cookie_with_csrf(live: Server) -> None:
     assert httpx.delete(f"{live.url}/v1/admin/keys/{keys[0]['id']}", headers=H(admin_key)).status_code == 200
     expired = web.get("/v1/me")
     assert expired.status_code == 401 and expired.json()["error"]["code"] == "session_expired"
+
+
+def _patch(srv: Server, key: str, uid: str, body: dict) -> httpx.Response:
+    return httpx.patch(f"{srv.url}/v1/admin/users/{uid}", json=body, headers=H(key))
+
+
+def test_a_suspended_admin_has_no_admin_powers_and_the_last_admin_stays(tmp_path: Path) -> None:
+    srv = start_server(make_settings(tmp_path))
+    try:
+        a, a_key = srv.user("admin")
+        for change in ({"role": "member"}, {"status": "suspended"}):
+            r = _patch(srv, a_key, a, change)
+            assert (r.status_code, r.json()["error"]["code"]) == (409, "last_admin"), r.text
+        r = httpx.post(f"{srv.url}/v1/admin/users/{a}/approve", json={"role": "member"}, headers=H(a_key))
+        assert r.status_code == 409, r.text
+        b, b_key = srv.user("admin")
+        assert _patch(srv, b_key, a, {"status": "suspended"}).status_code == 200
+        for r in (
+            _patch(srv, a_key, a, {"status": "active"}),  # lifting its own suspension
+            _patch(srv, a_key, b, {"status": "suspended"}),
+            httpx.get(f"{srv.url}/v1/admin/users", headers=H(a_key)),
+        ):
+            assert (r.status_code, r.json()["error"]["code"]) == (403, "account_suspended"), r.text
+        assert _patch(srv, b_key, b, {"role": "member"}).status_code == 409  # a, suspended, does not count
+        assert _patch(srv, b_key, a, {"status": "active"}).status_code == 200
+        assert _patch(srv, b_key, b, {"role": "member"}).status_code == 200  # a is an active admin again
+    finally:
+        srv.stop()
+
+
+def test_credits_an_admin_adds_before_the_months_grant_come_on_top_of_it(live: Server) -> None:
+    uid, _ = live.user("member")
+    _, admin_key = live.user("admin")
+    grant = live.sv.settings.credit_grants["member"]
+    with live.sv.db.session() as s:
+        user = s.get(User, uid)
+        assert user is not None
+        user.credits, user.credits_period = 0, "2000-01"  # last month's, spent
+    r = _patch(live, admin_key, uid, {"credits_delta": 500})
+    assert r.status_code == 200 and r.json()["credits"] == grant + 500, r.text
+
+
+def test_one_address_is_one_account_however_it_is_spelt(tmp_path: Path) -> None:
+    srv = start_server(make_settings(tmp_path))  # its own: 8 signups, under the per-address limit of 10
+    try:
+        for i, local in enumerate(["jose\u0301", "jos\u00e9\u200b", "\uff4aos\u00e9", "JOS\u00c9"]):
+            assert httpx.post(srv.url + "/v1/signup", json={"email": f"jos\u00e9@{i}.test"}).status_code == 201
+            r = httpx.post(srv.url + "/v1/signup", json={"email": f"{local}@{i}.test"})
+            assert (r.status_code, r.json()["error"]["code"]) == (409, "email_taken"), (local, r.text)
+    finally:
+        srv.stop()
+
+
+def test_the_admin_key_account_is_reserved_and_a_new_admin_key_replaces_the_old(tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from unclip.service.app import bootstrap_admin
+    from unclip.service.auth import resolve
+    from unclip.service.db import Database
+
+    srv = start_server(make_settings(tmp_path))
+    try:
+        r = httpx.post(srv.url + "/v1/signup", json={"email": "Admin@Localhost"})
+        assert r.status_code == 409, r.text
+        srv.user("waitlisted", email="admin@localhost")  # made some other way: not an admin
+    finally:
+        srv.stop()
+    db = Database(make_settings(tmp_path).db_url)
+    try:
+        with pytest.raises(RuntimeError, match="not an active admin"):
+            bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-first"))
+        with db.session() as s:
+            assert resolve(s, "sk-unclip-first") is None
+            owner = s.scalar(select(User).where(User.email == "admin@localhost"))
+            assert owner is not None
+            owner.role = "admin"
+        bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-first"))
+        bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-second"))
+        with db.session() as s:
+            assert resolve(s, "sk-unclip-first") is None  # rotated out
+            found = resolve(s, "sk-unclip-second")
+            assert found is not None and found[0].role == "admin"
+    finally:
+        db.dispose()
+
+
+def test_the_session_cookie_is_secure_when_the_public_url_is_https(tmp_path: Path) -> None:
+    srv = start_server(make_settings(tmp_path, public_url="https://images.example.test"))
+    try:
+        _, key = srv.user("member")
+        r = httpx.post(srv.url + "/v1/session", json={"api_key": key})
+        assert r.status_code == 200 and "secure" in r.headers["set-cookie"].lower(), r.headers
+    finally:
+        srv.stop()

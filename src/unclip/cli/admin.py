@@ -162,9 +162,10 @@ def users_credits(
     """Add or remove credits."""
     from unclip.service import credits
 
-    database, _ = _db(db, data_dir)
+    database, settings = _db(db, data_dir)
     with database.session() as s:
         u = _user(s, user)
+        credits.ensure_grant(s, u, settings.credit_grants)  # first: the month's top-up would swallow the change
         credits.adjust(s, u, delta)
         typer.echo(f"{u.email}: {u.credits} credits")
 

@@ -50,8 +50,13 @@ def serve(
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.db_url)
-    key = bootstrap_admin(database, settings)
-    database.dispose()
+    try:
+        key = bootstrap_admin(database, settings)
+    except RuntimeError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    finally:
+        database.dispose()
     if key:
         typer.secho(
             "\nFirst start: created the admin user admin@localhost. Its API key, shown only this once:\n",

@@ -13,8 +13,8 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from unclip.service import errors
-from unclip.service.auth import create_key, create_user, hash_key
-from unclip.service.db import ApiKey, Database, User
+from unclip.service.auth import ADMIN_EMAIL, ADMIN_KEY_NAME, create_key, create_user, hash_key
+from unclip.service.db import ApiKey, Database, User, now
 from unclip.service.engines import Loader, ModelRegistry
 from unclip.service.images import ImageService
 from unclip.service.jobs import JobManager
@@ -128,13 +128,22 @@ def bootstrap_admin(db: Database, settings: Settings) -> str | None:
     with db.session() as s:
         if settings.admin_key:
             if s.scalar(select(ApiKey).where(ApiKey.hash == hash_key(settings.admin_key))) is None:
-                admin = s.scalar(select(User).where(User.email == "admin@localhost"))
-                admin = admin or create_user(s, "admin@localhost", name="admin", role="admin")
-                create_key(s, admin, name="UNCLIP_ADMIN_KEY", key=settings.admin_key)
+                admin = s.scalar(select(User).where(User.email == ADMIN_EMAIL))
+                admin = admin or create_user(s, ADMIN_EMAIL, name="admin", role="admin")
+                if admin.role != "admin" or admin.status != "active":
+                    raise RuntimeError(
+                        f"UNCLIP_ADMIN_KEY: the account {ADMIN_EMAIL} is {admin.status} with role {admin.role}, "
+                        f"not an active admin; make it one (`unclip users role {ADMIN_EMAIL} admin`) or "
+                        "unset UNCLIP_ADMIN_KEY"
+                    )
+                # a new UNCLIP_ADMIN_KEY replaces the one before it
+                for old in s.scalars(select(ApiKey).where(ApiKey.user_id == admin.id, ApiKey.name == ADMIN_KEY_NAME)):
+                    old.revoked_at = old.revoked_at or now()
+                create_key(s, admin, name=ADMIN_KEY_NAME, key=settings.admin_key)
             return None
         if not settings.bootstrap_admin or s.scalar(select(User.id).limit(1)) is not None:
             return None
-        admin = create_user(s, "admin@localhost", name="admin", role="admin")
+        admin = create_user(s, ADMIN_EMAIL, name="admin", role="admin")
         _, key = create_key(s, admin, name="bootstrap")
         return key
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import unicodedata
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -20,6 +21,8 @@ from unclip.service.errors import APIError
 from unclip.service.settings import ROLES
 
 KEY_PREFIX = "sk-unclip-"
+ADMIN_EMAIL = "admin@localhost"  # the account `unclip serve` makes on first start and UNCLIP_ADMIN_KEY's
+ADMIN_KEY_NAME = "UNCLIP_ADMIN_KEY"
 SESSION_COOKIE = "unclip_session"
 SESSION_TTL_S = 7 * 24 * 3600
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -49,8 +52,15 @@ def check_role(role: str) -> str:
     return role
 
 
+def normalize_email(email: str) -> str:
+    """One spelling per address: Unicode compatibility form (NFKC: composed accents, ASCII for fullwidth
+    letters), invisible format characters (zero-width spaces, joiners) removed, trimmed, lower case."""
+    email = unicodedata.normalize("NFKC", email)
+    return "".join(c for c in email if unicodedata.category(c) != "Cf").strip().lower()
+
+
 def create_user(s: Session, email: str, *, name: str = "", role: str = "waitlisted") -> User:
-    email = email.strip().lower()
+    email = normalize_email(email)
     if s.scalar(select(User).where(User.email == email)) is not None:
         raise ValueError(f"a user with email {email!r} already exists")
     user = User(
@@ -72,7 +82,9 @@ def create_key(s: Session, user: User, *, name: str = "", key: str | None = None
 
 def find_user(s: Session, ref: str) -> User | None:
     """A user by id or email."""
-    return s.get(User, ref) or s.scalar(select(User).where(User.email == ref.strip().lower()))
+    found = s.get(User, ref) or s.scalar(select(User).where(User.email == normalize_email(ref)))
+    # accounts made before emails were normalised keep the spelling they were made with
+    return found or s.scalar(select(User).where(User.email == ref.strip().lower()))
 
 
 def approve(s: Session, user: User, role: str = "member") -> User:
@@ -187,6 +199,8 @@ def require_active(p: Principal) -> None:
 
 
 def require_admin(p: Principal) -> None:
+    """An active admin: a suspended admin's powers are suspended too (it could otherwise lift its own)."""
+    require_active(p)
     if p.role != "admin":
         raise APIError(403, "This endpoint is for administrators only.", code="insufficient_role")
 

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from unclip.service import credits
 from unclip.service.auth import (
+    ADMIN_EMAIL,
     SESSION_COOKIE,
     SESSION_TTL_S,
     Principal,
@@ -19,6 +20,7 @@ from unclip.service.auth import (
     create_key,
     create_session,
     create_user,
+    normalize_email,
     resolve,
     resolve_session,
     user_json,
@@ -45,6 +47,8 @@ def signup(request: Request, body: SignupRequest) -> JSONResponse:
         raise APIError(403, "Signups are closed on this server.", code="signup_closed")
     if "@" not in body.email or len(body.email.strip()) < 3:
         raise invalid("Invalid 'email'.", "email")
+    if normalize_email(body.email) == ADMIN_EMAIL:  # reserved for the server's own admin (UNCLIP_ADMIN_KEY)
+        raise APIError(409, "An account with this email already exists.", param="email", code="email_taken")
     wait = sv.limiter.hit("signup:" + (request.client.host if request.client else "?"), 10)
     if wait is not None:
         from unclip.service.errors import rate_limited
@@ -109,7 +113,8 @@ def sign_in(request: Request, response: Response, body: SessionRequest) -> dict[
         path="/",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        # behind a TLS proxy that is not on this host, the request arrives as http: public_url says https
+        secure=request.url.scheme == "https" or (sv.settings.public_url or "").startswith("https://"),
     )
     return out
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from unclip.service import credits, reviews
 from unclip.service.auth import (
@@ -27,6 +27,7 @@ from unclip.service.credits import MAX_CREDITS
 from unclip.service.db import ApiKey, AuditEvent, ImageRecord, User, now
 from unclip.service.errors import APIError, RequestBody, invalid
 from unclip.service.routers.deps import services
+from unclip.service.settings import ROLES
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -96,8 +97,11 @@ def approve_user(
     sv = services(request)
     with sv.db.session() as s:
         user = _user(s, user_id)
+        role = (body or Approval()).role
+        if role in ROLES:
+            _keep_an_admin(s, user, role, user.status, "role")
         try:
-            approve(s, user, (body or Approval()).role)
+            approve(s, user, role)
         except ValueError as exc:
             raise invalid(str(exc), "role") from None
         credits.ensure_grant(s, user, sv.settings.credit_grants)
@@ -108,22 +112,43 @@ def approve_user(
 def patch_user(
     request: Request, user_id: str, body: UserPatch, _: Principal = Depends(admin_only)
 ) -> dict[str, Any]:
-    with services(request).db.session() as s:
+    sv = services(request)
+    with sv.db.session() as s:
         user = _user(s, user_id)
         if body.role is not None:
             try:
-                user.role = check_role(body.role)
+                role = check_role(body.role)
             except ValueError as exc:
                 raise invalid(str(exc), "role") from None
+            _keep_an_admin(s, user, role, user.status, "role")
+            user.role = role
             if user.role != "waitlisted" and user.approved_at is None:
                 user.approved_at = now()
         if body.status is not None:
             if body.status not in ("active", "suspended"):
                 raise invalid("'status' must be 'active' or 'suspended'.", "status")
+            _keep_an_admin(s, user, user.role, body.status, "status")
             user.status = body.status
         if body.credits_delta:
+            # this month's grant first: made after the change, its top-up would swallow a gift or undo a debit
+            credits.ensure_grant(s, user, sv.settings.credit_grants)
             credits.adjust(s, user, body.credits_delta)
         return user_json(user)
+
+
+def _keep_an_admin(s: Any, user: User, role: str, status: str, param: str) -> None:
+    """Refuse the change that would leave the server without an active admin (no one could undo it)."""
+    if user.role != "admin" or user.status != "active" or (role == "admin" and status == "active"):
+        return
+    active_admins = (User.role == "admin", User.status == "active", User.id != user.id)
+    others = s.scalar(select(func.count()).select_from(User).where(*active_admins))
+    if not others:
+        raise APIError(
+            409,
+            "This is the only active admin: promote another user to admin first.",
+            param=param,
+            code="last_admin",
+        )
 
 
 @router.get("/users/{user_id}/keys", summary="A user's API keys (never the keys themselves)")
