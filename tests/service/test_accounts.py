@@ -271,3 +271,13 @@ def test_the_session_cookie_is_secure_when_the_public_url_is_https(tmp_path: Pat
         assert r.status_code == 200 and "secure" in r.headers["set-cookie"].lower(), r.headers
     finally:
         srv.stop()
+
+
+def test_signing_out_with_a_key_and_the_cookie_ends_the_cookies_session(live: Server) -> None:
+    _, key = live.user("member")
+    web = httpx.Client(base_url=live.url)
+    assert web.post("/v1/session", json={"api_key": key}).status_code == 200
+    cookie = web.cookies.get("unclip_session")
+    assert web.delete("/v1/session", headers=H(key)).status_code == 200
+    stolen = httpx.get(live.url + "/v1/me", cookies={"unclip_session": cookie})
+    assert stolen.status_code == 401, stolen.text

@@ -129,11 +129,14 @@ def users_approve(
 def users_role(user: str, role: str, db: str = DB_OPT, data_dir: Path = DATA_OPT) -> None:
     """Set a user's role."""
     from unclip.service.auth import check_role
+    from unclip.service.db import now
 
     database, _ = _db(db, data_dir)
     with database.session() as s:
         u = _user(s, user)
         u.role = check_role(role)
+        if u.role != "waitlisted" and u.approved_at is None:  # as the API's role change
+            u.approved_at = now()
         typer.echo(f"{u.email}: {u.role}")
 
 

@@ -133,10 +133,13 @@ def current_session(request: Request) -> dict[str, Any]:
 
 @router.delete("/session", summary="Sign the web app out: the session ends and its cookie is cleared")
 def sign_out(request: Request, response: Response, p: Principal = Depends(authenticate)) -> dict[str, Any]:
-    if p.session_id is not None:
-        with services(request).db.session() as s:
-            session = s.get(WebSession, p.session_id)
-            if session is not None:
-                s.delete(session)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    with services(request).db.session() as s:
+        session = s.get(WebSession, p.session_id) if p.session_id is not None else None
+        if session is None and cookie:  # authenticated by a key, with the cookie beside it: end that too
+            found = resolve_session(s, cookie)
+            session = found[2] if found is not None and found[0].id == p.user_id else None
+        if session is not None:
+            s.delete(session)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return {"object": "session", "deleted": True}
