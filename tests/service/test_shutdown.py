@@ -6,6 +6,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import select
@@ -99,3 +100,75 @@ def test_a_job_whose_request_was_answered_as_refunded_is_not_put_back_at_shutdow
     quiet = Handle(job.id)  # nobody waits for it: it runs again after the restart
     quiet.requeue = True
     assert JobRunner._stopped(job, quiet).status == "queued"
+    cancelled = Handle(job.id)  # the user cancelled it, then the shutdown came: it stays cancelled
+    cancelled.by_user = cancelled.requeue = True
+    assert JobRunner._stopped(job, cancelled).status == "cancelled"
+
+
+def _queued_job(tmp_path: Path) -> tuple[Any, Any, str, str]:
+    """A database with a member whose month's grant is made and a queued 1-credit generation; a registry."""
+    from unclip.service import credits
+    from unclip.service.auth import approve, create_user
+    from unclip.service.db import Database
+    from unclip.service.engines import ModelRegistry
+
+    db = Database(f"sqlite:///{tmp_path / 'jobs.db'}")
+    with db.session() as s:
+        user = create_user(s, "member@example.test")
+        approve(s, user, "member")
+        credits.ensure_grant(s, user, {"member": 10})
+        credits.charge(s, user.id, 1, {"member": 10})
+        job = Job(user_id=user.id, kind="generation", model="m", params={"prompt": "p", "n": 1, "size": "256x256"})
+        job.cost = 1
+        s.add(job)
+        s.flush()
+        ids = user.id, job.id
+    return db, ModelRegistry(None, None, lambda p: None, {"m": FakeEngine()}), *ids
+
+
+def test_a_running_job_cancelled_before_a_crash_is_refunded_at_the_restart_not_run(tmp_path: Path) -> None:
+    """The cancel of a running job was kept only in memory: a crash before the engine's next step, and the
+    restart ran the job again and charged it."""
+    from unclip.service.jobs import JobManager
+    from unclip.service.runner import worker_token
+    from unclip.service.storage import BlobStore
+
+    db, registry, uid, job_id = _queued_job(tmp_path)
+    store = BlobStore(tmp_path / "images")
+    crashed = JobManager(db, store, registry)
+    assert crashed.runner.claim(job_id, worker_token()) is not None  # running when the process dies
+    crashed.cancel(job_id)
+    JobManager(db, store, registry).recover()
+    with db.session() as s:
+        assert s.get(Job, job_id).status == "cancelled"
+    assert books_of(db, uid) == (10, [("grant", 10), ("refund", 1)])
+    db.dispose()
+
+
+def test_putting_a_job_back_at_shutdown_is_not_counted_as_a_crash(tmp_path: Path) -> None:
+    from unclip.service.jobs import JobManager
+    from unclip.service.runner import Handle, JobRunner, Outcome, worker_token
+    from unclip.service.storage import BlobStore
+
+    db, registry, _, job_id = _queued_job(tmp_path)
+    store = BlobStore(tmp_path / "images")
+    runner = JobRunner(db, store, registry)
+    for _ in range(2):  # two graceful shutdowns during the job
+        token = worker_token()
+        job = runner.claim(job_id, token)
+        h = Handle(job_id)
+        h.requeue = True
+        assert runner.complete(job, token, Outcome("queued"), h) == "queued"
+    runner.claim(job_id, worker_token())  # then one crash
+    JobManager(db, store, registry).recover()
+    with db.session() as s:
+        assert s.get(Job, job_id).status == "queued"  # one crash of MAX_ATTEMPTS, not three
+    db.dispose()
+
+
+def books_of(db: Any, uid: str) -> tuple[int, list[tuple[str, int]]]:
+    from unclip.service.db import CreditEntry, User
+
+    with db.session() as s:
+        entries = s.scalars(select(CreditEntry).where(CreditEntry.user_id == uid).order_by(CreditEntry.id))
+        return s.get(User, uid).credits, [(e.reason, e.delta) for e in entries if e.reason != "charge"]

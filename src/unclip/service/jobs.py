@@ -130,6 +130,9 @@ class JobManager(JobQueue):
             )
             ids = []
             for job in jobs:
+                if job.cancel_requested == "user":  # cancelled while it ran, before the server stopped
+                    finish(s, job.id, ("queued", "running"), "cancelled", None)
+                    continue
                 if job.status == "running" and job.attempts >= MAX_ATTEMPTS:
                     finish(s, job.id, ("running",), "failed", crashed_error(job.attempts))
                     log.warning("job %s failed after %d interrupted attempts", job.id, job.attempts)
@@ -213,7 +216,10 @@ class JobManager(JobQueue):
         h = self.handle(job_id)
         with self.db.session() as s:
             won = finish(s, job_id, ("queued",), "cancelled", None)
+            if not won:  # recorded: a restart before the engine's next step must not run it again
+                move(s, job_id, ("running",), cancel_requested="user")
         if h:
+            h.by_user = True
             if won:
                 h.status = "cancelled"
                 h.changed = time.monotonic()

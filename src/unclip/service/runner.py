@@ -139,6 +139,7 @@ class Handle:
     done: threading.Event = field(default_factory=threading.Event)
     cancel: threading.Event = field(default_factory=threading.Event)
     requeue: bool = False  # cancelled to run again later (shutdown), not for good
+    by_user: bool = False  # the user cancelled it: a shutdown that comes after does not put it back
     step: int = 0
     total: int = 0
     status: str = "queued"
@@ -250,6 +251,8 @@ class JobRunner:
 
     @staticmethod
     def _stopped(job: Job, h: Handle) -> Outcome:
+        if h.by_user or job.cancel_requested == "user":
+            return Outcome("cancelled")
         shutdown = h.shutdown or job.cancel_requested == "shutdown"
         if h.requeue and not h.shutdown:  # a waiting request was told this job is cancelled and refunded
             return Outcome("queued")
@@ -352,9 +355,9 @@ class JobRunner:
             records = self._encode(job, out.images) if out.status == "succeeded" else []
             with self.db.session() as s:
                 if out.status == "queued":
-                    moved = move(
-                        s, job.id, ("running",), *ours, status="queued", worker=None, lease_until=None, **progress
-                    )
+                    # put back, not cut off: the attempt does not count towards MAX_ATTEMPTS (crashes do)
+                    back = {"status": "queued", "worker": None, "lease_until": None, "attempts": Job.attempts - 1}
+                    moved = move(s, job.id, ("running",), *ours, **back, **progress)
                     return "queued" if moved else None
                 result = {"images": [r.id for r in records]} if out.status == "succeeded" else None
                 if not finish(s, job.id, ("running",), out.status, out.error, *ours, result=result, **progress):

@@ -59,7 +59,7 @@ class Lease(threading.Thread):
                 h.cancel.set()
                 return
             if asked:
-                h.shutdown = asked == "shutdown"
+                h.shutdown, h.by_user = asked == "shutdown", asked == "user"
                 h.cancel.set()
 
 
