@@ -59,6 +59,17 @@ def test_a_confirmed_report_withholds_the_image_and_an_overturned_one_serves_it_
     assert httpx.get(live.url + f"/v1/images/{image_id}", headers=H(key)).json()["withheld"] is True
     up = httpx.post(live.url + "/v1/images/upscales", data={"image_id": image_id}, headers=H(key))
     assert up.status_code == 410  # nor is it an input any more
+    withheld_png = httpx.get(live.url + f"/v1/admin/images/{image_id}/content", headers=H(admin)).content
+    _, other = live.user("trusted")
+    for who in (key, other):  # nor are its bytes, uploaded by its owner or anyone else
+        r = httpx.post(
+            live.url + "/v1/images/variations",
+            files={"image": ("a.png", withheld_png, "image/png")},
+            data={"size": "256x256"},
+            headers=H(who),
+        )
+        assert (r.status_code, r.json()["error"]["code"]) == (410, "image_withheld"), r.text
+        assert image_id not in r.text
     assert not httpx.get(live.url + "/v1/admin/reviews", headers=H(admin)).json()["data"]  # nothing pending
 
     d = httpx.post(live.url + f"/v1/admin/reviews/report/{item['id']}", json={"decision": "overturn"},

@@ -283,19 +283,25 @@ class ImageService:
             sha = rec.sha256
         return sha, self.sv.store.open_image(sha)
 
-    def is_own_image(self, p: Principal, data: bytes) -> bool:
+    def is_own_image(self, p: Principal, data: bytes, param: str = "image") -> bool:
+        """Whether the upload is one of the caller's own results, byte for byte (content-addressed storage).
+        The bytes of a withheld image answer 410, as its `image_id` does, whoever uploads them (its id is not
+        told: it may be someone else's)."""
         import hashlib
 
         sha = hashlib.sha256(data).hexdigest()
         with self.sv.db.session() as s:
-            return (
-                s.scalar(
-                    select(ImageRecord.id)
-                    .where(ImageRecord.sha256 == sha, ImageRecord.user_id == p.user_id)
-                    .limit(1)
-                )
-                is not None
+            records = s.execute(
+                select(ImageRecord.id, ImageRecord.user_id, ImageRecord.withheld_at).where(ImageRecord.sha256 == sha)
+            ).all()
+        if any(withheld_at is not None for _id, _user, withheld_at in records):
+            raise APIError(
+                410,
+                f"The uploaded '{param}' was withheld after a review under the content policy.",
+                param=param,
+                code="image_withheld",
             )
+        return any(user_id == p.user_id for _id, user_id, _w in records)
 
     def cost(self, sub: Submission) -> int:
         """Credits by output size; an upscale at its own price; an outpaint by the frames it paints, each
@@ -327,7 +333,7 @@ class ImageService:
         feature = FEATURE_OF[sub.kind]
         require_feature(p, feature, st.features, WHAT[feature])
         # content-addressed storage: a result downloaded and uploaded again counts as the caller's own
-        own = {k: self.is_own_image(p, data) for k, (data, _img) in sub.uploads.items() if k != "mask"}
+        own = {k: self.is_own_image(p, data, k) for k, (data, _img) in sub.uploads.items() if k != "mask"}
         if sub.kind in ("edit", "outpaint") and own.get("image") is False:
             require_feature(p, "edit_upload", st.features, WHAT["edit_upload"])
         model = self.sv.registry.resolve(sub.model)
