@@ -36,6 +36,25 @@ def _drawing(size: int = 256, seed: int = 0) -> Image.Image:
     return img
 
 
+def test_signed_fields_copied_unchanged_onto_other_pixels_do_not_verify(photo: Image.Image) -> None:
+    from PIL import PngImagePlugin
+
+    genuine = _open(encode_png(photo.resize((256, 256)), {"seed": 1, "request_id": "x"}))
+    assert verify(genuine).metadata_valid
+    touched = genuine.copy()
+    touched.putpixel((3, 3), (0, 0, 0))
+    noise = Image.fromarray(np.random.default_rng(1).integers(0, 256, (300, 420, 3), dtype=np.uint8))
+    for other in (noise, touched):
+        info = PngImagePlugin.PngInfo()
+        for k, v in genuine.text.items():
+            info.add_text(k, v)
+        buf = io.BytesIO()
+        other.save(buf, format="PNG", pnginfo=info)
+        r = verify(buf.getvalue())
+        assert not r.metadata_valid and r.to_dict()["metadata"] == {}
+    assert not verify(buf.getvalue()).metadata_valid and verify(buf.getvalue()).from_unclip  # its watermark stays
+
+
 @pytest.mark.parametrize("size", [256, 512, 1024])
 def test_round_trip(photo: Image.Image, size: int) -> None:
     meta = {"model": "unclip-emoji", "seed": 42, "request_id": f"req_{size}"}

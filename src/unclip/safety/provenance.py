@@ -119,6 +119,14 @@ def _sign(fields: dict[str, str]) -> str:
     return hmac.new(_key(), body.encode(), hashlib.sha256).hexdigest()
 
 
+def _pixels(image: Image.Image) -> str:
+    """A digest of the decoded pixels, signed with the rest: the fields copied onto another image (or onto
+    this one, edited) no longer check out."""
+    digest = hashlib.sha256(f"{image.mode} {image.width}x{image.height}\n".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
 def encode_png(
     image: Image.Image,
     metadata: dict[str, Any] | None = None,
@@ -139,6 +147,7 @@ def encode_png(
     fields = {f"unclip:{k}": str(v) for k, v in metadata.items() if v is not None}
     fields["unclip:size"] = f"{image.width}x{image.height}"
     fields["unclip:watermark"] = payload_for(request_id).hex() if min(image.size) >= MIN_SIDE else "none"
+    fields["unclip:pixels"] = _pixels(marked)
     fields["unclip:signature"] = _sign(fields)
     info = PngImagePlugin.PngInfo()
     info.add_text("Software", f"unclip {__version__}")
@@ -217,6 +226,11 @@ def verify(image_or_bytes: Image.Image | bytes | bytearray | str | os.PathLike[s
         img.load()
     text = dict(getattr(img, "text", {}) or {}) if hasattr(img, "text") else dict(img.info)
     meta, metadata_valid = _signed_fields(text)
+    # signed fields are this image's only if they sign its pixels (or, written before they did, its size)
+    if "unclip:pixels" in meta:
+        metadata_valid = metadata_valid and hmac.compare_digest(meta["unclip:pixels"], _pixels(img))
+    else:
+        metadata_valid = metadata_valid and meta.get("unclip:size") == f"{img.width}x{img.height}"
     hint = None
     size = meta.get("unclip:size", "")
     if "x" in size:
