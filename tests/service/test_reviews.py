@@ -220,3 +220,53 @@ def test_the_migration_keeps_the_first_of_pending_duplicates(database: str, tmp_
         rows = conn.execute(text("SELECT id, review FROM image_reports ORDER BY id")).all()
     assert [tuple(r) for r in rows] == [(1, "pending"), (3, "confirmed")]
     db.dispose()
+
+
+@pytest.mark.parametrize("database", DATABASES)
+@pytest.mark.parametrize(
+    ("states", "decisions", "withheld"),
+    [
+        (("confirmed", "pending"), ("overturn", "confirm"), True),  # B stands confirmed: withheld
+        (("confirmed", "confirmed"), ("overturn", "overturn"), False),  # none stands: served again
+    ],
+)
+def test_two_decisions_about_one_images_reports_at_once_leave_it_as_its_reports_say(
+    database: str, tmp_path: Path, states: tuple[str, str], decisions: tuple[str, str], withheld: bool
+) -> None:
+    import threading
+    import time
+
+    from unclip.service.auth import create_user
+    from unclip.service.db import Database, ImageRecord, ImageReport
+    from unclip.service.reviews import decide
+
+    if database == "postgres" and not PG_URL:
+        pytest.skip("UNCLIP_TEST_POSTGRES_URL is not set")
+    db = Database(_clean_postgres() if database == "postgres" else f"sqlite:///{tmp_path / 'reviews.db'}")
+    with db.session() as s:
+        user = create_user(s, "reporter@example.test", role="member")
+        image = ImageRecord(user_id=user.id, sha256="0" * 64, kind="generation", width=64, height=64)
+        s.add(image)
+        s.flush()
+        reports = [ImageReport(image_id=image.id, user_id=user.id, reason="r", review=st) for st in states]
+        s.add_all(reports)
+        image.withheld_at = 1.0
+        s.flush()
+        image_id, ids = image.id, [r.id for r in reports]
+    first_decided = threading.Event()
+
+    def second() -> None:
+        first_decided.wait(10)
+        with db.session() as s:  # reads the reports while the first decision is not committed yet
+            decide(s, "admin-2", "report", ids[1], decisions[1])
+
+    t = threading.Thread(target=second)
+    t.start()
+    with db.session() as s:
+        decide(s, "admin-1", "report", ids[0], decisions[0])
+        first_decided.set()
+        time.sleep(0.5)  # the second decision runs meanwhile
+    t.join(20)
+    with db.session() as s:
+        assert (s.get(ImageRecord, image_id).withheld_at is not None) is withheld
+    db.dispose()

@@ -118,11 +118,21 @@ def decide(s: Session, admin_id: str, kind: Kind, item_id: int, decision: str) -
     row: AuditEvent | ImageReport | None = s.get(AuditEvent if kind == "refusal" else ImageReport, item_id)
     if row is None:
         raise APIError(404, f"No {kind} with id {item_id}.", param="id", code="review_item_not_found")
+    image = None
+    if isinstance(row, ImageReport):
+        # the image's row first, locked: two decisions about one image's reports (PostgreSQL runs them side by
+        # side) each read the other's report; without the lock, each read the other's before it committed
+        image = s.scalar(
+            select(ImageRecord)
+            .where(ImageRecord.id == row.image_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
     row.review, row.reviewed_by, row.reviewed_at = DECISIONS[decision], admin_id, now()
     if isinstance(row, ImageReport):
-        s.flush()
-        image = s.get(ImageRecord, row.image_id)
+        s.flush()  # SQLite ignores FOR UPDATE: this write is what waits for the other decision to commit
         if image is not None:  # withheld while any report of it stands confirmed
+            s.refresh(image)
             confirmed = s.scalar(
                 select(ImageReport.id).where(
                     ImageReport.image_id == image.id, ImageReport.review == "confirmed"
