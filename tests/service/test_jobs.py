@@ -519,3 +519,40 @@ def test_a_batched_pass_keeps_every_setting_a_lone_job_keeps() -> None:
     [(name, call)] = engine.calls
     assert name == "generate_batch" and call["guidance"] == 0.0 and call["steps"] == 3
     assert "negative_prompt" not in call
+
+
+def test_a_broker_workers_claimed_job_keeps_its_lease_while_the_model_loads(tmp_path: Path) -> None:
+    """Finding batch companions loads the model; the claimed job's lease was renewed only after that, so a
+    load longer than the lease let another worker take over a job whose worker was alive."""
+    pytest.importorskip("dramatiq")
+    from unclip.service.db import Database, Job, User, now
+    from unclip.service.runner import JobRunner, worker_token
+    from unclip.service.worker import BrokerWorker
+
+    (tmp_path / "models" / "slow").mkdir(parents=True)
+    settings = make_settings(tmp_path, broker_url="redis://127.0.0.1:1/0", lease_s=1.0, batch_images=8)
+    db = Database(settings.db_url)
+    with db.session() as s:
+        user = User(email="u@example.test", role="member")
+        s.add(user)
+        s.flush()
+        job = Job(user_id=user.id, kind="generation", model="slow", params={"prompt": "p", "n": 1, "size": "256x256"})
+        s.add(job)
+        s.flush()
+        job_id = job.id
+
+    def slow_loader(path: Path) -> BatchFakeEngine:
+        time.sleep(3.0)  # a model loaded on first use
+        return BatchFakeEngine()
+
+    worker = BrokerWorker(settings, engines={"unclip-test": BatchFakeEngine()}, engine_loader=slow_loader)
+    t = threading.Thread(target=worker.process, args=(job_id,))
+    t.start()
+    time.sleep(1.8)
+    with db.session() as s:
+        assert s.get(Job, job_id).lease_until > now()
+    assert JobRunner(db, worker.store, worker.registry, lease_s=1.0).claim(job_id, worker_token()) is None
+    t.join(30)
+    with db.session() as s:
+        assert s.get(Job, job_id).status == "succeeded"
+    db.dispose()

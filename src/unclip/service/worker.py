@@ -97,19 +97,30 @@ class BrokerWorker:
         if job is None:
             log.debug("job %s is not this worker's to run", job_id)
             return
-        group = [(job, token)]
-        if self.settings.batch_images > 1 and job.kind == "generation":
-            group += self.runner.claim_companions(job, self.settings.batch_images)
-        jobs = [j for j, _ in group]
-        hs = [Handle(j.id, status="running") for j in jobs]
-        leases = [
-            Lease(self.db, h, tok, self.settings.lease_s, every_s=min(0.25, self.settings.lease_s / 4))
-            for h, (_, tok) in zip(hs, group, strict=True)
-        ]
-        with self._lock:
-            self._handles.update({h.job_id: h for h in hs})
-        for lease in leases:
+        group: list[tuple[Job, str]] = []
+        hs: list[Handle] = []
+        leases: list[Lease] = []
+
+        def hold(j: Job, tok: str) -> None:  # the job's lease is renewed from now on
+            h = Handle(j.id, status="running")
+            lease = Lease(self.db, h, tok, self.settings.lease_s, every_s=min(0.25, self.settings.lease_s / 4))
+            with self._lock:
+                self._handles[h.job_id] = h
+            group.append((j, tok))
+            hs.append(h)
+            leases.append(lease)
             lease.start()
+
+        # before the companions: finding them loads the model, which can outlast the lease of a claimed job
+        hold(job, token)
+        try:
+            if self.settings.batch_images > 1 and job.kind == "generation":
+                for companion in self.runner.claim_companions(job, self.settings.batch_images):
+                    hold(*companion)
+        except BaseException:
+            self._release(hs, leases)
+            raise
+        jobs = [j for j, _ in group]
         if len(jobs) > 1:
             log.info(
                 "jobs %s (%d images) in one pass",
@@ -125,12 +136,7 @@ class BrokerWorker:
                 statuses.append(self.runner.complete(j, tok, out, h))
                 lease.halt.set()
         finally:
-            for lease in leases:
-                lease.halt.set()
-                lease.join()
-            with self._lock:
-                for h in hs:
-                    self._handles.pop(h.job_id, None)
+            self._release(hs, leases)
         for j, status in zip(jobs, statuses, strict=True):
             if status is None:
                 log.warning(
@@ -177,6 +183,14 @@ class BrokerWorker:
                     "or run `unclip admin migrate`"
                 )
             time.sleep(1.0)
+
+    def _release(self, hs: list[Handle], leases: list[Lease]) -> None:
+        for lease in leases:
+            lease.halt.set()
+            lease.join()
+        with self._lock:
+            for h in hs:
+                self._handles.pop(h.job_id, None)
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Consume jobs until SIGTERM/SIGINT (or `stop`): then take no new job, give running ones the shutdown
