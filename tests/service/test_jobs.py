@@ -521,6 +521,29 @@ def test_a_batched_pass_keeps_every_setting_a_lone_job_keeps() -> None:
     assert "negative_prompt" not in call
 
 
+def test_a_job_cancelled_before_its_batched_pass_ends_cancelled_and_the_others_run() -> None:
+    from unclip.service.db import Job
+    from unclip.service.runner import Handle, JobRunner
+
+    engine = BatchFakeEngine()
+
+    class Registry:
+        def get(self, name: str) -> BatchFakeEngine:
+            return engine
+
+    runner = JobRunner(None, None, Registry())  # type: ignore[arg-type]
+    params = {"n": 1, "size": "256x256"}
+    jobs = [
+        Job(id=f"job_{i}", user_id="u", kind="generation", model="m", params={**params, "prompt": f"cat {i}"})
+        for i in range(3)
+    ]
+    jobs[1].cancel_requested = "user"  # asked while it waited, put back in the queue by a shutdown
+    outs = runner.execute_batch(jobs, [Handle(j.id) for j in jobs])
+    assert [o.status for o in outs] == ["succeeded", "cancelled", "succeeded"]
+    [(name, call)] = engine.calls
+    assert name == "generate_batch" and len(call["prompts"]) == 2
+
+
 def test_a_broker_workers_claimed_job_keeps_its_lease_while_the_model_loads(tmp_path: Path) -> None:
     """Finding batch companions loads the model; the claimed job's lease was renewed only after that, so a
     load longer than the lease let another worker take over a job whose worker was alive."""

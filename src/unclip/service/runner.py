@@ -307,6 +307,11 @@ class JobRunner:
         run again job by job, so that each job gets its own outcome."""
         if len(jobs) == 1:
             return [self.execute(jobs[0], hs[0])]
+        asked = [bool(j.cancel_requested) or h.cancel.is_set() for j, h in zip(jobs, hs, strict=True)]
+        if any(asked):  # a cancel that came before the pass (one for a job put back by a shutdown, say)
+            keep = [i for i, a in enumerate(asked) if not a]
+            rest = iter(self.execute_batch([jobs[i] for i in keep], [hs[i] for i in keep]) if keep else [])
+            return [self._stopped(j, h) if a else next(rest) for j, h, a in zip(jobs, hs, asked, strict=True)]
 
         def progress(step: int, total: int) -> None:
             for h in hs:
