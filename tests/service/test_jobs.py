@@ -579,3 +579,28 @@ def test_a_broker_workers_claimed_job_keeps_its_lease_while_the_model_loads(tmp_
     with db.session() as s:
         assert s.get(Job, job_id).status == "succeeded"
     db.dispose()
+
+
+def test_the_job_list_pages_like_the_history_and_refuses_unknown_cursors(live: Server) -> None:
+    _, key = live.user("member")
+    _, other = live.user("member")
+    for i in range(3):
+        r = httpx.post(
+            live.url + "/v1/images/generations",
+            json={"prompt": f"cat {i}", "size": "256x256"},
+            headers={**H(key), **ASYNC},
+        )
+        wait_status(live, key, r.json()["id"], "succeeded")
+    first = httpx.get(live.url + "/v1/jobs?limit=2", headers=H(key)).json()
+    assert len(first["data"]) == 2 and first["has_more"]
+    rest = httpx.get(f"{live.url}/v1/jobs?limit=2&after={first['last_id']}", headers=H(key)).json()
+    assert len(rest["data"]) == 1 and not rest["has_more"]
+    assert len({j["id"] for j in first["data"] + rest["data"]}) == 3  # every job once
+    for url in (
+        f"/v1/jobs?after={first['last_id']}",  # someone else's cursor
+        "/v1/images?after=img_gone",
+    ):
+        r = httpx.get(live.url + url, headers=H(other))
+        assert (r.status_code, r.json()["error"]["param"]) == (400, "after"), r.text
+    r = httpx.get(live.url + "/v1/jobs?status=done", headers=H(key))
+    assert (r.status_code, r.json()["error"]["param"]) == (400, "status")

@@ -29,6 +29,7 @@ from unclip.service.images import (
     check_unsupported,
     withheld,
 )
+from unclip.service.paging import newest_first
 from unclip.service.policy import read_image, read_mask, verify_image
 from unclip.service.routers.deps import admitted, base_url, respond, services
 
@@ -540,23 +541,9 @@ def history(
     sv = services(request)
     with sv.db.session() as s:
         q = select(ImageRecord).where(ImageRecord.user_id == p.user_id, ImageRecord.withheld_at.is_(None))
-        if after:
-            ref = s.get(ImageRecord, after)
-            if ref is not None and ref.user_id == p.user_id:
-                q = q.where(
-                    (ImageRecord.created_at < ref.created_at)
-                    | ((ImageRecord.created_at == ref.created_at) & (ImageRecord.id < ref.id))
-                )
-        rows = list(
-            s.scalars(q.order_by(ImageRecord.created_at.desc(), ImageRecord.id.desc()).limit(limit + 1))
-        )
-    data = [sv.images.image_json(r, base_url(request)) for r in rows[:limit]]
-    return {
-        "object": "list",
-        "data": data,
-        "has_more": len(rows) > limit,
-        "last_id": data[-1]["id"] if data else None,
-    }
+        rows, more = newest_first(s, q, ImageRecord, p.user_id, after, limit)
+    data = [sv.images.image_json(r, base_url(request)) for r in rows]
+    return {"object": "list", "data": data, "has_more": more, "last_id": data[-1]["id"] if data else None}
 
 
 def _own_image(request: Request, p: Principal, image_id: str) -> ImageRecord:

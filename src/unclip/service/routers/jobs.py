@@ -15,8 +15,12 @@ from sqlalchemy import select
 
 from unclip.service.auth import Principal, authenticate
 from unclip.service.db import Job
+from unclip.service.errors import invalid
 from unclip.service.jobs import TERMINAL
+from unclip.service.paging import newest_first
 from unclip.service.routers.deps import base_url, services
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -26,15 +30,19 @@ def list_jobs(
     request: Request,
     limit: int = Query(20, ge=1, le=100),
     status: str | None = None,
+    after: str | None = None,
     p: Principal = Depends(authenticate),
 ) -> dict[str, Any]:
     sv = services(request)
     with sv.db.session() as s:
         q = select(Job).where(Job.user_id == p.user_id)
         if status:
+            if status not in STATUSES:
+                raise invalid(f"Invalid 'status': expected one of {', '.join(STATUSES)}.", "status")
             q = q.where(Job.status == status)
-        rows = list(s.scalars(q.order_by(Job.created_at.desc()).limit(limit)))
-    return {"object": "list", "data": [sv.images.job_json(j, base_url(request)) for j in rows]}
+        rows, more = newest_first(s, q, Job, p.user_id, after, limit)
+    data = [sv.images.job_json(j, base_url(request)) for j in rows]
+    return {"object": "list", "data": data, "has_more": more, "last_id": data[-1]["id"] if data else None}
 
 
 @router.get("/{job_id}", summary="A job's status, progress and result")
