@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -156,6 +157,22 @@ def _wait_job(live: Server, key: str, job_id: str) -> dict:
     raise AssertionError(job)
 
 
+def _image_of_a_member(database: str, tmp_path: Path) -> tuple[Any, str, str]:
+    """A database (SQLite, or the test PostgreSQL cleaned) with a member and one image of theirs."""
+    from unclip.service.auth import create_user
+    from unclip.service.db import Database, ImageRecord
+
+    if database == "postgres" and not PG_URL:
+        pytest.skip("UNCLIP_TEST_POSTGRES_URL is not set")
+    db = Database(_clean_postgres() if database == "postgres" else f"sqlite:///{tmp_path / 'reviews.db'}")
+    with db.session() as s:
+        user = create_user(s, "reporter@example.test", role="member")
+        image = ImageRecord(user_id=user.id, sha256="0" * 64, kind="generation", width=64, height=64)
+        s.add(image)
+        s.flush()
+        return db, user.id, image.id
+
+
 @pytest.mark.parametrize("database", DATABASES)
 def test_two_reports_of_one_image_sent_at_once_make_one_queue_item(database: str, tmp_path: Path) -> None:
     import threading
@@ -163,26 +180,19 @@ def test_two_reports_of_one_image_sent_at_once_make_one_queue_item(database: str
 
     from sqlalchemy import func, select
 
-    from unclip.service.auth import create_user
-    from unclip.service.db import Database, ImageRecord, ImageReport
+    from unclip.service.db import ImageReport
     from unclip.service.reviews import report_image
 
-    if database == "postgres" and not PG_URL:
-        pytest.skip("UNCLIP_TEST_POSTGRES_URL is not set")
-    db = Database(_clean_postgres() if database == "postgres" else f"sqlite:///{tmp_path / 'reports.db'}")
-    with db.session() as s:
-        user = create_user(s, "reporter@example.test", role="member")
-        image = ImageRecord(user_id=user.id, sha256="0" * 64, kind="generation", width=64, height=64)
-        s.add(image)
+    db, user_id, image_id = _image_of_a_member(database, tmp_path)
     got: list[tuple[int, bool]] = []
 
     def second() -> None:
         with db.session() as s:  # reads no pending report yet, then waits on the first one's insert
-            report, new = report_image(s, user.id, image.id, "the same, twice")
+            report, new = report_image(s, user_id, image_id, "the same, twice")
             got.append((report.id, new))
 
     with db.session() as s:
-        first, new = report_image(s, user.id, image.id, "the same, twice")
+        first, new = report_image(s, user_id, image_id, "the same, twice")
         assert new
         t = threading.Thread(target=second)
         t.start()
@@ -236,23 +246,16 @@ def test_two_decisions_about_one_images_reports_at_once_leave_it_as_its_reports_
     import threading
     import time
 
-    from unclip.service.auth import create_user
-    from unclip.service.db import Database, ImageRecord, ImageReport
+    from unclip.service.db import ImageRecord, ImageReport
     from unclip.service.reviews import decide
 
-    if database == "postgres" and not PG_URL:
-        pytest.skip("UNCLIP_TEST_POSTGRES_URL is not set")
-    db = Database(_clean_postgres() if database == "postgres" else f"sqlite:///{tmp_path / 'reviews.db'}")
+    db, user_id, image_id = _image_of_a_member(database, tmp_path)
     with db.session() as s:
-        user = create_user(s, "reporter@example.test", role="member")
-        image = ImageRecord(user_id=user.id, sha256="0" * 64, kind="generation", width=64, height=64)
-        s.add(image)
-        s.flush()
-        reports = [ImageReport(image_id=image.id, user_id=user.id, reason="r", review=st) for st in states]
+        reports = [ImageReport(image_id=image_id, user_id=user_id, reason="r", review=st) for st in states]
         s.add_all(reports)
-        image.withheld_at = 1.0
+        s.get(ImageRecord, image_id).withheld_at = 1.0
         s.flush()
-        image_id, ids = image.id, [r.id for r in reports]
+        ids = [r.id for r in reports]
     first_decided = threading.Event()
 
     def second() -> None:
