@@ -28,7 +28,9 @@ def page(live: Server, tmp_path: Path) -> Iterator[Any]:
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        # the tests read the page with Playwright's string predicates, which the app's content security
+        # policy forbids (no eval); test_the_app_runs_under_its_content_security_policy keeps the policy
+        context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
         context.set_default_timeout(20_000)
         yield context.new_page()
         browser.close()
@@ -245,6 +247,10 @@ def test_an_admin_approves_the_waitlist_and_manages_users(page: Any, live: Serve
     row.wait_for(state="detached")
     assert user(waiting).role == "member"
 
+    from unclip.service import credits
+
+    with live.sv.db.session() as s:  # the month's grant first: what an admin adds comes on top of it
+        credits.ensure_grant(s, s.get(User, member), live.sv.settings.credit_grants)
     before = user(member).credits
     member_row = page.locator('#users tr[data-email="member@example.test"]')
     member_row.get_by_label("credits to add for member@example.test").fill("50")
@@ -252,9 +258,17 @@ def test_an_admin_approves_the_waitlist_and_manages_users(page: Any, live: Serve
     page.wait_for_function("document.querySelector('#users tr[data-email=\"member@example.test\"]')"
                            f".textContent.includes('{before + 50}')")  # fmt: skip
     assert user(member).credits == before + 50
-    member_row.get_by_label("role of member@example.test").select_option("trusted")
+    role = member_row.get_by_label("role of member@example.test")
+    page.once("dialog", lambda d: d.dismiss())  # a change of role is asked first: no, and nothing changes
+    role.select_option("admin")
+    page.wait_for_function("document.querySelector('#users tr[data-email=\"member@example.test\"] select')"
+                           ".value === 'member'")  # fmt: skip
+    assert user(member).role == "member"
+    page.once("dialog", lambda d: d.accept())
+    role.select_option("trusted")
     page.wait_for_function("document.querySelector('#users tr[data-email=\"member@example.test\"] select')"
                            ".value === 'trusted'")  # fmt: skip
+    page.once("dialog", lambda d: d.accept())
     member_row.get_by_role("button", name="Suspend").click()
     page.locator('#users tr[data-email="member@example.test"] >> text=Reactivate').wait_for()
     assert user(member).role == "trusted" and user(member).status == "suspended"
@@ -267,7 +281,7 @@ def test_phone_width(live: Server, tmp_path: Path) -> None:
     _, key = live.user("member")
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True).new_page()
+        page = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, bypass_csp=True).new_page()
         page.set_default_timeout(20_000)
         sign_in(page, live, key)
         page.fill("#gen-prompt", "a red apple")
@@ -462,6 +476,7 @@ def test_a_report_and_a_refusal_through_the_review_queue(page: Any, live: Server
     assert "a green pear" in report.text_content() and "should not" in report.text_content()
     page.wait_for_function("document.querySelector('#reviews tr[data-type=report] img').naturalWidth > 0")
     shot(page, "review-queue", tmp_path)
+    page.once("dialog", lambda d: d.accept())  # confirming a report withholds the image: asked first
     report.get_by_role("button", name="Confirm").click()
     report.wait_for(state="detached")  # decided: off the pending list
     refusal = page.locator('#reviews tr[data-type="refusal"]')
@@ -524,3 +539,30 @@ def test_the_keyboard_alone_signs_in_creates_views_and_changes_tabs(
     page.keyboard.press(" ")
     page.wait_for_selector("#tab-generate:not([hidden])")
     assert not page.is_visible("#error")
+
+
+def test_the_app_runs_under_its_content_security_policy(live: Server, tmp_path: Path) -> None:
+    """Sign in, create, view, the history and the admin screens with the policy enforced (no Playwright
+    predicates here: they need eval), and no violation reported."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    _, key = live.user("admin")
+    violations: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+        page.set_default_timeout(20_000)
+        page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+        sign_in(page, live, key)
+        page.fill("#gen-prompt", "a red apple")
+        page.click("#gen-form button:not([type=button])")
+        page.locator("#results figure img").first.wait_for()
+        page.click("#results figure img")
+        page.locator("#viewer").wait_for(state="visible")
+        page.locator("#viewer-provenance", has_text="signed by this server").wait_for()
+        page.keyboard.press("Escape")
+        for tab in ("history", "admin"):
+            page.click(f'nav button[data-tab="{tab}"]')
+        page.locator("#users tr").first.wait_for()
+        shot(page, "under-csp", tmp_path)
+        browser.close()
+    assert violations == []

@@ -624,3 +624,19 @@ def test_an_outpaint_with_two_images_or_several_outputs_is_refused_not_cut_short
         assert r.status_code == 400, (path, data, r.text)
         assert r.json()["error"]["param"] == ("n" if "n" in data else "image_id")
     assert books(live, uid) == before
+
+
+def test_answers_carry_browser_security_headers(live: Server) -> None:
+    """The signed-in app could be framed by a page on a sibling origin (its SameSite cookie goes along):
+    clickjacking of the admin's one-click actions. Nothing is sniffed, no referrer leaves the origin."""
+    _, key = live.user("member")
+    for path in ("/", "/app.js", "/v1/models", "/docs", "/openapi.json", "/v1/session"):
+        r = httpx.get(live.url + path, headers=H(key))
+        assert r.headers["x-frame-options"] == "DENY", path
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"], path
+        assert r.headers["x-content-type-options"] == "nosniff" and r.headers["referrer-policy"] == "same-origin"
+    app_policy = httpx.get(live.url + "/").headers["content-security-policy"]
+    assert "default-src 'self'" in app_policy and "unsafe-inline" not in app_policy
+    assert httpx.get(live.url + "/v1/session", headers=H(key)).headers["cache-control"] == "no-store"
+    assert httpx.get(live.url + "/docs-assets/swagger-ui.css").status_code == 200
+    assert httpx.get(live.url + "/docs-assets/index.html").status_code == 404  # the bundle's stock page

@@ -18,7 +18,7 @@ from unclip.service.db import ApiKey, Database, User, now
 from unclip.service.engines import Loader, ModelRegistry
 from unclip.service.images import ImageService
 from unclip.service.jobs import JobManager
-from unclip.service.middleware import BodyLimit, NoNulInUrl, RequestId
+from unclip.service.middleware import BodyLimit, NoNulInUrl, RequestId, SecurityHeaders
 from unclip.service.policy import (
     OffenderRules,
     Policy,
@@ -189,6 +189,7 @@ def create_app(
     app.add_middleware(RequestId)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(NoNulInUrl)
+    app.add_middleware(SecurityHeaders, image_origin=_origin(settings.public_url))
 
     from unclip.service.routers import accounts, admin, images, jobs, models, moderations
 
@@ -203,15 +204,31 @@ def create_app(
     return app
 
 
+def _origin(url: str | None) -> str | None:
+    """`scheme://host[:port]` of a URL, or None."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url or "")
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
+
+
 def _local_docs(app: FastAPI) -> None:
     """Swagger UI at /docs with its assets served by this server (FastAPI's default loads them from a CDN,
     which leaves the page blank without internet)."""
+    from fastapi import HTTPException
     from fastapi.openapi.docs import get_swagger_ui_html
-    from fastapi.responses import HTMLResponse
-    from fastapi.staticfiles import StaticFiles
+    from fastapi.responses import FileResponse, HTMLResponse
     from swagger_ui_bundle import swagger_ui_path
 
-    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+    assets = Path(swagger_ui_path)
+    files = {name: assets / name for name in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")}
+
+    # only what /docs loads: the bundle's folder also has a stock index.html that renders a third party's spec
+    @app.get("/docs-assets/{name}", include_in_schema=False)
+    def docs_asset(name: str) -> FileResponse:
+        if name not in files:
+            raise HTTPException(404)  # answered as any unknown URL
+        return FileResponse(files[name])
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:

@@ -1,6 +1,6 @@
 """Pure ASGI middleware (Starlette's BaseHTTPMiddleware breaks `request.is_disconnected()`, which the
-waiting requests poll to cancel the jobs of clients that went away): request ids, and the body limit enforced
-on the bytes that arrive (a chunked body has no Content-Length to check)."""
+waiting requests poll to cancel the jobs of clients that went away): request ids, the body limit enforced
+on the bytes that arrive (a chunked body has no Content-Length to check), and security headers."""
 
 from __future__ import annotations
 
@@ -122,3 +122,44 @@ class RequestId:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+class SecurityHeaders:
+    """Headers for a browser: no framing (clickjacking of the signed-in app: a SameSite cookie still goes to a
+    frame on a sibling origin), no MIME sniffing, no referrer beyond this origin (signed URLs carry their
+    signature), and a content security policy for the web app, which has no inline script or style.
+    `/docs` (Swagger UI's page has an inline script) gets the framing rule alone. Answers of the session and
+    admin endpoints are not cached. `image_origin`: where image URLs point when `UNCLIP_PUBLIC_URL` names
+    another origin."""
+
+    def __init__(self, app: Any, image_origin: str | None = None) -> None:
+        self.app = app
+        extra = f" {image_origin}" if image_origin else ""
+        policy = (
+            f"default-src 'self'; img-src 'self' blob: data:{extra}; connect-src 'self'{extra}; "
+            "frame-ancestors 'none'; object-src 'none'; base-uri 'none'; form-action 'self'"
+        )
+        self.common = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"same-origin"),
+        ]
+        self.app_policy = (b"content-security-policy", policy.encode())
+        self.docs_policy = (b"content-security-policy", b"frame-ancestors 'none'")
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        added = [*self.common, self.docs_policy if path.startswith("/docs") else self.app_policy]
+        if path.startswith(("/v1/session", "/v1/admin")):
+            added.append((b"cache-control", b"no-store"))
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []), *(h for h in added if h[0] not in present)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

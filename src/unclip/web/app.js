@@ -57,7 +57,7 @@ async function signIn() {
     examples = Object.fromEntries(models.data.map((m) => [m.id, m.examples || []]));
     for (const sel of document.querySelectorAll("select.model")) {
       const chosen = sel.value;
-      sel.innerHTML = shown.map((id) => `<option>${id}</option>`).join("");
+      sel.replaceChildren(...shown.map((id) => new Option(id)));
       if (shown.includes(chosen)) sel.value = chosen; // signIn runs again after each job: keep the choice
     }
     surpriseButton();
@@ -68,7 +68,7 @@ async function signIn() {
 }
 
 for (const sel of document.querySelectorAll("select.size")) {
-  sel.innerHTML = ["256x256", "512x512", "1024x1024"].map((s) => `<option>${s}</option>`).join("");
+  sel.replaceChildren(...["256x256", "512x512", "1024x1024"].map((s) => new Option(s)));
 }
 
 $("signin-form").onsubmit = async (ev) => {
@@ -105,10 +105,11 @@ for (const b of document.querySelectorAll("nav button")) {
 
 function figure(url, caption, id) {
   const f = document.createElement("figure");
-  f.innerHTML = `<a href="${url}" target="_blank"><img src="${url}" loading="lazy" alt=""></a><figcaption></figcaption>`;
-  f.querySelector("figcaption").textContent = caption || "";
-  f.querySelector("img").alt = caption || "generated image";
-  if (id) f.querySelector("a").onclick = (ev) => { ev.preventDefault(); openViewer(id); };
+  const a = document.createElement("a"); a.href = url; a.target = "_blank";
+  const img = document.createElement("img"); img.src = url; img.loading = "lazy"; img.alt = caption || "generated image";
+  const cap = document.createElement("figcaption"); cap.textContent = caption || "";
+  a.append(img); f.append(a, cap);
+  if (id) a.onclick = (ev) => { ev.preventDefault(); openViewer(id); };
   return f;
 }
 
@@ -668,8 +669,11 @@ async function loadAdmin() {
       const row = ub.insertRow(); row.dataset.email = u.email;
       cell(row, u.email);
       const role = document.createElement("select"); role.setAttribute("aria-label", `role of ${u.email}`);
-      role.innerHTML = ROLES.map((r) => `<option${r === u.role ? " selected" : ""}>${r}</option>`).join("");
-      role.onchange = () => adminPatch(u, { role: role.value }).catch(showError);
+      role.replaceChildren(...ROLES.map((r) => new Option(r, r, r === u.role, r === u.role)));
+      role.onchange = () => { // a keystroke on a focused select changes it: ask first
+        if (!confirm(`Change the role of ${u.email} from ${u.role} to ${role.value}?`)) { role.value = u.role; return; }
+        adminPatch(u, { role: role.value }).catch((e) => { role.value = u.role; showError(e); });
+      };
       cell(row, role);
       const credits = document.createElement("span");
       const delta = document.createElement("input"); delta.type = "number"; delta.placeholder = "+/-";
@@ -680,8 +684,10 @@ async function loadAdmin() {
       }));
       cell(row, credits);
       const suspended = u.status === "suspended";
-      cell(row, button(suspended ? "Reactivate" : "Suspend",
-        () => adminPatch(u, { status: suspended ? "active" : "suspended" }))).prepend(`${u.status} `);
+      cell(row, button(suspended ? "Reactivate" : "Suspend", async () => {
+        if (!suspended && !confirm(`Suspend ${u.email}? They cannot use the service until reactivated.`)) return;
+        await adminPatch(u, { status: suspended ? "active" : "suspended" });
+      })).prepend(`${u.status} `);
     }
     const rb = $("reviews").tBodies[0]; rb.innerHTML = "";
     for (const it of queue.data) {
@@ -701,6 +707,8 @@ async function loadAdmin() {
       for (const [verb, label] of [["confirm", "Confirm"], ["overturn", "Overturn"]]) {
         if (it.review === (verb === "confirm" ? "confirmed" : "overturned")) continue;
         decision.append(button(label, async () => {
+          const withholds = verb === "confirm" && it.type === "report";
+          if (withholds && !confirm("Confirm this report? The image is withheld from its owner.")) return;
           await api(`/admin/reviews/${it.type}/${it.id}`, { method: "POST",
             headers: { "Content-Type": "application/json" }, body: JSON.stringify({ decision: verb }) });
           await loadAdmin();
