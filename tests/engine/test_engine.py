@@ -122,6 +122,29 @@ def test_edit_keeps_pixels_outside_the_mask(engine: Engine) -> None:
     assert np.array_equal(np.asarray(out2[0])[keep], src[..., :3][keep])
 
 
+def test_edit_repaints_a_small_area_at_a_smaller_size_and_a_whole_mask_to_the_border(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One transparent pixel of a 512 px image edited at 256 px vanished from the resized mask (the input came
+    back unchanged); a mask of everything kept a fade of the original along the border (the feathering
+    counted its padding as outside the mask). The decoder paints black here, so the original shows."""
+    monkeypatch.setattr(Engine, "_decode", lambda self, embeds, *a, **k: -torch.ones(embeds.shape[0], 3, 256, 256))
+    one = np.full((512, 512, 4), 255, np.uint8)
+    one[300, 300, 3] = 0
+    out = np.asarray(engine.edit(Image.fromarray(one, "RGBA"), "a cat", size=256, seed=1)[0]).astype(int)
+    assert (out == 0).all(axis=-1).sum() >= 1  # the pixel covering it is repainted
+    white = Image.new("RGB", (256, 256), (255, 255, 255))
+    everything = Image.new("RGBA", (256, 256), (0, 0, 0, 0))
+    out = np.asarray(engine.edit(white, "a cat", mask=everything, seed=1)[0])
+    assert out.max() == 0  # repainted up to the border: no trace of the white original
+
+
+def test_blend_weights_too_small_for_float32_still_blend(engine: Engine) -> None:
+    tiny = engine.blend([("a star", 1e-50), ("a moon", 1e-50)], seed=1)[0]
+    same = engine.blend([("a star", 1.0), ("a moon", 1.0)], seed=1)[0]
+    assert np.array_equal(np.asarray(tiny), np.asarray(same))  # shares of one half each, not 0 / 0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "param"),
     [

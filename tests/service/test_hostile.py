@@ -640,3 +640,48 @@ def test_answers_carry_browser_security_headers(live: Server) -> None:
     assert httpx.get(live.url + "/v1/session", headers=H(key)).headers["cache-control"] == "no-store"
     assert httpx.get(live.url + "/docs-assets/swagger-ui.css").status_code == 200
     assert httpx.get(live.url + "/docs-assets/index.html").status_code == 404  # the bundle's stock page
+
+
+def test_edits_and_blends_the_engine_would_refuse_are_refused_before_the_charge(live: Server) -> None:
+    """The engine repaints where alpha is below 128 and blends square images: a mask at alpha 200, or an
+    outpaint's canvas as a blend item, was charged, queued, then failed (refunded) with another error."""
+    import io
+
+    from PIL import Image
+
+    uid, key = live.user("trusted")
+    live.client(key).images.generate(prompt="seed image", size="256x256")
+    image_id = httpx.get(live.url + "/v1/images", headers=H(key)).json()["data"][0]["id"]
+    wide = httpx.post(
+        live.url + "/v1/images/outpaints", data={"image_id": image_id, "prompt": "more", "right": "256"}, headers=H(key)
+    )
+    assert wide.status_code == 200, wide.text
+    wide_id = httpx.get(live.url + "/v1/images?limit=1", headers=H(key)).json()["data"][0]["id"]
+    before = books(live, uid)
+    calls = len(live.engine.calls)
+    faint = Image.new("RGBA", (64, 64), (200, 10, 10, 255))
+    faint.paste((0, 0, 0, 200), (0, 0, 32, 32))  # "transparent" at 200: the engine would repaint nothing
+    buf = io.BytesIO()
+    faint.save(buf, format="PNG")
+    for files, param, code in [
+        ({"image": ("a.png", png(64, transparent=False), "image/png"), "mask": ("m.png", buf.getvalue(), "image/png")},
+         "mask", "invalid_mask"),
+        ({"image": ("a.png", buf.getvalue(), "image/png")}, "image", "invalid_image_format"),
+    ]:  # fmt: skip
+        r = httpx.post(live.url + "/v1/images/edits", files=files, data={"prompt": "x"}, headers=H(key))
+        assert (r.status_code, r.json()["error"]["param"], r.json()["error"]["code"]) == (400, param, code), r.text
+    r = httpx.post(
+        live.url + "/v1/images/blends",
+        json={"items": [{"prompt": "a cat"}, {"image_id": wide_id}], "size": "256x256"},
+        headers=H(key),
+    )
+    assert (r.status_code, r.json()["error"]["param"]) == (400, "items.1.image_id"), r.text
+    for field, value in [("steps", "1_0"), ("seed", "\u0663"), ("guidance", "1_5"), ("guidance", "nan")]:
+        r = httpx.post(
+            live.url + "/v1/images/variations",
+            files={"image": ("a.png", png(64), "image/png")},
+            data={field: value, "size": "256x256"},
+            headers=H(key),
+        )
+        assert (r.status_code, r.json()["error"]["param"]) == (400, field), (field, value, r.text)
+    assert books(live, uid) == before and len(live.engine.calls) == calls

@@ -345,7 +345,9 @@ class Engine:
         if alpha is not None:
             soft = torch.from_numpy(alpha.astype(np.float32))[None, None].to(self.device)
         elif feather:
-            soft = m_full * F.avg_pool2d(m_full, 2 * (size // 64) + 1, stride=1, padding=size // 64)
+            # the padding is not "outside the mask": a mask reaching the border repaints up to it
+            k = size // 64
+            soft = m_full * F.avg_pool2d(m_full, 2 * k + 1, stride=1, padding=k, count_include_pad=False)
         return orig * (1 - soft) + out * soft
 
     @torch.inference_mode()
@@ -364,8 +366,10 @@ class Engine:
         canvas = flatten(image)
         if canvas.width != size:
             canvas = canvas.resize((size, size), Image.Resampling.LANCZOS)
-            small = Image.fromarray((m * 255).astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST)
-            m = (np.asarray(small) / 255.0).astype(np.float32)
+            # any output pixel that covers some of the area to repaint is repainted: NEAREST dropped small areas
+            # (one transparent pixel of a 512 px image, edited at 256, came back unchanged and charged)
+            small = Image.fromarray((m * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BOX)
+            m = (np.asarray(small) > 0).astype(np.float32)
         seeds = _seeds(seed, n)
         total = self.prior_steps + steps + self._upscale_units(n, size)
         hook, _ = D.cancel_hook(cancel, progress, total)
@@ -459,14 +463,15 @@ class Engine:
                     embs.append(self._image_embeds([it]).expand(n, -1))
                 else:
                     raise InvalidInput("blend items are prompts (str) or images", param="items")
-            w = torch.tensor(weights, device=self.device) / sum(weights)
+            # shares in Python floats: weights like 1e-50 are 0 in float32, and 0 / 0 drew black images
+            w = torch.tensor([x / sum(weights) for x in weights], device=self.device)
             if len(embs) == 2:
                 emb = D.slerp(embs[0], embs[1], float(w[1]))
             else:
                 stack = torch.stack(embs)
                 mean = (stack * w[:, None, None]).sum(0)
                 norm = (stack.norm(dim=-1) * w[:, None]).sum(0, keepdim=True).T
-                emb = mean / mean.norm(dim=-1, keepdim=True) * norm
+                emb = mean / mean.norm(dim=-1, keepdim=True).clamp_min(1e-12) * norm
             negative = self._zero_embed().expand(n, -1)
             x = self._decode(emb, negative, seeds, size, guidance, steps, sampler, hook)
         if progress:

@@ -33,6 +33,7 @@ __all__ = [
     "MIN_SIDE",
     "UploadError",
     "contains_real_face",
+    "has_area_to_edit",
     "probe_png",
     "read_image_upload",
     "read_mask_upload",
@@ -43,6 +44,7 @@ MAX_BYTES = 4 * 1024 * 1024  # "less than 4MB", as OpenAI's API
 MAX_SIDE = 4096
 MAX_PIXELS = 4096 * 4096
 MIN_SIDE = 16
+EDIT_ALPHA = 128  # pixels with alpha below this are repainted (unclip.engine.images.repaint_mask)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -236,6 +238,11 @@ def upload_to_store(data: bytes, checked: Image.Image) -> bytes:
     return out.getvalue()
 
 
+def has_area_to_edit(image: Image.Image) -> bool:
+    """Whether an RGBA image (a mask, or an image without one) has a pixel the engine would repaint."""
+    return image.mode == "RGBA" and image.getchannel("A").getextrema()[0] < EDIT_ALPHA
+
+
 def read_mask_upload(
     data: bytes, size: tuple[int, int], param: str = "mask", max_bytes: int = MAX_BYTES
 ) -> Image.Image:
@@ -261,11 +268,11 @@ def read_mask_upload(
         if src.mode in ("L", "I;16", "I", "1") and "transparency" not in src.info:
             out = raw.convert("RGBA")
             out.putalpha(raw.convert("L"))
-    if out is not None and out.getchannel("A").getextrema()[0] < 255:
+    if out is not None and has_area_to_edit(out):
         return out
     raise UploadError(
-        f"Invalid mask - '{param}' has no transparent pixels: the mask must be a PNG with an alpha channel "
-        "(RGBA or LA) whose fully transparent areas show where to edit.",
+        f"Invalid mask - '{param}' has no transparent pixels (alpha below {EDIT_ALPHA}): the mask must be a PNG "
+        "with an alpha channel (RGBA or LA) whose fully transparent areas show where to edit.",
         param,
         "invalid_mask",
     )

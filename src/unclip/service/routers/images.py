@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field, StrictFloat, StrictInt
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
+from unclip.safety.uploads import has_area_to_edit
 from unclip.service import reviews
 from unclip.service.auth import Principal, authenticate
 from unclip.service.db import ImageRecord
@@ -55,6 +56,7 @@ OTHER_MODEL_PARAMS: dict[str, tuple[Any, ...]] = {
 }
 EXTENSIONS = ("seed", "steps", "guidance", "negative_prompt")  # unclip's own, e.g. via extra_body
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _MAX_DIGITS = 18
 ENGINE_OPTIONS = ("seed", "steps", "guidance")  # the extensions edits, variations and outpaints take
 COMMON = ("model", "n", "size", "response_format", "user", "safety_identifier")
@@ -87,6 +89,9 @@ def _extensions(values: dict[str, Any]) -> dict[str, Any]:
         value = values.get(name)
         if value is None or value == "":
             continue
+        plain = _NUMBER if name == "guidance" else _INTEGER  # a form's text: int() and float() take more
+        if isinstance(value, str) and name != "negative_prompt" and not plain.fullmatch(value.strip()):
+            raise invalid(f"Invalid type for '{name}': expected a number in plain digits.", name, "invalid_type")
         try:
             out[name] = (
                 str(value)
@@ -337,10 +342,10 @@ async def edits(request: Request, p: Principal = Depends(admitted)) -> JSONRespo
             "image",
             "invalid_image_format",
         )
-    elif img.getchannel("A").getextrema()[0] == 255:
+    elif not has_area_to_edit(img):
         raise invalid(
-            "Invalid input image - it has no transparent pixels and no mask was given: make the areas to edit "
-            "transparent, or send a 'mask'.",
+            "Invalid input image - it has no transparent pixels (alpha below 128) and no mask was given: make "
+            "the areas to edit transparent, or send a 'mask'.",
             "image",
             "invalid_image_format",
         )
@@ -503,7 +508,10 @@ async def blends(request: Request, body: BlendRequest, p: Principal = Depends(ad
             sub.prompts.append(check_prompt(item.prompt, param=f"items.{i}.prompt") or "")
             items.append({"prompt": item.prompt, "weight": item.weight})
         else:
-            sha, _ = await run_in_threadpool(sv.images.owned_sha, p, item.image_id, f"items.{i}.image_id")
+            param = f"items.{i}.image_id"
+            sha, img = await run_in_threadpool(sv.images.owned_sha, p, item.image_id, param)
+            if img.width != img.height:  # an outpaint's canvas, say: the image encoder takes squares
+                raise invalid(f"Invalid '{param}': blends take square images, got {img.width}x{img.height}.", param)
             items.append({"image": sha, "weight": item.weight})
     if not sum(item.weight for item in body.items) > 0:
         raise invalid("Blend weights must not all be zero.", "items")
