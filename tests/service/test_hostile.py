@@ -685,3 +685,26 @@ def test_edits_and_blends_the_engine_would_refuse_are_refused_before_the_charge(
         )
         assert (r.status_code, r.json()["error"]["param"]) == (400, field), (field, value, r.text)
     assert books(live, uid) == before and len(live.engine.calls) == calls
+
+
+def test_an_upscale_the_models_upsamplers_cannot_do_is_refused_before_the_charge(tmp_path) -> None:
+    from .conftest import make_settings, start_server
+
+    models = tmp_path / "models"
+    (models / "no-upsamplers").mkdir(parents=True)
+    (models / "small-only" / "upsampler-256").mkdir(parents=True)
+    srv = start_server(make_settings(tmp_path / "data", models_dir=str(models)))
+    try:
+        uid, key = srv.user("trusted")
+        before = books(srv, uid)
+        for model, size, param in [("no-upsamplers", 64, "model"), ("small-only", 128, "image")]:
+            r = httpx.post(
+                srv.url + "/v1/images/upscales",
+                files={"image": ("a.png", png(size), "image/png")},
+                data={"model": model},
+                headers=H(key),
+            )
+            assert (r.status_code, r.json()["error"]["param"]) == (400, param), r.text
+        assert books(srv, uid) == before and not srv.engine.calls
+    finally:
+        srv.stop()

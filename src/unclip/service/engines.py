@@ -86,6 +86,15 @@ class ModelRegistry:
         path = self._paths.get(name)
         return read_examples(path) if path else []
 
+    def upscale_limit(self, name: str) -> int | None:
+        """The longest side this model upscales 4x, from its folder (the API process of a deployment with a
+        broker loads no model): 256 with `upsampler-1024`, 64 with `upsampler-256` alone, 0 without either;
+        None when it is not known (an engine given in memory)."""
+        path = self._paths.get(name) if name not in self._loaded else None
+        if path is None:
+            return None
+        return 256 if (path / "upsampler-1024").is_dir() else 64 if (path / "upsampler-256").is_dir() else 0
+
     def resolve(self, name: str | None) -> str:
         if not name or name in ALIASES:
             return self.default

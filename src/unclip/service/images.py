@@ -303,6 +303,23 @@ class ImageService:
             )
         return any(user_id == p.user_id for _id, user_id, _w in records)
 
+    def check_upscale(self, model: str, sub: Submission) -> None:
+        """What the model's upsamplers take, before the charge (the engine refuses the rest after it)."""
+        limit = self.sv.registry.upscale_limit(model)
+        if limit is None or sub.image_size is None:
+            return
+        if limit == 0:
+            raise invalid(f"The model '{model}' has no learned upsampler: it cannot upscale.", "model")
+        if max(sub.image_size) > limit:
+            w, h = sub.image_size
+            param = "image_id" if "image" in sub.refs else "image"
+            raise invalid(
+                f"Invalid input image - the model '{model}' upscales images up to {limit} px on the longest side "
+                f"(4x gives {4 * limit} px), got {w}x{h}.",
+                param,
+                "invalid_image_size",
+            )
+
     def cost(self, sub: Submission) -> int:
         """Credits by output size; an upscale at its own price; an outpaint by the frames it paints, each
         priced as an image of the frame's size (`size` does not apply to it)."""
@@ -337,6 +354,8 @@ class ImageService:
         if sub.kind in ("edit", "outpaint") and own.get("image") is False:
             require_feature(p, "edit_upload", st.features, WHAT["edit_upload"])
         model = self.sv.registry.resolve(sub.model)
+        if sub.kind == "upscale":
+            self.check_upscale(model, sub)
         texts = [t for t in [sub.prompt, *sub.prompts] if t]
         self.check_policy(p, texts, endpoint)  # before any compute
         if p.role not in st.features.get("real_face_upload", []):
