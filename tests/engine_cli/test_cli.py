@@ -350,6 +350,21 @@ def test_outpaint_errors(images: dict[str, Path], tmp_path: Path) -> None:
     fails(invoke("outpaint", sq, "cat", "--out", tmp_path, ok=False), 2, "nothing to outpaint")
     fails(invoke("outpaint", sq, "cat", "--canvas", "big", "--out", tmp_path, ok=False), 2, "WIDTHxHEIGHT")
     fails(invoke("outpaint", sq, "cat", "--left", "-5", "--out", tmp_path, ok=False), 2, "zero or positive")
+    right = invoke("outpaint", sq, "cat", "--canvas", "512x512", "--right", "9", "--out", tmp_path, ok=False)
+    fails(right, 2, "with --canvas, place the image with --left/--top")  # it placed the image at 0, 0
+    seed = invoke("generate", "cat", "--seed", "-1", "--out", tmp_path, ok=False)  # it wrapped round
+    assert seed.exit_code == 2 and "--seed" in seed.output
+
+
+def test_outpaint_places_the_image_on_the_canvas_where_asked(
+    tiny_model: Path, images: dict[str, Path], tmp_path: Path
+) -> None:
+    src = pixels(images["square.png"])  # 256 px
+    for place, (x, y) in [((), (128, 128)), (("--left", "0", "--top", "0"), (0, 0)), (("--top", "0"), (128, 0))]:
+        r = invoke("outpaint", images["square.png"], "cat", "--canvas", "512x512", *place, "--model", tiny_model,
+                   "--out", tmp_path / f"{x}-{y}", *FAST)  # fmt: skip
+        (p,) = paths(r)
+        assert np.abs(pixels(p)[y : y + 256, x : x + 256] - src).max() <= 2, place
 
 
 def test_outpaint_canvas_smaller_than_image(

@@ -604,3 +604,17 @@ def test_the_job_list_pages_like_the_history_and_refuses_unknown_cursors(live: S
         assert (r.status_code, r.json()["error"]["param"]) == (400, "after"), r.text
     r = httpx.get(live.url + "/v1/jobs?status=done", headers=H(key))
     assert (r.status_code, r.json()["error"]["param"]) == (400, "status")
+
+
+def test_guidance_zero_is_a_setting_and_a_negative_prompt_needs_guidance(live: Server) -> None:
+    """At guidance 1 or below no guidance is applied: a negative prompt would be ignored (refused, before the
+    charge); guidance 0 is shown with the image, as any other setting (it was dropped as a falsy value)."""
+    _, key = live.user("member")
+    body = {"prompt": "a cat", "size": "256x256", "guidance": 0.5, "negative_prompt": "blurry"}
+    r = httpx.post(live.url + "/v1/images/generations", json=body, headers=H(key))
+    assert (r.status_code, r.json()["error"]["param"]) == (400, "negative_prompt"), r.text
+    body = {"prompt": "a cat", "size": "256x256", "guidance": 0}
+    job = httpx.post(live.url + "/v1/images/generations", json=body, headers={**H(key), **ASYNC}).json()
+    job = wait_status(live, key, job["id"], "succeeded")
+    image = httpx.get(f"{live.url}/v1/images/{job['image_ids'][0]}", headers=H(key)).json()
+    assert image["settings"]["guidance"] == 0

@@ -77,7 +77,13 @@ Size = Annotated[
     typer.Option("--size", parser=parse_size, metavar="SIZE", help="Output size: 256, 512 or 1024 (or 256x256…)."),
 ]
 Seed = Annotated[
-    int | None, typer.Option("--seed", help="Seed of the first image (image i uses seed+i); random if unset.")
+    int | None,
+    typer.Option(
+        "--seed",
+        min=0,
+        max=2**63 - 1,  # as the API: torch seeds are 64-bit, larger values wrapped round silently
+        help="Seed of the first image (image i uses seed+i), 0 to 2**63-1; random if unset.",
+    ),
 ]
 Guidance = Annotated[
     float | None,

@@ -9,6 +9,7 @@ import typer
 
 from unclip.cli import app
 from unclip.cli.common import (
+    CliError,
     Grid,
     Guidance,
     Model,
@@ -50,6 +51,8 @@ def generate_cmd(
     """Generate images from a text prompt (prior → decoder → upsamplers)."""
     with errors():
         check_common(n, size, steps, guidance, sampler)
+        if negative_prompt and guidance is not None and guidance <= 1:
+            raise CliError("--negative-prompt needs --guidance above 1: at 1 or below no guidance is applied")
         check_prompts([prompt])
         engine = engine_for(model, threads, quiet)
         with progress_bar("generate", quiet) as cb:

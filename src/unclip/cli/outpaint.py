@@ -36,15 +36,19 @@ from unclip.cli.common import (
 def outpaint_cmd(
     image: Annotated[Path, typer.Argument(help="Image to extend (any shape).")],
     prompt: Annotated[str, typer.Argument(help="What the whole, larger picture shows.")],
-    left: Annotated[int, typer.Option("--left", help="Pixels to add on the left.")] = 0,
+    left: Annotated[
+        int | None, typer.Option("--left", help="Pixels to add on the left (with --canvas: the image's x).")
+    ] = None,
     right: Annotated[int, typer.Option("--right", help="Pixels to add on the right.")] = 0,
-    top: Annotated[int, typer.Option("--top", help="Pixels to add on top.")] = 0,
+    top: Annotated[
+        int | None, typer.Option("--top", help="Pixels to add on top (with --canvas: the image's y).")
+    ] = None,
     bottom: Annotated[int, typer.Option("--bottom", help="Pixels to add at the bottom.")] = 0,
     canvas: Annotated[
         str | None,
         typer.Option(
             "--canvas",
-            help="Final canvas WIDTHxHEIGHT; the image is centred, or placed at --left/--top when given.",
+            help="Final canvas WIDTHxHEIGHT; the image is centred on each axis, or placed at --left/--top.",
         ),
     ] = None,
     n: Annotated[int, typer.Option("-n", "--n", help=f"Number of versions (seeds), 1 to {MAX_N}.")] = 1,
@@ -61,12 +65,21 @@ def outpaint_cmd(
     """Outpaint: grow the canvas beyond IMAGE's borders, frame by frame, keeping the original pixels."""
     with errors():
         check_common(n, None, steps, guidance, sampler)
-        if min(left, right, top, bottom) < 0:
+        if min(left or 0, right, top or 0, bottom) < 0:
             raise CliError("--left/--right/--top/--bottom must be zero or positive")
         size = _parse_canvas(canvas) if canvas is not None else None
+        if size is not None and (right or bottom):
+            raise CliError("with --canvas, place the image with --left/--top; --right/--bottom say nothing there")
         if size is None and not (left or right or top or bottom):
             raise CliError("nothing to outpaint: give --left/--right/--top/--bottom PX or --canvas WxH")
         img = read_image(image, "IMAGE")
+        at = None
+        if size is not None:  # each axis centred unless its offset is given (0 included)
+            at = (
+                left if left is not None else (size[0] - img.width) // 2,
+                top if top is not None else (size[1] - img.height) // 2,
+            )
+        left, top = left or 0, top or 0
         check_prompts([prompt])
         engine = engine_for(model, threads, quiet)
         first = seed if seed is not None else random_seed()
@@ -82,6 +95,7 @@ def outpaint_cmd(
                         top=top,
                         bottom=bottom,
                         canvas=size,
+                        at=at,
                         seed=first + i,
                         guidance=guidance,
                         steps=steps,

@@ -386,9 +386,11 @@ class Engine:
                  bottom: int = 0, canvas: tuple[int, int] | None = None, seed: int | None = None,
                  frame: int | None = None, overlap: float | None = None, guidance: float | None = None,
                  steps: int | None = None, sampler: str | None = None, progress: Progress | None = None,
-                 cancel: threading.Event | None = None) -> Image.Image:  # fmt: skip
+                 cancel: threading.Event | None = None, at: tuple[int, int] | None = None,
+                 ) -> Image.Image:  # fmt: skip
         """Extend the image to a larger canvas with overlapping frames. Frames sample with weak guidance by
-        default (`outpaint.GUIDANCE`): continuing what is there matters more than the prompt's pull."""
+        default (`outpaint.GUIDANCE`): continuing what is there matters more than the prompt's pull. With
+        `canvas`, the image sits at `at` (x, y), or (`left`, `top`), or in the middle."""
         from unclip.engine import outpaint
 
         prompt = self._prompt(prompt)
@@ -396,7 +398,7 @@ class Engine:
                                                 sampler)  # fmt: skip
         frame = outpaint.FRAME if frame is None else frame
         overlap = outpaint.OVERLAP if overlap is None else overlap
-        plan = outpaint.plan_canvas(image, left, right, top, bottom, canvas, frame, overlap)
+        plan = outpaint.plan_canvas(image, left, right, top, bottom, canvas, frame, overlap, at)
         seed = _seeds(seed, 1)[0]
         total = self.prior_steps + (steps + self._upscale_units(1, plan.frame)) * len(plan.frames)
         hook, _ = D.cancel_hook(cancel, progress, total)

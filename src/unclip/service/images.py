@@ -461,7 +461,12 @@ class ImageService:
         return {
             **self.image_json(rec, base_url),
             "seed": int(seed) if seed.isdigit() else None,
-            "settings": {k: params[k] for k in VIEWER_SETTINGS if params.get(k) not in (None, "", 0)},
+            # a side of 0 says nothing; guidance 0 is a setting (no guidance)
+            "settings": {
+                k: params[k]
+                for k in VIEWER_SETTINGS
+                if params.get(k) not in (None, "") and not (k in ("left", "right", "top", "bottom") and not params[k])
+            },
             "provenance": {"signed": signed, "request_id": meta.get("request_id"), "created": meta.get("created")},
         }
 

@@ -104,9 +104,15 @@ def _extensions(values: dict[str, Any]) -> dict[str, Any]:
             check_range(out[name], name, *RANGES[name])
     if "negative_prompt" in out:
         check_prompt(out["negative_prompt"], required=False, param="negative_prompt")
+        if out.get("guidance") is not None and out["guidance"] <= 1:
+            raise invalid(NEGATIVE_NEEDS_GUIDANCE, "negative_prompt")
     return out
 
 
+NEGATIVE_NEEDS_GUIDANCE = (
+    "A 'negative_prompt' needs 'guidance' above 1: at 1 or below no guidance is applied (the prompt alone "
+    "steers), and the negative prompt would be ignored."
+)
 # What the engine accepts, checked here before the charge and without taking a place in the queue.
 RANGES: dict[str, tuple[float, float]] = {"seed": (0, 2**63 - 1), "steps": (1, 200), "guidance": (0.0, 30.0)}
 
