@@ -118,3 +118,13 @@ def test_holdout_file_is_normalised() -> None:
         ("1F44D", "fluent-emoji-flat"),
         ("1F9FF", "emojione"),
     }
+
+
+def test_gender_direction_and_person_versions_share_a_family() -> None:
+    from unclip.data.emoji import family_hexcode
+
+    teacher = {family_hexcode(c) for c in ("1F469-200D-1F3EB", "1F468-200D-1F3EB", "1F9D1-200D-1F3EB")}
+    walking = {family_hexcode(c) for c in ("1F6B6", "1F6B6-200D-2642-FE0F", "1F6B6-200D-27A1-FE0F", "1F6B6-1F3FD")}
+    assert len(teacher) == len(walking) == 1
+    assert family_hexcode("1F469-200D-1F3EB") != family_hexcode("1F469-200D-1F373")  # teacher, cook
+    assert family_hexcode("1F600") == "1F600"

@@ -48,6 +48,9 @@ def test_eval_cascade_scores_every_row_with_the_judge(
             assert ("prior_cosine" in figures) == (row in ("canonical", "everyday"))
             assert -1 <= figures.get("prior_cosine", 0) <= 1
     assert cascade["prompts"]["seen"] == cascade["prompts"]["holdout"] == 3
+    counts = cascade["prompts"]
+    assert counts["non-English seen"] + counts["non-English holdout"] == counts["non-English"]
+    assert counts["holdout, no version trained"] <= counts["holdout"]
     assert len(cascade["colour_discs"]) == 12
     assert all(d["mean_abs_error"] >= 0 for d in cascade["colour_discs"].values())
     for name in ("cascade.png", "cascade.md", "prompts.tsv", "cascade.json"):
@@ -73,6 +76,8 @@ def test_eval_cascade_computes_only_the_rows_asked_for(
     assert list(json.loads(out.read_text())["cascade"]["rows"]) == ["real", "autoencoder"]
     result = runner.invoke(app, ["eval", "cascade", *args, "--rows", "autoencoder,prior"])
     assert result.exit_code == 2 and "prior" in result.output
+    result = runner.invoke(app, ["eval", "cascade", *args, "--rows", "canonical@256"])  # gave the real row alone
+    assert result.exit_code == 2 and "ask for both" in result.output
 
 
 def test_eval_watermark_reports_strength_and_survival(tiny_model: Path, emoji64: Path, tmp_path: Path) -> None:

@@ -53,6 +53,19 @@ def base_hexcode(code: str) -> str:
     return "-".join(p for p in normalize_hexcode(code).split("-") if p not in SKIN_TONES)
 
 
+# ZWJ sequences that differ only by a gender sign, a direction arrow or which person (man, woman, adult;
+# boy, girl, child; old man, old woman, older adult) draw the same thing in another version
+_VERSION_SIGNS = {"2640", "2642", "27A1", "200D"}
+_ONE_PERSON = {"1F468": "P", "1F469": "P", "1F9D1": "P", "1F466": "C", "1F467": "C", "1F9D2": "C",
+               "1F474": "O", "1F475": "O", "1F9D3": "O"}  # fmt: skip
+
+
+def family_hexcode(code: str) -> str:
+    """What an emoji's gender and direction versions share: `woman teacher`, `man teacher` and `teacher`,
+    or `person walking` and `person walking facing right`, have one family."""
+    return "-".join(_ONE_PERSON.get(p, p) for p in base_hexcode(code).split("-") if p not in _VERSION_SIGNS)
+
+
 def slug(text: str) -> str:
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
     return re.sub(r"[^a-z0-9]+", "-", text).strip("-")

@@ -23,16 +23,29 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from unclip.data.emoji import family_hexcode
+from unclip.data.shards import iter_samples
 from unclip.engine import Engine
 from unclip.engine.engine import upscale_cascade
 from unclip.engine.samplers import DEFAULT_SAMPLER
 from unclip.evaluation.judge import Scorer, Target, frechet, real_basis
 from unclip.evaluation.prompts import EvalPrompt, build_prompts
 from unclip.evaluation.stages import caption, image_embeds, prior_embeds, text_embeds
-from unclip.training.data import ImageSet, load_images, to_unit
+from unclip.training.data import ImageSet, load_images, shard_paths, to_unit
 
 ROWS = ("real", "autoencoder", "decoder", "canonical", "everyday", "canonical@256", "everyday@256")
-GROUPS = ("seen", "holdout", "non-English")
+# the first three since the start (their figures compare across runs); the others split them further:
+# English holdout pairs of which no gender or direction version of the same style was trained on, and the
+# non-English prompts by kind (they are mostly holdout pairs, which English "seen" is not)
+GROUPS = (
+    "seen",
+    "holdout",
+    "non-English",
+    "holdout, no version trained",
+    "non-English seen",
+    "non-English holdout",
+)
+TRAINED_SPLITS = ("train", "val", "test")  # what the stages train on (configs/emoji-decoder-cpu.json and others)
 DISCS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 40),
     "green": (40, 180, 60),
@@ -115,11 +128,28 @@ def colour_check(engine: Engine, size: int = 64) -> dict[str, dict]:
     return result
 
 
-def _groups(prompts: list[EvalPrompt]) -> dict[str, list[int]]:
+def _groups(prompts: list[EvalPrompt], trained: set[tuple[str, str]]) -> dict[str, list[int]]:
+    """Prompt indices per group; `trained`: the (family hexcode, style) of every image trained on."""
     g: dict[str, list[int]] = {name: [] for name in GROUPS}
     for i, p in enumerate(prompts):
-        g["non-English" if p.locale != "en" else p.kind].append(i)
+        if p.locale != "en":
+            g["non-English"].append(i)
+            g[f"non-English {p.kind}"].append(i)
+            continue
+        g[p.kind].append(i)
+        if p.kind == "holdout" and (family_hexcode(p.base_hexcode), p.style) not in trained:
+            g["holdout, no version trained"].append(i)
     return g
+
+
+def trained_families(data: Path) -> set[tuple[str, str]]:
+    """(family hexcode, style) of every image of the splits the stages train on (metadata only)."""
+    found = set()
+    for split in TRAINED_SPLITS:
+        for sample in iter_samples(shard_paths(data, 64, split)):
+            meta = json.loads(sample["json"])
+            found.add((family_hexcode(meta["base_hexcode"]), meta["style"]))
+    return found
 
 
 def eval_cascade(
@@ -161,21 +191,24 @@ def eval_cascade(
         "everyday@256": lambda: upscale(engine, images["everyday"], 256),
     }
     images: dict[str, torch.Tensor] = {"real": _float(real)}
+    skipped = {}
     for row in ROWS[1:]:
         needs = row.split("@")[0]
-        if (
-            row in rows
-            and (needs in images or needs == row)
-            and ("@" not in row or 256 in engine.c.upsamplers)
-        ):
-            images[row] = make[row]()
+        if row not in rows:
+            continue
+        if needs != row and needs not in rows:
+            raise ValueError(f"cascade row {row} upscales row {needs}: ask for both")
+        if "@" in row and 256 not in engine.c.upsamplers:
+            skipped[row] = "the model has no 64 to 256 px upsampler"
+            continue
+        images[row] = make[row]()
 
     outs = {row: scorer.predict(x) for row, x in images.items()}
     cosine = {}
     if predicted:
         true = image_embeds(engine, real).cpu()
         cosine = {row: torch.nn.functional.cosine_similarity(e.cpu(), true) for row, e in predicted.items()}
-    groups = _groups(prompts)
+    groups = _groups(prompts, trained_families(data))
     references = _references(scorer, splits, prompts, groups, seed)
     basis = real_basis(scorer, splits["seen"], seed=seed + 2)
     table: dict = {}
@@ -200,6 +233,7 @@ def eval_cascade(
                      "prior_candidates": engine.prior_candidates, "decode_candidates": engine.decode_candidates,
                      "guidance": engine.guidance, "prior_guidance": engine.prior_guidance, "seed": seed},
         "rows": table,
+        **({"skipped_rows": skipped} if skipped else {}),
         "frechet_real_vs_real": floor,
         "colour_discs": colour_check(engine),
     }  # fmt: skip
@@ -238,8 +272,8 @@ def contact_sheet(images: dict[str, torch.Tensor], prompts: list[EvalPrompt], ca
                   out_png: Path, seed: int, per_kind: int = 6, thumb: int = 96) -> Path:  # fmt: skip
     """A grid: one pair per line (seen, holdout, non-English), one cascade row per column."""
     rng = random.Random(seed)
-    groups = _groups(prompts)
-    picks = [i for name in GROUPS for i in sorted(rng.sample(groups[name], min(per_kind, len(groups[name]))))]
+    groups = _groups(prompts, set())
+    picks = [i for name in GROUPS[:3] for i in sorted(rng.sample(groups[name], min(per_kind, len(groups[name]))))]
     cols = list(images)
     head = 16
     sheet = Image.new("RGB", (len(cols) * thumb, head + len(picks) * thumb), "white")
