@@ -18,7 +18,13 @@ from unclip.evaluation.prompts import STYLE_NAMES
 from unclip.models.examples import FILE
 from unclip.training.data import load_images
 
-TEMPLATES = ("a {x} in the style of {s} emoji", "{x}, {s} style", "draw a {x} like the {s} set", "a {x} emoji, {s}")
+# requests as people write them, none a training caption's wording ("{x}, {s} style" was: "x, twemoji style")
+TEMPLATES = (
+    "a {x} in the style of {s} emoji",
+    "{x} as {s} would draw it",
+    "draw a {x} like the {s} set",
+    "a {x} emoji, {s}",
+)
 
 
 def find_examples(
