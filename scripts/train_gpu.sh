@@ -5,7 +5,8 @@
 #   CONFIG=emoji-base RUN=/tmp/run DATA=/tmp/data CACHE=cache BUDGET_SECONDS=510 scripts/train_gpu.sh
 # STAGES="upsampler-256 upsampler-1024" trains just those stages, all side by side, for the whole box (the
 # upsamplers need only the build's svg/ folder and manifest.json, no cache). MAX_MINUTES and MAX_STEPS, when
-# set, override every stage's limits (the cosine schedule follows MAX_STEPS).
+# set, override every stage's limits (a stage on the "time" schedule, as all of emoji-base's are, anneals
+# over its time box; one on "steps" follows MAX_STEPS).
 # SHIP=<folder> (a device run's $OUT) then packs what was trained to fp16 and leaves there, as flat files that a
 # device run brings back: model.tar.part-* (15 MB each; `cat model.tar.part-* | tar -x` gives packed/), logs.tar,
 # and eval.json (`unclip eval upsampler` on the bundled model with the newly trained parts in place), and

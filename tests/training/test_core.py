@@ -61,6 +61,23 @@ def test_resume_after_interruption_is_exact(tmp_path: Path) -> None:
         torch.testing.assert_close(resumed.exported[k], straight.exported[k], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("left_as", ["checkpoint.tmp", "checkpoint.old"])
+def test_a_kill_during_a_save_loses_no_checkpoint(tmp_path: Path, left_as: str) -> None:
+    """A save deleted the old checkpoint before it renamed the new one into place: killed in between, the
+    next start began again from step 0 (and its first save deleted the orphaned new one)."""
+    _run(tmp_path, stop_at=7)
+    (tmp_path / "checkpoint").rename(tmp_path / left_as)  # the only complete one, where a kill left it
+    steps: list[int] = []
+
+    class Counting(ToyStage):
+        def loss(self, model, step: int, gen: torch.Generator, batch_size: int):
+            steps.append(step)
+            return super().loss(model, step, gen, batch_size)
+
+    train(Counting(), SPEC, tmp_path, ema_decay=0.9, save_every_minutes=100, show_progress=False)
+    assert steps == list(range(7, 20))  # resumed at step 7, not started again
+
+
 def test_metrics_log_and_ema(tmp_path: Path) -> None:
     stage = _run(tmp_path)
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))

@@ -87,6 +87,19 @@ def test_rerun_resumes_instead_of_restarting(trained: Run) -> None:
     assert metrics["step"] == 3  # continued from step 2's checkpoint: one more step
 
 
+def test_the_tokenizer_is_trained_once_and_numbers_its_tokens_the_same_way(trained: Run, tmp_path: Path) -> None:
+    """Running again (to resume) retrained the tokenizer under a trained text encoder, and the trainer
+    numbered its symbols in hash order: the same captions gave other ids each time."""
+    from unclip.models.tokenizer import train_tokenizer
+
+    vocab = trained.model_dir / "prior" / "tokenizer" / "vocab.json"
+    before = vocab.read_text()
+    assert trained.train("tokenizer")["kept"] == 1.0 and vocab.read_text() == before
+    texts = [c for m in trained.images().meta[:200] for caps in m["captions"].values() for c in caps]
+    one, two = (train_tokenizer(texts, 300, 32, tmp_path / name) for name in ("one", "two"))
+    assert one.get_vocab() == two.get_vocab() and len(one) >= 300
+
+
 def test_unknown_stage_is_an_error(trained: Run) -> None:
     with pytest.raises(ValueError, match="unknown stage"):
         trained.stage("vae")

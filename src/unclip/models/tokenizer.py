@@ -39,21 +39,24 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, max_length: int, out_
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    state = tok.model
-    vocab: dict[str, int] = dict(sorted(tok.get_vocab().items(), key=lambda kv: kv[1]))
-    # Every byte must also exist as a word end, or a rare character at the end of a word becomes unknown.
-    for ch in sorted(alphabet):
-        vocab.setdefault(f"{ch}</w>", len(vocab))
     import json
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        state.save(tmp)
+        tok.model.save(tmp)
         merges = [
             tuple(line.split(" "))
             for line in (Path(tmp) / "merges.txt").read_text(encoding="utf-8").splitlines()
             if line and not line.startswith("#version")
         ]
+    # ids in a fixed order (the trainer numbers its initial symbols in hash order: the same captions gave other
+    # ids on every run): the specials, the symbols sorted, then each merge's result in merge order
+    merged = ["".join(m) for m in merges]
+    symbols = sorted(set(tok.get_vocab()) - {BOS, EOS} - set(merged))
+    vocab: dict[str, int] = {t: i for i, t in enumerate(dict.fromkeys([BOS, EOS, *symbols, *merged]))}
+    # Every byte must also exist as a word end, or a rare character at the end of a word becomes unknown.
+    for ch in sorted(alphabet):
+        vocab.setdefault(f"{ch}</w>", len(vocab))
     clip_tok = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
     out_dir.mkdir(parents=True, exist_ok=True)
     clip_tok.save_pretrained(out_dir)

@@ -125,6 +125,19 @@ def _agree_max(acc, *values: float) -> list[float]:
     return t.tolist()
 
 
+def _recover_checkpoint(run_dir: Path) -> None:
+    """After a kill during a save, put the newest complete checkpoint back in place: a finished
+    `checkpoint.tmp` (killed before its rename), else the `checkpoint.old` it replaces."""
+    ckpt = run_dir / "checkpoint"
+    if (ckpt / "done").exists():
+        return
+    for spare in (run_dir / "checkpoint.tmp", run_dir / "checkpoint.old"):
+        if (spare / "done").exists():
+            shutil.rmtree(ckpt, ignore_errors=True)
+            spare.rename(ckpt)
+            return
+
+
 def train(
     stage: Stage,
     spec: TrainSpec,
@@ -191,6 +204,9 @@ def train(
     acc.register_for_checkpointing(ema, progress)
 
     ckpt = run_dir / "checkpoint"
+    if resume and acc.is_main_process:
+        _recover_checkpoint(run_dir)
+    acc.wait_for_everyone()
     if resume and (ckpt / "done").exists():
         acc.load_state(str(ckpt))
         ema.to(acc.device)  # the EMA shadow weights load on the CPU
@@ -209,8 +225,13 @@ def train(
         acc.wait_for_everyone()
         if acc.is_main_process:
             (tmp / "done").write_text(str(progress.step))
-            shutil.rmtree(ckpt, ignore_errors=True)
+            # never a moment without a complete checkpoint on disk: the old one is set aside, not deleted first
+            old = run_dir / "checkpoint.old"
+            shutil.rmtree(old, ignore_errors=True)
+            if ckpt.exists():
+                ckpt.rename(old)
             tmp.rename(ckpt)
+            shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
 
     metrics_path = run_dir / "metrics.csv"

@@ -90,7 +90,15 @@ class Run:
         return cls.from_pretrained(self.model_dir / "prior" / name, torch_dtype=torch.float32).to(self.device)
 
     def train_tokenizer(self) -> dict[str, float]:
+        """Train the tokenizer, once: a run's model folder that has one (from an earlier pass of this run, or
+        copied by --init-from) keeps it, since its text encoder was trained on those ids."""
+        from transformers import CLIPTokenizer
+
         from unclip.models.tokenizer import train_tokenizer
+
+        folder = self.model_dir / "prior" / "tokenizer"
+        if (folder / "vocab.json").is_file():
+            return {"vocab_size": len(CLIPTokenizer.from_pretrained(folder)), "kept": 1.0}
 
         locales = self.locales()
         texts = [
@@ -101,7 +109,7 @@ class Run:
             for c in caps
         ]
         t = self.cfg["tokenizer"]
-        tok = train_tokenizer(texts, t["vocab_size"], t["max_length"], self.model_dir / "prior" / "tokenizer")
+        tok = train_tokenizer(texts, t["vocab_size"], t["max_length"], folder)
         return {"vocab_size": len(tok), "captions": len(texts)}
 
     def stage(self, name: str):
