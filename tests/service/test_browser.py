@@ -272,6 +272,10 @@ def test_an_admin_approves_the_waitlist_and_manages_users(page: Any, live: Serve
     member_row.get_by_role("button", name="Suspend").click()
     page.locator('#users tr[data-email="member@example.test"] >> text=Reactivate').wait_for()
     assert user(member).role == "trusted" and user(member).status == "suspended"
+    changes = page.locator('#admin-actions tr[data-action="user.status"]')
+    changes.wait_for()  # each change is in the admins' log, with who made it
+    assert "admin-" in changes.text_content() and "member@example.test" in changes.text_content()
+    assert page.locator("#admin-actions tbody tr").count() == 4  # approved, credits, role, suspension
     assert not page.is_visible("#error")
 
 

@@ -273,3 +273,37 @@ def test_two_decisions_about_one_images_reports_at_once_leave_it_as_its_reports_
     with db.session() as s:
         assert (s.get(ImageRecord, image_id).withheld_at is not None) is withheld
     db.dispose()
+
+
+def test_a_job_whose_input_is_withheld_while_it_waits_fails_refunded(live: Server) -> None:
+    """A blend queued before its image was withheld must not run on it (nor charge for it)."""
+    import threading
+    import time
+
+    _, admin = live.user("admin")
+    _, key = live.user("trusted")
+    image_id = _image_id(live, key)
+    balance = httpx.get(live.url + "/v1/me", headers=H(key)).json()["credits"]
+    live.engine.gate = threading.Event()  # the first job holds the queue; the blend waits behind it
+    try:
+        first = httpx.post(live.url + "/v1/images/generations", json={"prompt": "a pear"},
+                           headers={**H(key), "Prefer": "respond-async"}).json()  # fmt: skip
+        blend = {"items": [{"image_id": image_id}, {"prompt": "a pear"}], "size": "256x256"}
+        r = httpx.post(live.url + "/v1/images/blends", json=blend, headers={**H(key), "Prefer": "respond-async"})
+        assert r.status_code == 202, r.text
+        report = httpx.post(live.url + f"/v1/images/{image_id}/report", json={}, headers=H(key)).json()
+        d = httpx.post(live.url + f"/v1/admin/reviews/report/{report['id']}", json={"decision": "confirm"},
+                       headers=H(admin))  # fmt: skip
+        assert d.status_code == 200
+    finally:
+        live.engine.gate.set()
+    _wait_job(live, key, first["id"])
+    for _ in range(500):
+        job = httpx.get(live.url + f"/v1/jobs/{r.json()['id']}", headers=H(key)).json()
+        if job["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.02)
+    assert job["status"] == "failed" and job["error"]["code"] == "image_withheld", job
+    assert "blend" not in [kind for kind, _ in live.engine.calls]
+    first_cost = httpx.get(live.url + f"/v1/jobs/{first['id']}", headers=H(key)).json()["cost"]
+    assert httpx.get(live.url + "/v1/me", headers=H(key)).json()["credits"] == balance - first_cost

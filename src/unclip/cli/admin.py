@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
@@ -15,7 +15,7 @@ users_app = typer.Typer(
 )
 keys_app = typer.Typer(help="Manage API keys: list, create (shown once), revoke.", no_args_is_help=True)
 admin_app = typer.Typer(
-    help="Server administration: content-policy audit log, database migrations.", no_args_is_help=True
+    help="Server administration: content-policy audit log, admin actions, database migrations.", no_args_is_help=True
 )
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
@@ -52,9 +52,13 @@ def _user(s: Any, ref: str) -> Any:
 
     user = find_user(s, ref)
     if user is None:
-        typer.secho(f"no user {ref!r}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1)
+        _fail(f"no user {ref!r}")
     return user
+
+
+def _fail(message: str) -> NoReturn:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
 
 
 def _when(t: float | None) -> str:
@@ -93,6 +97,7 @@ def users_add(
     data_dir: Path = DATA_OPT,
 ) -> None:
     """Add a user and print a first API key (shown once)."""
+    from unclip.service import actions
     from unclip.service.auth import create_key, create_user
 
     database, _ = _db(db, data_dir)
@@ -100,9 +105,10 @@ def users_add(
         try:
             user = create_user(s, email, name=name, role=role)
         except ValueError as exc:
-            typer.secho(str(exc), fg=typer.colors.RED, err=True)
-            raise typer.Exit(1) from None
-        _, key = create_key(s, user, name="cli")
+            _fail(str(exc))
+        record, key = create_key(s, user, name="cli")
+        actions.record(s, None, "user.create", user, role=user.role)
+        actions.record(s, None, "key.create", user, key_id=record.id)
     typer.echo(f"user {user.id} ({user.email}, {user.role})\napi key (shown once): {key}")
 
 
@@ -114,30 +120,26 @@ def users_approve(
     data_dir: Path = DATA_OPT,
 ) -> None:
     """Approve a waitlisted user (by id or email)."""
-    from unclip.service import credits
+    from unclip.service import actions, credits
     from unclip.service.auth import approve
 
     database, settings = _db(db, data_dir)
     with database.session() as s:
         u = _user(s, user)
-        approve(s, u, role)
+        before = u.role
+        try:
+            approve(s, u, role)
+        except ValueError as exc:
+            _fail(str(exc))
+        actions.record(s, None, "user.approve", u, before=before, after=u.role)
         credits.ensure_grant(s, u, settings.credit_grants)
         typer.echo(f"{u.email}: {u.role}, {u.credits} credits")
 
 
 @users_app.command("role")
 def users_role(user: str, role: str, db: str = DB_OPT, data_dir: Path = DATA_OPT) -> None:
-    """Set a user's role."""
-    from unclip.service.auth import check_role
-    from unclip.service.db import now
-
-    database, _ = _db(db, data_dir)
-    with database.session() as s:
-        u = _user(s, user)
-        u.role = check_role(role)
-        if u.role != "waitlisted" and u.approved_at is None:  # as the API's role change
-            u.approved_at = now()
-        typer.echo(f"{u.email}: {u.role}")
+    """Set a user's role (the command line may also demote the last admin: it is how an operator recovers)."""
+    _set_access(user, db, data_dir, role=role)
 
 
 @users_app.command("suspend")
@@ -148,11 +150,23 @@ def users_suspend(
     data_dir: Path = DATA_OPT,
 ) -> None:
     """Suspend a user (or lift it with --lift)."""
+    _set_access(user, db, data_dir, status="active" if lift else "suspended")
+
+
+def _set_access(ref: str, db: str | None, data_dir: Path | None, **change: str) -> None:
+    from unclip.service import actions
+    from unclip.service.auth import set_access
+
     database, _ = _db(db, data_dir)
     with database.session() as s:
-        u = _user(s, user)
-        u.status = "active" if lift else "suspended"
-        typer.echo(f"{u.email}: {u.status}")
+        u = _user(s, ref)
+        role, status = u.role, u.status
+        try:
+            set_access(s, u, keep_admin=False, **change)
+        except ValueError as exc:
+            _fail(str(exc))
+        actions.record_access(s, None, u, role, status)
+        typer.echo(f"{u.email}: {u.role}, {u.status}")
 
 
 @users_app.command("credits")
@@ -163,13 +177,14 @@ def users_credits(
     data_dir: Path = DATA_OPT,
 ) -> None:
     """Add or remove credits."""
-    from unclip.service import credits
+    from unclip.service import actions, credits
 
     database, settings = _db(db, data_dir)
     with database.session() as s:
         u = _user(s, user)
         credits.ensure_grant(s, u, settings.credit_grants)  # first: the month's top-up would swallow the change
-        credits.adjust(s, u, delta)
+        applied = credits.adjust(s, u, delta)
+        actions.record(s, None, "user.credits", u, asked=delta, applied=applied)
         typer.echo(f"{u.email}: {u.credits} credits")
 
 
@@ -191,26 +206,31 @@ def keys_list(user: str, db: str = DB_OPT, data_dir: Path = DATA_OPT) -> None:
 @keys_app.command("create")
 def keys_create(user: str, name: str = "", db: str = DB_OPT, data_dir: Path = DATA_OPT) -> None:
     """Create a key for a user; it is printed once and stored hashed."""
+    from unclip.service import actions
     from unclip.service.auth import create_key
 
     database, _ = _db(db, data_dir)
     with database.session() as s:
-        _, key = create_key(s, _user(s, user), name=name)
+        u = _user(s, user)
+        record, key = create_key(s, u, name=name)
+        actions.record(s, None, "key.create", u, key_id=record.id)
     typer.echo(key)
 
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: str, db: str = DB_OPT, data_dir: Path = DATA_OPT) -> None:
     """Revoke a key by id."""
-    from unclip.service.db import ApiKey
+    from unclip.service import actions
+    from unclip.service.db import ApiKey, User
 
     database, _ = _db(db, data_dir)
     with database.session() as s:
         k = s.get(ApiKey, key_id)
         if k is None:
-            typer.secho(f"no key {key_id!r}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(1)
-        k.revoked_at = k.revoked_at or time.time()
+            _fail(f"no key {key_id!r}")
+        if k.revoked_at is None:
+            k.revoked_at = time.time()
+            actions.record(s, None, "key.revoke", s.get(User, k.user_id), key_id=k.id)
     typer.echo(f"revoked {key_id}")
 
 
@@ -237,6 +257,33 @@ def admin_audit(
                 f"{_when(e.created_at)}  {email:<28} {e.endpoint:<20} {e.category:<16} {e.score:5.2f} "
                 f"{e.action:<9} {e.prompt_hash[:16]}"
             )
+
+
+@admin_app.command("actions")
+def admin_actions(
+    user: str = typer.Option(None, help="Only changes to this user (id or email)."),
+    limit: int = 50,
+    db: str = DB_OPT,
+    data_dir: Path = DATA_OPT,
+) -> None:
+    """Show what admins changed, newest first (time, who, action, account, detail; `cli`: this command line)."""
+    import json
+
+    from sqlalchemy import select
+
+    from unclip.service import actions
+    from unclip.service.db import User
+
+    database, _ = _db(db, data_dir)
+    with database.session() as s:
+        target = _user(s, user).id if user else None
+        rows = actions.recent(s, user_id=target, limit=limit)
+        ids = {r.actor_id for r in rows} | {r.target_user_id for r in rows}
+        emails = dict(s.execute(select(User.id, User.email).where(User.id.in_(ids - {None}))).all())
+        for r in rows:
+            actor = emails.get(r.actor_id, r.actor_id) if r.actor_id else "cli"
+            who = emails.get(r.target_user_id, r.target_user_id or "-")
+            typer.echo(f"{_when(r.created_at)}  {actor:<28} {r.action:<13} {who:<28} {json.dumps(r.detail)}")
 
 
 @admin_app.command("migrate")

@@ -13,12 +13,12 @@ import unicodedata
 from dataclasses import dataclass
 
 from fastapi import Request
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from unclip.service.db import ApiKey, User, WebSession, now
 from unclip.service.errors import APIError
-from unclip.service.settings import ROLES
+from unclip.service.settings import ROLES, STATUSES
 
 KEY_PREFIX = "sk-unclip-"
 ADMIN_EMAIL = "admin@localhost"  # the account `unclip serve` makes on first start and UNCLIP_ADMIN_KEY's
@@ -87,12 +87,46 @@ def find_user(s: Session, ref: str) -> User | None:
     return found or s.scalar(select(User).where(User.email == ref.strip().lower()))
 
 
-def approve(s: Session, user: User, role: str = "member") -> User:
+def approve(s: Session, user: User, role: str = "member", *, keep_admin: bool = False) -> User:
     if check_role(role) == "waitlisted":
         raise ValueError("approve to a role other than waitlisted")
-    user.role = role
+    set_access(s, user, role=role, keep_admin=keep_admin)
     user.approved_at = now()
     return user
+
+
+
+def set_access(
+    s: Session, user: User, *, role: str | None = None, status: str | None = None, keep_admin: bool = True
+) -> None:
+    """Change a user's role or status (a role other than waitlisted counts as approval).
+
+    With `keep_admin`, a change that leaves the server without an active admin is a 409 `last_admin`: no one
+    could undo it over the API. Two admins demoting each other at once must not both pass, so the count is
+    read after this change is written: PostgreSQL first locks the active admins' rows (the second demotion
+    waits, then counts without the first's admin), and SQLite, which ignores FOR UPDATE, serialises the
+    writes (the count runs inside the transaction that holds the write lock)."""
+    new_role = check_role(role) if role is not None else user.role
+    new_status = status if status is not None else user.status
+    if new_status not in STATUSES:
+        raise ValueError(f"unknown status {new_status!r}; expected one of {', '.join(STATUSES)}")
+    active_admin = (User.role == "admin", User.status == "active")
+    guard = keep_admin and user.role == "admin" and user.status == "active"
+    guard = guard and not (new_role == "admin" and new_status == "active")
+    if guard:
+        s.scalars(select(User.id).where(*active_admin).order_by(User.id).with_for_update()).all()
+    user.role, user.status = new_role, new_status
+    if new_role != "waitlisted" and user.approved_at is None:
+        user.approved_at = now()
+    if guard:
+        s.flush()
+        if not s.scalar(select(func.count()).select_from(User).where(*active_admin)):
+            raise APIError(
+                409,
+                "This is the only active admin: promote another user to admin first.",
+                param="role" if new_role != "admin" else "status",
+                code="last_admin",
+            )
 
 
 def resolve(s: Session, key: str) -> tuple[User, ApiKey] | None:

@@ -145,6 +145,20 @@ class AuditEvent(Base):
     __table_args__ = (Index("ix_audit_user_created", "user_id", "created_at"),)
 
 
+class AdminAction(Base):
+    """What an admin changed, by whom: accounts, roles, suspensions, credits, keys. `actor_id` is None for the
+    command line (the server's operator); rows outlive the accounts they name."""
+
+    __tablename__ = "admin_actions"
+    __table_args__ = (Index("ix_admin_actions_target_created", "target_user_id", "created_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[float] = mapped_column(default=now)
+    actor_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
+    action: Mapped[str] = mapped_column(String(40))
+    target_user_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
 class ImageReport(Base):
     """A user's report of one of their images; an admin confirms it (the image is withheld) or overturns it."""
 

@@ -125,6 +125,21 @@ def run_engine(
     raise ValueError(f"unknown job kind {kind!r}")
 
 
+def input_shas(params: dict[str, Any]) -> set[str]:
+    """The stored images a job's engine call reads (its image and mask, a blend's images)."""
+    shas = {params[k] for k in ("image", "mask") if params.get(k)}
+    return shas | {it["image"] for it in params.get("items") or () if it.get("image")}
+
+
+INPUT_WITHHELD = APIError(
+    410,
+    "An image this request reads was withheld after a review under the content policy while the request waited "
+    "in the queue; it failed and its credits were refunded.",
+    param="image",
+    code="image_withheld",
+)
+
+
 def _batch_key(job: Job) -> tuple[Any, ...]:
     """What must be equal for generations to share one pass."""
     p = job.params
@@ -228,6 +243,8 @@ class JobRunner:
         try:
             if job.cancel_requested or h.cancel.is_set():
                 raise Cancelled()
+            if self._input_withheld(job):
+                return Outcome("failed", INPUT_WITHHELD.body())
             engine = self.registry.get(job.model)
             return Outcome(
                 "succeeded", images=run_engine(engine, job, self.store.open_image, progress, h.cancel)
@@ -248,6 +265,15 @@ class JobRunner:
                     500, "The server had an error while processing your request.", type="server_error"
                 ).body(),
             )
+
+    def _input_withheld(self, job: Job) -> bool:
+        """Whether an image the job reads was withheld after a review since the job was queued."""
+        shas = input_shas(job.params)
+        if not shas:
+            return False
+        withheld = ImageRecord.sha256.in_(shas), ImageRecord.withheld_at.is_not(None)
+        with self.db.session() as s:
+            return s.scalar(select(ImageRecord.id).where(*withheld).limit(1)) is not None
 
     @staticmethod
     def _stopped(job: Job, h: Handle) -> Outcome:

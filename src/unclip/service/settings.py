@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 ROLES = ("admin", "trusted", "member", "waitlisted")
+STATUSES = ("active", "suspended")
 
 
 def _default_credit_grants() -> dict[str, int]:

@@ -644,8 +644,8 @@ async function loadAdmin() {
   try {
     showError(null);
     const review = $("review-filter").value;
-    const [users, queue] = await Promise.all([api("/admin/users"),
-      api(`/admin/reviews?limit=100&review=${encodeURIComponent(review)}`)]);
+    const [users, queue, changes] = await Promise.all([api("/admin/users"),
+      api(`/admin/reviews?limit=100&review=${encodeURIComponent(review)}`), api("/admin/actions?limit=50")]);
     const byId = Object.fromEntries(users.data.map((u) => [u.id, u]));
     const waiting = users.data.filter((u) => u.role === "waitlisted");
     const wl = $("waitlist").tBodies[0]; wl.innerHTML = "";
@@ -717,6 +717,15 @@ async function loadAdmin() {
       cell(row, decision);
     }
     $("reviews-empty").hidden = queue.data.length > 0;
+    const ab = $("admin-actions").tBodies[0]; ab.innerHTML = "";
+    for (const it of changes.data) {
+      const row = ab.insertRow(); row.dataset.action = it.action;
+      cell(row, new Date(it.created_at * 1000).toLocaleString());
+      cell(row, it.actor_id ? byId[it.actor_id]?.email || it.actor_id : "command line");
+      cell(row, it.action); cell(row, byId[it.user_id]?.email || it.user_id || "");
+      cell(row, Object.entries(it.detail).map(([k, v]) => `${k}: ${v}`).join(", "));
+    }
+    $("admin-actions-empty").hidden = changes.data.length > 0;
   } catch (e) { showError(e); }
 }
 $("user-filter").oninput = () => loadAdmin();

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import ConfigDict, Field
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from unclip.service import credits, reviews
+from unclip.service import actions, credits, reviews
 from unclip.service.auth import (
     Principal,
     approve,
@@ -21,13 +21,14 @@ from unclip.service.auth import (
     create_user,
     key_json,
     require_admin,
+    set_access,
     user_json,
 )
 from unclip.service.credits import MAX_CREDITS
 from unclip.service.db import ApiKey, AuditEvent, ImageRecord, User, now
 from unclip.service.errors import APIError, RequestBody, invalid
 from unclip.service.routers.deps import services
-from unclip.service.settings import ROLES
+from unclip.service.settings import ROLES, STATUSES
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -80,75 +81,60 @@ def list_users(
 
 
 @router.post("/users", status_code=201, summary="Create a user and a first API key (shown once)")
-def new_user(request: Request, body: NewUser, _: Principal = Depends(admin_only)) -> dict[str, Any]:
+def new_user(request: Request, body: NewUser, p: Principal = Depends(admin_only)) -> dict[str, Any]:
+    try:
+        role = check_role(body.role)
+    except ValueError as exc:
+        raise invalid(str(exc), "role") from None
     with services(request).db.session() as s:
         try:
-            user = create_user(s, body.email, name=body.name, role=check_role(body.role))
+            user = create_user(s, body.email, name=body.name, role=role)
         except ValueError as exc:
             raise invalid(str(exc), "email") from None
-        _key, text = create_key(s, user, name="admin-created")
+        key, text = create_key(s, user, name="admin-created")
+        actions.record(s, p.user_id, "user.create", user, role=role)
+        actions.record(s, p.user_id, "key.create", user, key_id=key.id)
         return {"user": user_json(user), "api_key": text}
 
 
 @router.post("/users/{user_id}/approve", summary="Approve a waitlisted user")
 def approve_user(
-    request: Request, user_id: str, body: Approval | None = None, _: Principal = Depends(admin_only)
+    request: Request, user_id: str, body: Approval | None = None, p: Principal = Depends(admin_only)
 ) -> dict[str, Any]:
     sv = services(request)
     with sv.db.session() as s:
         user = _user(s, user_id)
-        role = (body or Approval()).role
-        if role in ROLES:
-            _keep_an_admin(s, user, role, user.status, "role")
+        before = user.role
         try:
-            approve(s, user, role)
+            approve(s, user, (body or Approval()).role, keep_admin=True)
         except ValueError as exc:
             raise invalid(str(exc), "role") from None
+        actions.record(s, p.user_id, "user.approve", user, before=before, after=user.role)
         credits.ensure_grant(s, user, sv.settings.credit_grants)
         return user_json(user)
 
 
 @router.patch("/users/{user_id}", summary="Change role or status, or add/remove credits")
 def patch_user(
-    request: Request, user_id: str, body: UserPatch, _: Principal = Depends(admin_only)
+    request: Request, user_id: str, body: UserPatch, p: Principal = Depends(admin_only)
 ) -> dict[str, Any]:
     sv = services(request)
+    if body.role is not None and body.role not in ROLES:
+        raise invalid(f"'role' must be one of {', '.join(ROLES)}.", "role")
+    if body.status is not None and body.status not in STATUSES:
+        raise invalid(f"'status' must be one of {', '.join(STATUSES)}.", "status")
     with sv.db.session() as s:
         user = _user(s, user_id)
-        if body.role is not None:
-            try:
-                role = check_role(body.role)
-            except ValueError as exc:
-                raise invalid(str(exc), "role") from None
-            _keep_an_admin(s, user, role, user.status, "role")
-            user.role = role
-            if user.role != "waitlisted" and user.approved_at is None:
-                user.approved_at = now()
-        if body.status is not None:
-            if body.status not in ("active", "suspended"):
-                raise invalid("'status' must be 'active' or 'suspended'.", "status")
-            _keep_an_admin(s, user, user.role, body.status, "status")
-            user.status = body.status
+        role, status = user.role, user.status
+        if body.role is not None or body.status is not None:
+            set_access(s, user, role=body.role, status=body.status)
+            actions.record_access(s, p.user_id, user, role, status)
         if body.credits_delta:
             # this month's grant first: made after the change, its top-up would swallow a gift or undo a debit
             credits.ensure_grant(s, user, sv.settings.credit_grants)
-            credits.adjust(s, user, body.credits_delta)
+            applied = credits.adjust(s, user, body.credits_delta)
+            actions.record(s, p.user_id, "user.credits", user, asked=body.credits_delta, applied=applied)
         return user_json(user)
-
-
-def _keep_an_admin(s: Any, user: User, role: str, status: str, param: str) -> None:
-    """Refuse the change that would leave the server without an active admin (no one could undo it)."""
-    if user.role != "admin" or user.status != "active" or (role == "admin" and status == "active"):
-        return
-    active_admins = (User.role == "admin", User.status == "active", User.id != user.id)
-    others = s.scalar(select(func.count()).select_from(User).where(*active_admins))
-    if not others:
-        raise APIError(
-            409,
-            "This is the only active admin: promote another user to admin first.",
-            param=param,
-            code="last_admin",
-        )
 
 
 @router.get("/users/{user_id}/keys", summary="A user's API keys (never the keys themselves)")
@@ -161,22 +147,38 @@ def list_keys(request: Request, user_id: str, _: Principal = Depends(admin_only)
 
 @router.post("/users/{user_id}/keys", status_code=201, summary="Create an API key (shown once)")
 def new_key(
-    request: Request, user_id: str, body: NewKey | None = None, _: Principal = Depends(admin_only)
+    request: Request, user_id: str, body: NewKey | None = None, p: Principal = Depends(admin_only)
 ) -> dict[str, Any]:
     with services(request).db.session() as s:
         user = _user(s, user_id)
         record, text = create_key(s, user, name=(body or NewKey()).name)
+        actions.record(s, p.user_id, "key.create", user, key_id=record.id)
         return {**key_json(record), "key": text}
 
 
 @router.delete("/keys/{key_id}", summary="Revoke an API key")
-def revoke_key(request: Request, key_id: str, _: Principal = Depends(admin_only)) -> dict[str, Any]:
+def revoke_key(request: Request, key_id: str, p: Principal = Depends(admin_only)) -> dict[str, Any]:
     with services(request).db.session() as s:
         record = s.get(ApiKey, key_id)
         if record is None:
             raise APIError(404, f"No key with id '{key_id}'.", param="key_id", code="key_not_found")
-        record.revoked_at = record.revoked_at or now()
+        if record.revoked_at is None:
+            record.revoked_at = now()
+            actions.record(s, p.user_id, "key.revoke", s.get(User, record.user_id), key_id=record.id)
         return key_json(record)
+
+
+@router.get("/actions", summary="What admins changed (accounts, roles, suspensions, credits, keys), newest first")
+def admin_actions(
+    request: Request,
+    user_id: str | None = Query(None, description="Only changes to this account"),
+    actor_id: str | None = Query(None, description="Only changes made by this admin"),
+    limit: int = Query(100, ge=1, le=1000),
+    _: Principal = Depends(admin_only),
+) -> dict[str, Any]:
+    with services(request).db.session() as s:
+        rows = actions.recent(s, user_id=user_id, actor_id=actor_id, limit=limit)
+        return {"object": "list", "data": [actions.action_json(a) for a in rows]}
 
 
 def audit_json(e: AuditEvent) -> dict[str, Any]:

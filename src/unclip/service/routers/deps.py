@@ -66,6 +66,8 @@ async def respond(request: Request, p: Principal, job_id: str) -> JSONResponse:
     if job.status == "cancelled":  # not retried by OpenAI's SDKs (they retry 409): it would be charged again
         raise APIError(409, "The job was cancelled.", code="job_cancelled", headers={"x-should-retry": "false"})
     status = 400 if err.get("type") == "invalid_request_error" else 500
+    if err.get("code") == "image_withheld":  # its input was withheld while it waited: as at the submission
+        status = 410
     raise APIError(
         status,
         err.get("message", "The job failed."),

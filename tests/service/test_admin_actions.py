@@ -1,0 +1,119 @@
+"""Admin changes: two admins demoting each other at once keep one admin; every change is logged with who made
+it (over the API and from the command line)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from unclip.cli import app
+from unclip.service.db import Database, User
+
+from .conftest import Server
+from .test_books import DATABASES, PG_URL, _clean_postgres
+
+
+def H(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(database: str, tmp_path: Path) -> None:
+    """Each demotion alone leaves another admin; together they would leave none, so the second must wait for
+    the first and be refused (409 last_admin)."""
+    from unclip.service.auth import create_user, set_access
+    from unclip.service.errors import APIError
+
+    if database == "postgres" and not PG_URL:
+        pytest.skip("UNCLIP_TEST_POSTGRES_URL is not set")
+    db = Database(_clean_postgres() if database == "postgres" else f"sqlite:///{tmp_path / 'admins.db'}")
+    with db.session() as s:
+        a, b = (create_user(s, f"{n}@example.test", role="admin").id for n in "ab")
+    refused: list[str | None] = []
+
+    def demote(uid: str) -> None:
+        try:
+            with db.session() as s:
+                set_access(s, s.get(User, uid), status="suspended")
+        except APIError as exc:
+            refused.append(exc.code)
+
+    with db.session() as first:
+        set_access(first, first.get(User, b), role="member")  # b demoted, not committed yet
+        second = threading.Thread(target=demote, args=(a,))
+        second.start()
+        second.join(timeout=1.0)  # a's suspension, racing: it must wait for the first change
+        waited = second.is_alive()
+    second.join()
+    with db.session() as s:
+        active = s.scalar(select(func.count()).where(User.role == "admin", User.status == "active"))
+    db.dispose()
+    assert (waited, refused, active) == (True, ["last_admin"], 1)
+
+
+def test_admin_changes_are_logged_with_who_made_them(live: Server) -> None:
+    uid, _ = live.user("waitlisted")
+    admin, admin_key = live.user("admin")
+    other_admin, other_key = live.user("admin")
+    base = f"{live.url}/v1/admin"
+    assert httpx.post(f"{base}/users/{uid}/approve", json={"role": "member"}, headers=H(admin_key)).is_success
+    assert httpx.patch(f"{base}/users/{uid}", json={"role": "trusted"}, headers=H(admin_key)).is_success
+    r = httpx.patch(f"{base}/users/{uid}", json={"status": "suspended", "credits_delta": -10**6}, headers=H(other_key))
+    assert r.is_success and r.json()["credits"] == 0
+    key = httpx.post(f"{base}/users/{uid}/keys", json={"name": "laptop"}, headers=H(other_key)).json()
+    for _ in range(2):  # revoking twice is one revocation
+        assert httpx.delete(f"{base}/keys/{key['id']}", headers=H(admin_key)).is_success
+    refused = httpx.patch(f"{base}/users/{uid}", json={"role": "nobody"}, headers=H(admin_key))
+    assert refused.status_code == 400  # a refused change logs nothing
+
+    log = httpx.get(f"{base}/actions", params={"user_id": uid}, headers=H(admin_key)).json()["data"]
+    got = [(e["actor_id"], e["action"], e["detail"]) for e in reversed(log)]
+    granted = live.sv.settings.credit_grants["member"]  # the month's grant, made at the approval
+    assert got == [
+        (admin, "user.approve", {"before": "waitlisted", "after": "member"}),
+        (admin, "user.role", {"before": "member", "after": "trusted"}),
+        (other_admin, "user.status", {"before": "active", "after": "suspended"}),
+        (other_admin, "user.credits", {"asked": -(10**6), "applied": -granted}),
+        (other_admin, "key.create", {"key_id": key["id"]}),
+        (admin, "key.revoke", {"key_id": key["id"]}),
+    ]
+    assert all(e["user_id"] == uid and e["via"] == "api" for e in log)
+    by_other = httpx.get(f"{base}/actions", params={"actor_id": other_admin}, headers=H(admin_key)).json()
+    assert [e["action"] for e in by_other["data"]] == ["key.create", "user.credits", "user.status"]
+    member_key = live.user("member")[1]
+    r = httpx.get(f"{base}/actions", headers=H(member_key))
+    assert r.status_code == 403
+
+
+def test_changes_from_the_command_line_are_logged_as_the_operators(tmp_path: Path) -> None:
+    runner = CliRunner()
+    var = ["--data-dir", str(tmp_path / "var")]
+
+    def run(*args: str) -> str:
+        r = runner.invoke(app, [*args, *var])
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    run("admin", "migrate")
+    run("users", "add", "solo@example.test", "--role", "admin")
+    # the operator may demote the last admin (it is how they recover), and it is logged
+    run("users", "suspend", "solo@example.test")
+    assert "solo@example.test: member, suspended" in run("users", "role", "solo@example.test", "member")
+    run("users", "credits", "solo@example.test", "5")
+    out = run("admin", "actions", "--user", "solo@example.test").splitlines()
+    assert [line.split()[3:5] for line in out] == [
+        ["user.credits", "solo@example.test"],
+        ["user.role", "solo@example.test"],
+        ["user.status", "solo@example.test"],
+        ["key.create", "solo@example.test"],
+        ["user.create", "solo@example.test"],
+    ]
+    assert all(line.split()[2] == "cli" for line in out)
+    r = runner.invoke(app, ["users", "suspend", "solo@example.test", *var])
+    assert r.exit_code == 0  # suspending again changes nothing: nothing more is logged
+    assert len(run("admin", "actions").splitlines()) == 5
