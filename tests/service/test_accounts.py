@@ -234,7 +234,7 @@ def test_the_admin_key_account_is_reserved_and_a_new_admin_key_replaces_the_old(
     from sqlalchemy import select
 
     from unclip.service.app import bootstrap_admin
-    from unclip.service.auth import resolve
+    from unclip.service.auth import create_key, create_user, resolve
     from unclip.service.db import Database
 
     srv = start_server(make_settings(tmp_path))
@@ -259,6 +259,15 @@ def test_the_admin_key_account_is_reserved_and_a_new_admin_key_replaces_the_old(
             assert resolve(s, "sk-unclip-first") is None  # rotated out
             found = resolve(s, "sk-unclip-second")
             assert found is not None and found[0].role == "admin"
+        bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-second"))  # a restart: the same key
+        with pytest.raises(RuntimeError, match="was revoked"):  # going back would keep the second key working
+            bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-first"))
+        with db.session() as s:
+            assert resolve(s, "sk-unclip-first") is None and resolve(s, "sk-unclip-second") is not None
+            member = create_user(s, "someone@example.test", role="member")
+            create_key(s, member, key="sk-unclip-members")
+        with pytest.raises(RuntimeError, match="another account's"):
+            bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-members"))
     finally:
         db.dispose()
 

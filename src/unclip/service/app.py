@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from unclip.service import errors
 from unclip.service.auth import ADMIN_EMAIL, ADMIN_KEY_NAME, create_key, create_user, hash_key
@@ -127,25 +128,40 @@ def bootstrap_admin(db: Database, settings: Settings) -> str | None:
     With `UNCLIP_ADMIN_KEY` set, that key is made to exist (for an admin) and is not returned."""
     with db.session() as s:
         if settings.admin_key:
-            if s.scalar(select(ApiKey).where(ApiKey.hash == hash_key(settings.admin_key))) is None:
-                admin = s.scalar(select(User).where(User.email == ADMIN_EMAIL))
-                admin = admin or create_user(s, ADMIN_EMAIL, name="admin", role="admin")
-                if admin.role != "admin" or admin.status != "active":
-                    raise RuntimeError(
-                        f"UNCLIP_ADMIN_KEY: the account {ADMIN_EMAIL} is {admin.status} with role {admin.role}, "
-                        f"not an active admin; make it one (`unclip users role {ADMIN_EMAIL} admin`) or "
-                        "unset UNCLIP_ADMIN_KEY"
-                    )
-                # a new UNCLIP_ADMIN_KEY replaces the one before it
-                for old in s.scalars(select(ApiKey).where(ApiKey.user_id == admin.id, ApiKey.name == ADMIN_KEY_NAME)):
-                    old.revoked_at = old.revoked_at or now()
-                create_key(s, admin, name=ADMIN_KEY_NAME, key=settings.admin_key)
+            _ensure_admin_key(s, settings.admin_key)
             return None
         if not settings.bootstrap_admin or s.scalar(select(User.id).limit(1)) is not None:
             return None
         admin = create_user(s, ADMIN_EMAIL, name="admin", role="admin")
         _, key = create_key(s, admin, name="bootstrap")
         return key
+
+
+def _ensure_admin_key(s: Session, key: str) -> None:
+    """`key` becomes the active admin key of `admin@localhost`, replacing the UNCLIP_ADMIN_KEY before it. A key
+    that was revoked (by an admin, or replaced by another UNCLIP_ADMIN_KEY) or that is another account's stops
+    the server: bringing it back would also keep the key that replaced it working."""
+    record = s.scalar(select(ApiKey).where(ApiKey.hash == hash_key(key)))
+    admin = s.scalar(select(User).where(User.email == ADMIN_EMAIL))
+    if record is not None and (admin is None or record.user_id != admin.id):
+        raise RuntimeError(f"UNCLIP_ADMIN_KEY is another account's API key, not {ADMIN_EMAIL}'s: choose a new key")
+    if record is not None and record.revoked_at is not None:
+        raise RuntimeError(
+            "UNCLIP_ADMIN_KEY was revoked (by an admin, or replaced by a later UNCLIP_ADMIN_KEY): choose a new key"
+        )
+    admin = admin or create_user(s, ADMIN_EMAIL, name="admin", role="admin")
+    if admin.role != "admin" or admin.status != "active":
+        raise RuntimeError(
+            f"UNCLIP_ADMIN_KEY: the account {ADMIN_EMAIL} is {admin.status} with role {admin.role}, not an "
+            f"active admin; make it one (`unclip users role {ADMIN_EMAIL} admin`, `unclip users suspend --lift "
+            f"{ADMIN_EMAIL}`) or unset UNCLIP_ADMIN_KEY"
+        )
+    earlier = ApiKey.user_id == admin.id, ApiKey.name == ADMIN_KEY_NAME, ApiKey.revoked_at.is_(None)
+    for old in s.scalars(select(ApiKey).where(*earlier)):
+        if record is None or old.id != record.id:
+            old.revoked_at = now()
+    if record is None:
+        create_key(s, admin, name=ADMIN_KEY_NAME, key=key)
 
 
 def create_app(
