@@ -689,14 +689,17 @@ def test_edits_and_blends_the_engine_would_refuse_are_refused_before_the_charge(
 
 def test_an_upscale_the_models_upsamplers_cannot_do_is_refused_before_the_charge(tmp_path) -> None:
     from .conftest import make_settings, start_server
+    from .fakes import FakeEngine
 
     models = tmp_path / "models"
     (models / "no-upsamplers").mkdir(parents=True)
     (models / "small-only" / "upsampler-256").mkdir(parents=True)
-    srv = start_server(make_settings(tmp_path / "data", models_dir=str(models)))
+    loaded = FakeEngine()
+    srv = start_server(make_settings(tmp_path / "data", models_dir=str(models)), engine_loader=lambda _p: loaded)
     try:
         uid, key = srv.user("trusted")
         before = books(srv, uid)
+        srv.sv.registry.get("small-only")  # a model loaded by an earlier request is judged by its folder too
         for model, size, param in [("no-upsamplers", 64, "model"), ("small-only", 128, "image")]:
             r = httpx.post(
                 srv.url + "/v1/images/upscales",
@@ -705,6 +708,6 @@ def test_an_upscale_the_models_upsamplers_cannot_do_is_refused_before_the_charge
                 headers=H(key),
             )
             assert (r.status_code, r.json()["error"]["param"]) == (400, param), r.text
-        assert books(srv, uid) == before and not srv.engine.calls
+        assert books(srv, uid) == before and not srv.engine.calls and not loaded.calls
     finally:
         srv.stop()

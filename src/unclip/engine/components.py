@@ -11,6 +11,7 @@ Accepted layouts (subfolders are found by the first name that exists):
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,20 @@ ALIASES = {
     "upsampler-256": ("upsampler-256",),
     "upsampler-1024": ("upsampler-1024",),
 }
+
+
+UPSCALE_INPUT = {256: 64, 1024: 256}  # each learned 4x stage (by output size): the longest side it takes
+
+
+def upscale_limit(sizes: Iterable[int]) -> int:
+    """The longest side a model with these upsampler stages upscales 4x (0: it has none)."""
+    return max((UPSCALE_INPUT[s] for s in sizes if s in UPSCALE_INPUT), default=0)
+
+
+def upsampler_sizes(root: Path) -> list[int]:
+    """The upsampler stages a model folder has, by output size."""
+    parts = find_parts(root)
+    return [s for s in UPSCALE_INPUT if f"upsampler-{s}" in parts]
 
 
 def find_parts(root: Path) -> dict[str, Path]:
@@ -89,7 +104,7 @@ def load_components(root: Path, device: torch.device, dtype: torch.dtype = torch
     if "inpaint" in parts:
         inpaint_unet = model(UNet2DConditionModel, parts["inpaint"] / "unet")
     ups = {}
-    for size in (256, 1024):
+    for size in UPSCALE_INPUT:
         if f"upsampler-{size}" in parts:
             ups[size] = model(UNet2DModel, parts[f"upsampler-{size}"])
     return Components(

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from unclip.engine import diffusion as D
-from unclip.engine.components import Components, load_components
+from unclip.engine.components import Components, load_components, upscale_limit
 from unclip.engine.errors import InvalidInput
 from unclip.engine.images import check_size, check_square, flatten, repaint_mask, to_pil, to_tensor
 from unclip.engine.samplers import DEFAULT_SAMPLER, SAMPLERS, make_scheduler
@@ -497,7 +497,8 @@ class Engine:
         elif not ups:
             raise InvalidInput(f"model {self.name} has no learned upsampler", param="model")
         else:
-            raise InvalidInput(f"upscale takes images up to 256 px on the longest side, got {longest}", param="image")
+            limit = upscale_limit(ups)
+            raise InvalidInput(f"upscale takes images up to {limit} px on the longest side, got {longest}", "image")
         rgb = flatten(image)
         w, h = rgb.size
         scale = target / longest if longest > target else 1.0

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from unclip.engine import Cancelled, InvalidInput
+from unclip.engine.components import upsampler_sizes, upscale_limit
 from unclip.service.errors import APIError
 
 __all__ = ["ALIASES", "Cancelled", "InvalidInput", "Loader", "ModelRegistry", "real_loader"]
@@ -38,6 +39,7 @@ class ModelRegistry:
     ) -> None:
         self._loader = loader
         self._loaded: dict[str, Any] = dict(engines or {})
+        self._given = frozenset(self._loaded)
         self._paths: dict[str, Path] = {}
         self._lock = threading.Lock()
         if default is not None:
@@ -87,13 +89,11 @@ class ModelRegistry:
         return read_examples(path) if path else []
 
     def upscale_limit(self, name: str) -> int | None:
-        """The longest side this model upscales 4x, from its folder (the API process of a deployment with a
-        broker loads no model): 256 with `upsampler-1024`, 64 with `upsampler-256` alone, 0 without either;
-        None when it is not known (an engine given in memory)."""
-        path = self._paths.get(name) if name not in self._loaded else None
-        if path is None:
-            return None
-        return 256 if (path / "upsampler-1024").is_dir() else 64 if (path / "upsampler-256").is_dir() else 0
+        """The longest side this model upscales 4x, from its folder, loaded or not (the API process of a
+        deployment with a broker loads no model): 256 with `upsampler-1024`, 64 with `upsampler-256` alone, 0
+        without either; None when it is not known (an engine given in memory)."""
+        path = self._paths.get(name) if name not in self._given else None
+        return None if path is None else upscale_limit(upsampler_sizes(path))
 
     def resolve(self, name: str | None) -> str:
         if not name or name in ALIASES:

@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field, StrictFloat, StrictInt
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
+from unclip.engine.components import UPSCALE_INPUT
 from unclip.safety.uploads import has_area_to_edit
 from unclip.service import reviews
 from unclip.service.auth import Principal, authenticate
@@ -60,7 +61,7 @@ _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _MAX_DIGITS = 18
 ENGINE_OPTIONS = ("seed", "steps", "guidance")  # the extensions edits, variations and outpaints take
 COMMON = ("model", "n", "size", "response_format", "user", "safety_identifier")
-MAX_UPSCALE_INPUT = 256  # the engine's 256 → 1024 stage
+MAX_UPSCALE_INPUT = max(UPSCALE_INPUT.values())  # the largest a learned stage takes (a model may take less)
 
 
 class GenerationRequest(RequestBody):
