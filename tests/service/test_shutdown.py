@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from unclip.service.db import Job
@@ -172,3 +173,64 @@ def books_of(db: Any, uid: str) -> tuple[int, list[tuple[str, int]]]:
     with db.session() as s:
         entries = s.scalars(select(CreditEntry).where(CreditEntry.user_id == uid).order_by(CreditEntry.id))
         return s.get(User, uid).credits, [(e.reason, e.delta) for e in entries if e.reason != "charge"]
+
+
+def test_a_job_the_user_cancelled_stays_cancelled_when_a_shutdown_comes_before_it_ends(tmp_path: Path) -> None:
+    """The engine finished the images after the user's cancel and a shutdown's cut-off: the user was told it
+    is cancelled and refunded, so it is not kept (and charged) as a success."""
+    from PIL import Image
+
+    from unclip.service.runner import Handle, JobRunner, Outcome, worker_token
+    from unclip.service.storage import BlobStore
+
+    db, registry, uid, job_id = _queued_job(tmp_path)
+    runner = JobRunner(db, BlobStore(tmp_path / "images"), registry)
+    token = worker_token()
+    job = runner.claim(job_id, token)
+    h = Handle(job_id)
+    h.by_user = True
+    h.cancel.set()
+    h.requeue = True  # the shutdown after it
+    assert runner.complete(job, token, Outcome("succeeded", images=[Image.new("RGB", (8, 8))]), h) == "cancelled"
+    assert books_of(db, uid) == (10, [("grant", 10), ("refund", 1)])
+    db.dispose()
+
+
+@pytest.mark.parametrize("asked", ["user", "shutdown"])
+def test_a_cancel_recorded_by_another_process_is_honoured_when_the_job_is_put_back_or_taken_over(
+    asked: str, tmp_path: Path
+) -> None:
+    """With a broker, the API process records a cancel in the job's row (the user's, or a shutdown's that told a
+    waiting request "refunded"). A worker stopping before it read the row must not put the job back to run
+    and charge again; a worker taking over the job after the first one died must not run it (nor, at the
+    last attempt, fail it as a crash)."""
+    from unclip.service.runner import MAX_ATTEMPTS, Handle, JobRunner, Outcome, worker_token
+    from unclip.service.storage import BlobStore
+
+    db, registry, uid, job_id = _queued_job(tmp_path)
+    runner = JobRunner(db, BlobStore(tmp_path / "images"), registry, lease_s=60)
+    token = worker_token()
+    job = runner.claim(job_id, token)
+    with db.session() as s:
+        s.get(Job, job_id).cancel_requested = asked
+    h = Handle(job_id)
+    h.requeue = True  # the worker's own shutdown, before its lease renewal read the cancel
+    assert runner.complete(job, token, Outcome("queued"), h) == "cancelled"
+    with db.session() as s:
+        ended = s.get(Job, job_id)
+        code = (ended.error or {}).get("error", {}).get("code")
+        assert (ended.status, code) == ("cancelled", "server_shutting_down" if asked == "shutdown" else None)
+    assert books_of(db, uid) == (10, [("grant", 10), ("refund", 1)])
+
+    db2, registry2, uid2, job2 = _queued_job(tmp_path / "second")
+    runner2 = JobRunner(db2, BlobStore(tmp_path / "images2"), registry2, lease_s=60)
+    runner2.claim(job2, worker_token())
+    with db2.session() as s:
+        row = s.get(Job, job2)
+        row.cancel_requested, row.attempts, row.lease_until = asked, MAX_ATTEMPTS, 1.0  # its worker died
+    assert runner2.claim(job2, worker_token()) is None
+    with db2.session() as s:
+        assert s.get(Job, job2).status == "cancelled"
+    assert books_of(db2, uid2) == (10, [("grant", 10), ("refund", 1)])
+    db.dispose()
+    db2.dispose()

@@ -21,6 +21,7 @@ from unclip.service.runner import (
     Handle,
     JobRunner,
     ShuttingDown,
+    cancel_error,
     crashed_error,
     finish,
     move,
@@ -130,8 +131,8 @@ class JobManager(JobQueue):
             )
             ids = []
             for job in jobs:
-                if job.cancel_requested == "user":  # cancelled while it ran, before the server stopped
-                    finish(s, job.id, ("queued", "running"), "cancelled", None)
+                if job.cancel_requested:  # cancelled while it ran, before the server stopped
+                    finish(s, job.id, ("queued", "running"), "cancelled", cancel_error(job.cancel_requested))
                     continue
                 if job.status == "running" and job.attempts >= MAX_ATTEMPTS:
                     finish(s, job.id, ("running",), "failed", crashed_error(job.attempts))

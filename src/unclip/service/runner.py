@@ -43,6 +43,11 @@ class ShuttingDown(APIError):
         )
 
 
+def cancel_error(asked: str | None) -> dict[str, Any] | None:
+    """The error a job cancelled for `asked` (Job.cancel_requested: user | shutdown) ends with."""
+    return ShuttingDown(SHUTDOWN_CANCELLED).body() if asked == "shutdown" else None
+
+
 def crashed_error(attempts: int) -> dict[str, Any]:
     return APIError(
         500,
@@ -211,8 +216,11 @@ class JobRunner:
             job = s.get(Job, job_id)
             if job is None:
                 return None
+            lapsed = Job.lease_until.is_not(None), Job.lease_until < t
+            if job.status == "running" and job.cancel_requested:  # asked to stop, then its worker died
+                finish(s, job_id, ("running",), "cancelled", cancel_error(job.cancel_requested), *lapsed)
+                return None
             if job.status == "running" and job.attempts >= MAX_ATTEMPTS:
-                lapsed = Job.lease_until.is_not(None), Job.lease_until < t
                 if finish(s, job_id, ("running",), "failed", crashed_error(job.attempts), *lapsed):
                     log.warning("job %s failed after %d interrupted attempts", job_id, job.attempts)
                 return None
@@ -279,10 +287,10 @@ class JobRunner:
     def _stopped(job: Job, h: Handle) -> Outcome:
         if h.by_user or job.cancel_requested == "user":
             return Outcome("cancelled")
-        shutdown = h.shutdown or job.cancel_requested == "shutdown"
-        if h.requeue and not h.shutdown:  # a waiting request was told this job is cancelled and refunded
+        shutdown = h.shutdown or job.cancel_requested == "shutdown"  # a waiting request is told: refunded
+        if h.requeue and not shutdown:  # put back to run after the restart
             return Outcome("queued")
-        return Outcome("cancelled", ShuttingDown(SHUTDOWN_CANCELLED).body() if shutdown else None)
+        return Outcome("cancelled", cancel_error("shutdown") if shutdown else None)
 
     # --- batches: compatible queued generations in one pass of each model ------------------------------
 
@@ -378,7 +386,7 @@ class JobRunner:
         were decoded or encoded) ends cancelled and refunded, as its request was told, unless a shutdown cut
         it off (then the finished images are kept). Images that cannot be stored (a full disk, a database
         error) fail the job, refunded, rather than leave it running and charged."""
-        if out.status == "succeeded" and h.cancel.is_set() and not (h.requeue or h.shutdown):
+        if out.status == "succeeded" and h.cancel.is_set() and (h.by_user or not (h.requeue or h.shutdown)):
             out = Outcome("cancelled")
         ours = (Job.worker == token,)
         progress = {"progress_step": h.step, "progress_total": h.total}
@@ -388,8 +396,13 @@ class JobRunner:
                 if out.status == "queued":
                     # put back, not cut off: the attempt does not count towards MAX_ATTEMPTS (crashes do)
                     back = {"status": "queued", "worker": None, "lease_until": None, "attempts": Job.attempts - 1}
-                    moved = move(s, job.id, ("running",), *ours, **back, **progress)
-                    return "queued" if moved else None
+                    if move(s, job.id, ("running",), *ours, Job.cancel_requested.is_(None), **back, **progress):
+                        return "queued"
+                    # a cancel recorded by another process since this attempt last looked: it ends here
+                    asked = s.scalar(select(Job.cancel_requested).where(Job.id == job.id, *ours))
+                    if asked is None:
+                        return None
+                    out = Outcome("cancelled", cancel_error(asked))
                 result = {"images": [r.id for r in records]} if out.status == "succeeded" else None
                 if not finish(s, job.id, ("running",), out.status, out.error, *ours, result=result, **progress):
                     return None
