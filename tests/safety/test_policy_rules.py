@@ -113,6 +113,11 @@ def test_benign_emoji_pass(rules_policy: ContentPolicy, text: str) -> None:
         "a bomb shelter turned into a wine bar",
         "a dog photobombing the school picture",
         "blowing up balloons at the hospital",
+        "a torchlit stadium at night",  # words that only begin like an attack verb
+        "a bombastic market scene",
+        "a punchy kids poster",
+        "a butchers family shop",
+        "an executive team of women",
         "phụ nữ mặc áo dài",
         "droga przez las",
     ],
