@@ -128,3 +128,5 @@ def test_gender_direction_and_person_versions_share_a_family() -> None:
     assert len(teacher) == len(walking) == 1
     assert family_hexcode("1F469-200D-1F3EB") != family_hexcode("1F469-200D-1F373")  # teacher, cook
     assert family_hexcode("1F600") == "1F600"
+    signs = [family_hexcode(c) for c in ("2640-FE0F", "2642-FE0F", "27A1-FE0F")]  # female, male, right arrow
+    assert signs == ["2640", "2642", "27A1"]  # each its own emoji, not one empty family

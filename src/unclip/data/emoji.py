@@ -63,7 +63,10 @@ _ONE_PERSON = {"1F468": "P", "1F469": "P", "1F9D1": "P", "1F466": "C", "1F467": 
 def family_hexcode(code: str) -> str:
     """What an emoji's gender and direction versions share: `woman teacher`, `man teacher` and `teacher`,
     or `person walking` and `person walking facing right`, have one family."""
-    return "-".join(_ONE_PERSON.get(p, p) for p in base_hexcode(code).split("-") if p not in _VERSION_SIGNS)
+    parts = base_hexcode(code).split("-")
+    if len(parts) == 1:  # a sign on its own (female sign, right arrow) is its own emoji, not a version mark
+        return _ONE_PERSON.get(parts[0], parts[0])
+    return "-".join(_ONE_PERSON.get(p, p) for p in parts if p not in _VERSION_SIGNS)
 
 
 def slug(text: str) -> str:
