@@ -177,11 +177,23 @@ def test_input_errors(engine: Engine) -> None:
         (lambda: engine.outpaint(Image.new("RGB", (256, 256)), "x", canvas=(128, 512)), "canvas"),
         (lambda: engine.outpaint(Image.new("RGB", (256, 256)), "x", right=5000), "canvas"),
         (lambda: engine.upscale(Image.new("RGB", (512, 512))), "image"),
+        (lambda: engine.generate("x", guidance=1.0, negative_prompt="y"), "negative_prompt"),
     ]
     for call, param in cases:
         with pytest.raises(InvalidInput) as err:
             call()
         assert err.value.param == param, param
+
+
+def test_a_negative_prompt_under_a_models_default_guidance_of_one_is_refused(tiny_model: Path) -> None:
+    """A model whose default guidance is 1 or below would ignore the negative prompt: the engine refuses it
+    (the API checks a guidance it is given before the charge; the model's default only the engine knows)."""
+    plain = Engine.load(tiny_model)
+    plain.guidance = 1.0
+    with pytest.raises(InvalidInput) as err:
+        plain.generate("x", negative_prompt="y", steps=2)
+    assert err.value.param == "negative_prompt"
+    assert plain.generate("x", negative_prompt="y", guidance=3.0, steps=2)
 
 
 def test_outpaint_grows_the_canvas_and_keeps_the_original(engine: Engine) -> None:

@@ -163,6 +163,7 @@ def test_generate_refuses_flagged_prompt(tiny_model: Path, tmp_path: Path) -> No
         (["--size", "300"], "--size must be one of 256, 512, 1024"),
         (["--steps", "0"], "--steps"),
         (["--guidance", "-1"], "--guidance"),
+        (["--guidance", "1", "--negative-prompt", "blurry"], "would be ignored (--negative-prompt)"),
         (["--sampler", "euler"], "--sampler must be one of"),
         (["--model", "/nonexistent/model"], "no such model folder"),
     ],

@@ -9,7 +9,6 @@ import typer
 
 from unclip.cli import app
 from unclip.cli.common import (
-    CliError,
     Grid,
     Guidance,
     Model,
@@ -50,9 +49,10 @@ def generate_cmd(
 ) -> None:
     """Generate images from a text prompt (prior → decoder → upsamplers)."""
     with errors():
+        from unclip.engine.engine import check_negative_prompt
+
         check_common(n, size, steps, guidance, sampler)
-        if negative_prompt and guidance is not None and guidance <= 1:
-            raise CliError("--negative-prompt needs --guidance above 1: at 1 or below no guidance is applied")
+        check_negative_prompt(negative_prompt, guidance)  # before the model loads
         check_prompts([prompt])
         engine = engine_for(model, threads, quiet)
         with progress_bar("generate", quiet) as cb:

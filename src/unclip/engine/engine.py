@@ -16,11 +16,32 @@ from PIL import Image
 from unclip.engine import diffusion as D
 from unclip.engine.components import Components, load_components, upscale_limit
 from unclip.engine.errors import InvalidInput
-from unclip.engine.images import check_size, check_square, flatten, repaint_mask, to_pil, to_tensor
+from unclip.engine.images import (
+    REPAINT_ALPHA,
+    check_size,
+    check_square,
+    flatten,
+    repaint_mask,
+    to_pil,
+    to_tensor,
+)
 from unclip.engine.samplers import DEFAULT_SAMPLER, SAMPLERS, make_scheduler
 
 Progress = Callable[[int, int], None]
 MAX_N = 10
+
+
+NEGATIVE_NEEDS_GUIDANCE = (
+    "a negative prompt needs guidance above 1: at 1 or below no guidance is applied (the prompt alone steers) "
+    "and the negative prompt would be ignored"
+)
+
+
+def check_negative_prompt(negative_prompt: str | None, guidance: float | None) -> None:
+    """A negative prompt steers only through guidance: refuse one that would be ignored (guidance given, or the
+    model's default, at 1 or below)."""
+    if negative_prompt and guidance is not None and guidance <= 1:
+        raise InvalidInput(NEGATIVE_NEEDS_GUIDANCE, param="negative_prompt")
 
 
 def _seeds(seed: int | None, n: int) -> list[int]:
@@ -292,6 +313,7 @@ class Engine:
         for n in ns:
             self._common(n, steps, guidance, sampler)
         steps, guidance, sampler = self._common(ns[0], steps, guidance, sampler)
+        check_negative_prompt(negative_prompt, guidance)
         p_steps = prior_steps or self.prior_steps
         p_guid = self.prior_guidance if prior_guidance is None else prior_guidance
         per_prompt = [_seeds(s, n) for s, n in zip(seeds or [None] * len(ns), ns, strict=True)]
@@ -362,7 +384,7 @@ class Engine:
         steps, guidance, sampler = self._common(n, steps, guidance, sampler)
         m = repaint_mask(image, mask)
         # fade in from the border only where the image has real pixels under the mask (not transparent ones)
-        feather = mask is not None and bool((np.asarray(image.convert("RGBA"))[..., 3] >= 128)[m > 0].all())
+        feather = mask is not None and bool((np.asarray(image.convert("RGBA"))[..., 3] >= REPAINT_ALPHA)[m > 0].all())
         canvas = flatten(image)
         if canvas.width != size:
             canvas = canvas.resize((size, size), Image.Resampling.LANCZOS)

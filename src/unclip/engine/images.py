@@ -49,6 +49,14 @@ def flatten(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+REPAINT_ALPHA = 128  # pixels with alpha below this are repainted ("fully transparent", with some slack)
+
+
+def has_area_to_edit(image: Image.Image) -> bool:
+    """Whether an RGBA image (a mask, or an image without one) has a pixel `repaint_mask` would repaint."""
+    return image.mode == "RGBA" and image.getchannel("A").getextrema()[0] < REPAINT_ALPHA
+
+
 def repaint_mask(image: Image.Image, mask: Image.Image | None) -> np.ndarray:
     """Float H×W in {0, 1}, 1 = repaint. As in the OpenAI API, transparent pixels of the mask (or of the image
     itself when no mask is given) mark the region to repaint."""
@@ -61,7 +69,7 @@ def repaint_mask(image: Image.Image, mask: Image.Image | None) -> np.ndarray:
     if source.mode not in ("RGBA", "LA", "PA") and not (source.mode == "P" and "transparency" in source.info):
         raise InvalidInput(f"{param} has no alpha channel: transparent pixels mark the area to edit", param=param)
     alpha = np.asarray(source.convert("RGBA"))[..., 3]
-    m = (alpha < 128).astype(np.float32)
+    m = (alpha < REPAINT_ALPHA).astype(np.float32)
     if not m.any():
         raise InvalidInput(f"{param} is fully opaque: make the area to edit transparent", param=param)
     return m

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from unclip.engine.images import REPAINT_ALPHA, has_area_to_edit
+
 __all__ = [
     "MAX_BYTES",
     "MAX_PIXELS",
@@ -33,7 +35,6 @@ __all__ = [
     "MIN_SIDE",
     "UploadError",
     "contains_real_face",
-    "has_area_to_edit",
     "probe_png",
     "read_image_upload",
     "read_mask_upload",
@@ -44,7 +45,6 @@ MAX_BYTES = 4 * 1024 * 1024  # "less than 4MB", as OpenAI's API
 MAX_SIDE = 4096
 MAX_PIXELS = 4096 * 4096
 MIN_SIDE = 16
-EDIT_ALPHA = 128  # pixels with alpha below this are repainted (unclip.engine.images.repaint_mask)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -238,15 +238,10 @@ def upload_to_store(data: bytes, checked: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def has_area_to_edit(image: Image.Image) -> bool:
-    """Whether an RGBA image (a mask, or an image without one) has a pixel the engine would repaint."""
-    return image.mode == "RGBA" and image.getchannel("A").getextrema()[0] < EDIT_ALPHA
-
-
 def read_mask_upload(
     data: bytes, size: tuple[int, int], param: str = "mask", max_bytes: int = MAX_BYTES
 ) -> Image.Image:
-    """Decode a mask: a PNG of the image's size, returned as RGBA (fully transparent = area to edit).
+    """Decode a mask: a PNG of the image's size, returned as RGBA (alpha below REPAINT_ALPHA = area to edit).
 
     A mask with an alpha channel (RGBA, LA, palette with transparency) is used as is. A greyscale mask without
     alpha is read as the alpha itself (black = transparent = edit). An opaque RGB mask has nothing to edit and
@@ -271,8 +266,8 @@ def read_mask_upload(
     if out is not None and has_area_to_edit(out):
         return out
     raise UploadError(
-        f"Invalid mask - '{param}' has no transparent pixels (alpha below {EDIT_ALPHA}): the mask must be a PNG "
-        "with an alpha channel (RGBA or LA) whose fully transparent areas show where to edit.",
+        f"Invalid mask - '{param}' has no transparent pixels (alpha below {REPAINT_ALPHA}): the mask must be a PNG "
+        "with an alpha channel (RGBA or LA) whose transparent areas show where to edit.",
         param,
         "invalid_mask",
     )

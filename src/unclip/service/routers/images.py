@@ -15,8 +15,10 @@ from pydantic import ConfigDict, Field, StrictFloat, StrictInt
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
+from unclip.engine import InvalidInput
 from unclip.engine.components import UPSCALE_INPUT
-from unclip.safety.uploads import has_area_to_edit
+from unclip.engine.engine import check_negative_prompt
+from unclip.engine.images import REPAINT_ALPHA, has_area_to_edit
 from unclip.service import reviews
 from unclip.service.auth import Principal, authenticate
 from unclip.service.db import ImageRecord
@@ -105,8 +107,10 @@ def _extensions(values: dict[str, Any]) -> dict[str, Any]:
             check_range(out[name], name, *RANGES[name])
     if "negative_prompt" in out:
         check_prompt(out["negative_prompt"], required=False, param="negative_prompt")
-        if out.get("guidance") is not None and out["guidance"] <= 1:
-            raise invalid(NEGATIVE_NEEDS_GUIDANCE, "negative_prompt")
+        try:  # the model's default guidance is checked by the engine (after the charge: refunded)
+            check_negative_prompt(out["negative_prompt"], out.get("guidance"))
+        except InvalidInput:
+            raise invalid(NEGATIVE_NEEDS_GUIDANCE, "negative_prompt") from None
     return out
 
 
@@ -351,8 +355,8 @@ async def edits(request: Request, p: Principal = Depends(admitted)) -> JSONRespo
         )
     elif not has_area_to_edit(img):
         raise invalid(
-            "Invalid input image - it has no transparent pixels (alpha below 128) and no mask was given: make "
-            "the areas to edit transparent, or send a 'mask'.",
+            f"Invalid input image - it has no transparent pixels (alpha below {REPAINT_ALPHA}) and no mask was "
+            "given: make the areas to edit transparent, or send a 'mask'.",
             "image",
             "invalid_image_format",
         )
