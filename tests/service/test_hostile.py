@@ -535,6 +535,8 @@ def test_form_integers_too_long_for_python_are_out_of_range_not_500(live: Server
         ("/v1/images/variations", "n", "1" * 5000, "integer_above_max_value"),
         ("/v1/images/edits", "n", "-" + "9" * 30, "integer_below_min_value"),
         ("/v1/images/outpaints", "left", "9" * 5000, "integer_above_max_value"),
+        ("/v1/images/edits", "steps", "9" * 5000, "integer_above_max_value"),  # unclip's options too
+        ("/v1/images/variations", "seed", "-" + "9" * 30, "integer_below_min_value"),
     ]:
         data = {field: value, "size": "256x256"} | ({"prompt": "x"} if "variations" not in path else {})
         r = httpx.post(live.url + path, files=image, data=data, headers=H(key))

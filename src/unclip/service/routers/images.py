@@ -86,14 +86,33 @@ class GenerationRequest(RequestBody):
     negative_prompt: str | None = None
 
 
+def text_int(value: str, name: str) -> int:
+    """A form field's integer, in plain digits (int() also takes "1_0" and other scripts' digits)."""
+    if not _INTEGER.fullmatch(value.strip()):
+        raise invalid(
+            f"Invalid type for '{name}': expected an integer, but got a string instead.", name, "invalid_type"
+        )
+    digits = value.strip().lstrip("+-").lstrip("0")
+    if len(digits) > _MAX_DIGITS:  # int() refuses over 4,300 digits; no parameter needs more than a few
+        below = value.strip().startswith("-")
+        raise invalid(
+            f"Invalid '{name}': integer {'below minimum' if below else 'above maximum'} value "
+            f"(it has {len(digits)} digits).",
+            name,
+            "integer_below_min_value" if below else "integer_above_max_value",
+        )
+    return int(value)
+
+
 def _extensions(values: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in EXTENSIONS:
         value = values.get(name)
         if value is None or value == "":
             continue
-        plain = _NUMBER if name == "guidance" else _INTEGER  # a form's text: int() and float() take more
-        if isinstance(value, str) and name != "negative_prompt" and not plain.fullmatch(value.strip()):
+        if isinstance(value, str) and name not in ("negative_prompt", "guidance"):
+            value = text_int(value, name)
+        elif isinstance(value, str) and name == "guidance" and not _NUMBER.fullmatch(value.strip()):
             raise invalid(f"Invalid type for '{name}': expected a number in plain digits.", name, "invalid_type")
         try:
             out[name] = (
@@ -236,24 +255,7 @@ class Form:
 
     def int(self, name: str) -> int | None:
         value = self.text(name)
-        if value is None or value == "":
-            return None
-        if not _INTEGER.fullmatch(value.strip()):  # int() also takes "1_0" and other scripts' digits
-            raise invalid(
-                f"Invalid type for '{name}': expected an integer, but got a string instead.",
-                name,
-                "invalid_type",
-            )
-        digits = value.strip().lstrip("+-").lstrip("0")
-        if len(digits) > _MAX_DIGITS:  # int() refuses over 4,300 digits; no parameter needs more than a few
-            below = value.strip().startswith("-")
-            raise invalid(
-                f"Invalid '{name}': integer {'below minimum' if below else 'above maximum'} value "
-                f"(it has {len(digits)} digits).",
-                name,
-                "integer_below_min_value" if below else "integer_above_max_value",
-            )
-        return int(value)
+        return None if value is None or value == "" else text_int(value, name)
 
     async def file(self, name: str, required: bool = True) -> bytes | None:
         value = self.fields.get(name)
