@@ -13,12 +13,11 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from unclip.engine import InvalidInput, outpaint
-from unclip.safety.uploads import upload_to_store
 from unclip.service import credits
 from unclip.service.auth import Principal, require_active, require_feature
 from unclip.service.db import AuditEvent, ImageRecord, Job, User, new_id, now
 from unclip.service.errors import APIError, content_policy, invalid, missing, rate_limited
-from unclip.service.policy import has_real_face, prompt_hash, real_face_refusal
+from unclip.service.policy import has_real_face, prompt_hash, real_face_refusal, upload_to_store
 
 log = logging.getLogger("unclip.service")
 SIZES = ("256x256", "512x512", "1024x1024")
@@ -157,12 +156,12 @@ def check_unsupported(params: dict[str, Any], allowed_defaults: dict[str, tuple[
             )
 
 
-def withheld(image_id: str, param: str = "image_id") -> APIError:
+def withheld(image_id: str | None, param: str = "image_id") -> APIError:
+    """410 for an image withheld after a review; without `image_id`, an upload of its bytes (whose id is not
+    told: it may be someone else's)."""
+    what = f"Image '{image_id}'" if image_id else f"The uploaded '{param}'"
     return APIError(
-        410,
-        f"Image '{image_id}' was withheld after a review under the content policy.",
-        param=param,
-        code="image_withheld",
+        410, f"{what} was withheld after a review under the content policy.", param=param, code="image_withheld"
     )
 
 
@@ -295,12 +294,7 @@ class ImageService:
                 select(ImageRecord.id, ImageRecord.user_id, ImageRecord.withheld_at).where(ImageRecord.sha256 == sha)
             ).all()
         if any(withheld_at is not None for _id, _user, withheld_at in records):
-            raise APIError(
-                410,
-                f"The uploaded '{param}' was withheld after a review under the content policy.",
-                param=param,
-                code="image_withheld",
-            )
+            raise withheld(None, param)
         return any(user_id == p.user_id for _id, user_id, _w in records)
 
     def check_upscale(self, model: str, sub: Submission) -> None:

@@ -21,6 +21,7 @@ from unclip.safety.uploads import (
     contains_real_face,
     read_image_upload,
     read_mask_upload,
+    upload_to_store,  # noqa: F401 (the service stores uploads through this bridge)
 )
 from unclip.service.errors import APIError
 

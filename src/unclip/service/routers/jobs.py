@@ -20,7 +20,7 @@ from unclip.service.jobs import TERMINAL
 from unclip.service.paging import newest_first
 from unclip.service.routers.deps import base_url, services
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+STATUSES = ("queued", "running", *TERMINAL)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
