@@ -79,7 +79,7 @@ def outpaint_cmd(
                 left if left is not None else (size[0] - img.width) // 2,
                 top if top is not None else (size[1] - img.height) // 2,
             )
-        left, top = left or 0, top or 0
+        left, top = (0, 0) if at is not None else (left or 0, top or 0)  # with a canvas, `at` places it
         check_prompts([prompt])
         engine = engine_for(model, threads, quiet)
         first = seed if seed is not None else random_seed()

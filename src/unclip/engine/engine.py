@@ -412,7 +412,7 @@ class Engine:
                  ) -> Image.Image:  # fmt: skip
         """Extend the image to a larger canvas with overlapping frames. Frames sample with weak guidance by
         default (`outpaint.GUIDANCE`): continuing what is there matters more than the prompt's pull. With
-        `canvas`, the image sits at `at` (x, y), or (`left`, `top`), or in the middle."""
+        `canvas` (no extensions then), the image sits at `at` (x, y), or in the middle."""
         from unclip.engine import outpaint
 
         prompt = self._prompt(prompt)

@@ -43,8 +43,7 @@ def _positions(length: int, frame: int, stride: int) -> list[int]:
 def plan_canvas(image: Image.Image, left: int, right: int, top: int, bottom: int,
                 canvas: tuple[int, int] | None, frame: int, overlap: float,
                 at: tuple[int, int] | None = None) -> CanvasPlan:  # fmt: skip
-    """With `canvas`, the image sits at `at` (x, y), or at (`left`, `top`) when either is given, else centred;
-    `right` and `bottom` say nothing there and are refused."""
+    """With `canvas`, the image sits at `at` (x, y), else in the middle; extensions are refused there."""
     (cw, ch), (left, top), f, frames = _layout(image.size, left, right, top, bottom, canvas, frame, overlap, at)
     w, h = image.size
     base = Image.new("RGB", (cw, ch), (255, 255, 255))
@@ -73,13 +72,9 @@ def _layout(size: tuple[int, int], left: int, right: int, top: int, bottom: int,
         cw, ch = canvas
         if cw < w or ch < h:
             raise InvalidInput(f"canvas {cw}x{ch} is smaller than the image {w}x{h}", param="canvas")
-        if right or bottom:
-            raise InvalidInput("with a canvas, place the image with left/top (or at), not right/bottom",
-                               param="canvas")  # fmt: skip
-        if at is not None:
-            left, top = at
-        elif not (left or top):
-            left, top = (cw - w) // 2, (ch - h) // 2
+        if left or right or top or bottom:  # a 0 could not tell "at the edge" from "not given"
+            raise InvalidInput("with a canvas, place the image with `at` (x, y), not extensions", param="canvas")
+        left, top = at if at is not None else ((cw - w) // 2, (ch - h) // 2)
         if min(left, top) < 0:
             raise InvalidInput("the image's place on the canvas must be zero or positive", param="canvas")
         if left + w > cw or top + h > ch:
