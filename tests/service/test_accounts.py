@@ -290,3 +290,14 @@ def test_signing_out_with_a_key_and_the_cookie_ends_the_cookies_session(live: Se
     assert web.delete("/v1/session", headers=H(key)).status_code == 200
     stolen = httpx.get(live.url + "/v1/me", cookies={"unclip_session": cookie})
     assert stolen.status_code == 401, stolen.text
+
+
+def test_an_address_is_checked_as_it_will_be_stored(live: Server) -> None:
+    """Invisible characters are dropped before the check: '\\u200b@\\u200b' is '@', not an address."""
+    _, admin = live.user("admin")
+    for email in ["\u200b@\u200b", "a@", "@example.test", "a b@example.test", "\u200bnobody"]:
+        r = httpx.post(live.url + "/v1/signup", json={"email": email})
+        assert (r.status_code, r.json()["error"]["param"]) == (400, "email"), (email, r.text)
+        r = httpx.post(live.url + "/v1/admin/users", json={"email": email}, headers=H(admin))
+        assert (r.status_code, r.json()["error"]["param"]) == (400, "email"), (email, r.text)
+    assert httpx.post(live.url + "/v1/signup", json={"email": "ok\u200b@example.test"}).status_code == 201

@@ -59,8 +59,17 @@ def normalize_email(email: str) -> str:
     return "".join(c for c in email if unicodedata.category(c) != "Cf").strip().lower()
 
 
-def create_user(s: Session, email: str, *, name: str = "", role: str = "waitlisted") -> User:
+def valid_email(email: str) -> str:
+    """The address as stored (`normalize_email`), or ValueError: one @ between a local part and a domain."""
     email = normalize_email(email)
+    local, at, domain = email.rpartition("@")
+    if not (at and local and domain) or len(email) > 320 or any(c.isspace() for c in email):
+        raise ValueError(f"not an email address: {email!r}")
+    return email
+
+
+def create_user(s: Session, email: str, *, name: str = "", role: str = "waitlisted") -> User:
+    email = valid_email(email)
     if s.scalar(select(User).where(User.email == email)) is not None:
         raise ValueError(f"a user with email {email!r} already exists")
     user = User(

@@ -20,10 +20,10 @@ from unclip.service.auth import (
     create_key,
     create_session,
     create_user,
-    normalize_email,
     resolve,
     resolve_session,
     user_json,
+    valid_email,
 )
 from unclip.service.db import User, WebSession
 from unclip.service.errors import APIError, RequestBody, invalid
@@ -45,9 +45,11 @@ def signup(request: Request, body: SignupRequest) -> JSONResponse:
     sv = services(request)
     if not sv.settings.signup_open:
         raise APIError(403, "Signups are closed on this server.", code="signup_closed")
-    if "@" not in body.email or len(body.email.strip()) < 3:
-        raise invalid("Invalid 'email'.", "email")
-    if normalize_email(body.email) == ADMIN_EMAIL:  # reserved for the server's own admin (UNCLIP_ADMIN_KEY)
+    try:
+        email = valid_email(body.email)
+    except ValueError:
+        raise invalid("Invalid 'email': expected an address like name@example.com.", "email") from None
+    if email == ADMIN_EMAIL:  # reserved for the server's own admin (UNCLIP_ADMIN_KEY)
         raise APIError(409, "An account with this email already exists.", param="email", code="email_taken")
     wait = sv.limiter.hit("signup:" + (request.client.host if request.client else "?"), 10)
     if wait is not None:
@@ -56,7 +58,7 @@ def signup(request: Request, body: SignupRequest) -> JSONResponse:
         raise rate_limited("Too many signups from this address.", wait)
     try:
         with sv.db.session() as s:
-            user = create_user(s, body.email, name=body.name, role="waitlisted")
+            user = create_user(s, email, name=body.name, role="waitlisted")
             _, key = create_key(s, user, name="signup")
             out = {"user": user_json(user), "api_key": key}
     except (ValueError, IntegrityError):  # IntegrityError: the same email signing up at the same moment
