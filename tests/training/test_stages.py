@@ -98,6 +98,12 @@ def test_the_tokenizer_is_trained_once_and_numbers_its_tokens_the_same_way(train
     texts = [c for m in trained.images().meta[:200] for caps in m["captions"].values() for c in caps]
     one, two = (train_tokenizer(texts, 300, 32, tmp_path / name) for name in ("one", "two"))
     assert one.get_vocab() == two.get_vocab() and len(one) >= 300
+    half = tmp_path / "half" / "model" / "prior" / "tokenizer"  # a kill half-way through writing one: trained again
+    half.mkdir(parents=True)
+    (half / "vocab.json").write_text(vocab.read_text())
+    again = Run(trained.cfg, trained.data_dir, tmp_path / "half", device="cpu")
+    assert "kept" not in again.train("tokenizer") and (half / "merges.txt").is_file()
+    assert not (half.parent / "tokenizer.part").exists()
 
 
 def test_unknown_stage_is_an_error(trained: Run) -> None:

@@ -40,6 +40,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, max_length: int, out_
     )
     tok.train_from_iterator(texts, trainer=trainer)
     import json
+    import shutil
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,10 +59,15 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, max_length: int, out_
     for ch in sorted(alphabet):
         vocab.setdefault(f"{ch}</w>", len(vocab))
     clip_tok = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    clip_tok.save_pretrained(out_dir)
-    (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (out_dir / "merges.txt").write_text(
+    # written beside, then renamed: a kill half-way leaves no folder that looks like a tokenizer
+    part = out_dir.with_name(out_dir.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    clip_tok.save_pretrained(part)
+    (part / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (part / "merges.txt").write_text(
         "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
     )
+    shutil.rmtree(out_dir, ignore_errors=True)
+    part.rename(out_dir)
     return CLIPTokenizer.from_pretrained(out_dir)

@@ -97,7 +97,7 @@ class Run:
         from unclip.models.tokenizer import train_tokenizer
 
         folder = self.model_dir / "prior" / "tokenizer"
-        if (folder / "vocab.json").is_file():
+        if all((folder / f).is_file() for f in ("vocab.json", "merges.txt", "tokenizer_config.json")):
             return {"vocab_size": len(CLIPTokenizer.from_pretrained(folder)), "kept": 1.0}
 
         locales = self.locales()
