@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypeVar
 
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
+from unclip.service.db import ImageRecord, Job
 from unclip.service.errors import invalid
+
+Row = TypeVar("Row", ImageRecord, Job)
 
 
 def newest_first(
-    s: Session, query: Select, model: Any, user_id: str, after: str | None, limit: int
-) -> tuple[list, bool]:
+    s: Session, query: Select[tuple[Row]], model: type[Row], user_id: str, after: str | None, limit: int
+) -> tuple[list[Row], bool]:
     """The page of `query`'s rows (of `model`, with `id`, `user_id`, `created_at`) that follows the row `after`,
     and whether more follow. An `after` that is not one of the user's rows is a 400: answering the first page
     again would send a client that walks the pages round in circles."""
