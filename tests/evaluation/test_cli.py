@@ -110,3 +110,31 @@ def test_watermark_report_on_drawings() -> None:
     for name in ("PNG as made", "JPEG q75", "resize 0.5x", "crop 10% (centre 90%)"):
         assert report["survival"][name] == 100.0, (name, report)
     assert report["false_matches"] == "0/6" and report["psnr_min"] >= 42
+
+
+def test_eval_inpaint_judges_real_renders_partly_repainted(
+    tiny_model: Path, tiny_judge: Path, emoji64: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from unclip.evaluation.inpaint import MASKS, mask_image, repaint_area
+
+    out = tmp_path / "figures.json"
+    args = ["--model", str(tiny_model), "--data", str(emoji64), "--n", "2", "--judge", str(tiny_judge)]
+    result = runner.invoke(app, ["eval", "inpaint", *args, "--out", str(out), "--images", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())["inpaint"]
+    assert tuple(figures["rows"]) == ("real", "masked", "edited")
+    assert sum(figures["prompts"].values()) == 4 and figures["render_size"] == 64
+    for groups in figures["rows"].values():
+        assert set(groups) == {g for g, k in figures["prompts"].items() if k}
+        for name, f in groups.items():
+            assert f["n"] == figures["prompts"][name] and 0 <= f["concept_top5"] <= 100
+    assert all(v > 0 for v in figures["seam_vs_real"].values())
+    edits = sorted((tmp_path / "e").glob("edit_*.png"))
+    assert len(edits) == 4 and Image.open(edits[0]).size == (256, 256)
+    for kind in MASKS:  # the API's mask: transparent exactly where the model repaints
+        alpha = np.asarray(mask_image(repaint_area(kind)))[..., 3]
+        assert ((alpha == 0) == repaint_area(kind)).all() and 0 < repaint_area(kind).mean() <= 0.5
+    assert "| edited | seen |" in result.output

@@ -19,6 +19,7 @@ WHAT = (
     "sheet",
     "judge",
     "cascade",
+    "inpaint",
     "watermark",
     "examples",
 )
@@ -33,17 +34,18 @@ def eval_cmd(
     n: int | None = typer.Option(
         None,
         help="Prompts per split for `generation` (64), canvases for `outpaint` (8), images for `upsampler` "
-        "(48), prompts per kind (seen, holdout) for `cascade` (160), images per sample for `judge` (300), "
+        "(48), prompts per kind (seen, holdout) for `cascade` (160) and `inpaint` (80), images per sample for "
+        "`judge` (300), "
         "images for `watermark` (32), candidate prompts for `examples` (40).",
     ),
     out: Path | None = typer.Option(None, help="Write the figures as JSON here (merged with what is there)."),
     images: Path | None = typer.Option(
         None,
-        help="`generation`, `outpaint`, `watermark`: save the images in this folder; `sheet`: the PNG path; "
-        "`cascade`: the folder for its contact sheet, prompts and figures.",
+        help="`generation`, `outpaint`, `watermark`, `inpaint`: save the images in this folder; `sheet`: the PNG "
+        "path; `cascade`: the folder for its contact sheet, prompts and figures.",
     ),
     judge: Path | None = typer.Option(
-        None, help="`judge`, `cascade`: the judge folder (default: models/judge-emoji)."
+        None, help="`judge`, `cascade`, `inpaint`: the judge folder (default: models/judge-emoji)."
     ),
     rows: str | None = typer.Option(
         None, help="`cascade`: the rows to compute, comma-separated (default: all; e.g. autoencoder)."
@@ -63,7 +65,8 @@ def eval_cmd(
     ),
 ) -> None:
     """Report retrieval, cosine, PSNR/SSIM, sharpness and Fréchet figures (with our own CLIP), and the
-    independent judge's figures (`judge`: its own ceiling and floor; `cascade`: what each stage loses), and
+    independent judge's figures (`judge`: its own ceiling and floor; `cascade`: what each stage loses;
+    `inpaint`: real renders partly repainted by the edit model), and
     the invisible watermark's strength and survival on the model's images (`watermark`); `examples` writes the
     prompts the model draws well, judged, into its folder (examples.json: the web app's "Surprise me")."""
     from rich.console import Console
@@ -97,7 +100,7 @@ def eval_cmd(
             results[w] = find_examples(engine, Scorer.load(judge), data, **({"candidates": n} if n else {}))
             path = write_examples(model or BUNDLED_MODEL_DIR, results[w])
             console.print(f"{len(results[w]['examples'])} of {results[w]['tried']} prompts kept → {path}")
-        elif w in ("judge", "cascade"):
+        elif w in ("judge", "cascade", "inpaint"):
             results[w] = _judged(w, engine, data, judge, n, images, console, rows)
         else:
             from unclip.evaluation import stages
@@ -124,6 +127,12 @@ def _judged(what: str, engine, data: Path, judge: Path | None, n: int | None, im
     if what == "judge":
         result = judge_report(scorer, data, **({"n": n} if n else {}))
         console.print_json(json.dumps(result))
+        return result
+    if what == "inpaint":
+        from unclip.evaluation import inpaint
+
+        result = inpaint.eval_inpaint(engine, scorer, data, out_dir=images, **({"n": n} if n else {}))
+        console.print(inpaint.markdown_table(result))
         return result
     from unclip.evaluation.cascade import eval_cascade, markdown_table
 
