@@ -713,3 +713,44 @@ def test_an_upscale_the_models_upsamplers_cannot_do_is_refused_before_the_charge
         assert books(srv, uid) == before and not srv.engine.calls and not loaded.calls
     finally:
         srv.stop()
+
+
+def test_signed_urls_answer_head_and_are_cached_no_longer_than_they_are_valid(live: Server) -> None:
+    _, key = live.user("member")
+    r = httpx.post(live.url + "/v1/images/generations", json={"prompt": "a cat", "size": "256x256"}, headers=H(key))
+    url = r.json()["data"][0]["url"]
+    got = httpx.get(url)
+    age = int(got.headers["cache-control"].split("max-age=")[1])
+    assert got.status_code == 200 and 0 < age <= 600  # a withheld image leaves browser caches within that
+    head = httpx.head(url)
+    assert (head.status_code, head.headers["content-type"]) == (200, "image/png") and not head.content
+
+
+def test_safety_identifier_is_taken_on_every_endpoint_the_sdk_sends_it(live: Server) -> None:
+    uid, key = live.user("trusted")
+    client = live.client(key)
+    assert client.images.generate(prompt="a cat", size="256x256", safety_identifier="end-user-7").data
+    with live.sv.db.session() as s:
+        from sqlalchemy import select
+
+        from unclip.service.db import Job
+
+        job = s.scalars(select(Job).where(Job.user_id == uid)).one()
+        assert job.params["safety_identifier"] == "end-user-7"
+    r = httpx.post(live.url + "/v1/images/generations", json={"prompt": "a cat", "safety_identifier": "x" * 300},
+                   headers=H(key))  # fmt: skip
+    assert (r.status_code, r.json()["error"]["param"]) == (400, "safety_identifier")
+
+
+def test_an_unexpected_error_still_carries_its_request_id_and_the_browser_headers(live: Server) -> None:
+    _, key = live.user("member")
+    r = httpx.post(live.url + "/v1/images/generations", json={"prompt": "a cat", "size": "256x256"}, headers=H(key))
+    image_id = r.json()["data"][0]["url"].split("/files/")[1].split(".png")[0]
+    with live.sv.db.session() as s:
+        from unclip.service.db import ImageRecord
+
+        sha = s.get(ImageRecord, image_id).sha256
+    live.sv.store.get = lambda _sha: (_ for _ in ()).throw(OSError("disk gone"))  # type: ignore[method-assign]
+    broken = httpx.get(live.url + f"/v1/images/{image_id}/content", headers=H(key))
+    assert broken.status_code == 500 and sha
+    assert broken.headers["x-request-id"].startswith("req_") and broken.headers["x-content-type-options"] == "nosniff"

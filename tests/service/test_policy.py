@@ -95,3 +95,27 @@ def test_real_content_policy_through_the_server(tmp_path) -> None:  # type: igno
         assert [ev.category for ev in events] == ["illicit"]
     finally:
         srv.stop()
+
+
+def test_a_throttled_users_typo_does_not_use_up_the_minute_and_the_waitlist_is_not_a_rate_limit(
+    live: Server,
+) -> None:
+    _, key = live.user("member")
+    for prompt in ("forbidden 1", "forbidden 2"):  # throttled from now on: one request per cooldown
+        r = httpx.post(live.url + "/v1/images/generations", json={"prompt": prompt}, headers=H(key))
+        assert r.status_code == 400
+    url = live.url + "/v1/images/generations"
+    typo = httpx.post(url, json={"prompt": "a cat", "size": "265x265"}, headers=H(key))
+    assert (typo.status_code, typo.json()["error"]["param"]) == (400, "size")
+    ok = httpx.post(url, json={"prompt": "a cat", "size": "256x256"}, headers=H(key))
+    assert ok.status_code == 200, ok.text  # the typo took no turn
+    again = httpx.post(url, json={"prompt": "a dog", "size": "256x256"}, headers=H(key))
+    assert again.status_code == 429 and again.headers["retry-after"]
+
+    _, waiting = live.user("waitlisted")
+    tries = live.sv.settings.rate_limits["waitlisted"] + 3
+    answers = {
+        httpx.post(live.url + "/v1/images/generations", json={"prompt": "x"}, headers=H(waiting)).status_code
+        for _ in range(tries)
+    }
+    assert answers == {403}  # told to wait for approval, never to retry in a few seconds

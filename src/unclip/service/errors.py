@@ -234,9 +234,13 @@ def install(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         # Starlette raises the error again after this answer and the server then closes the connection: say
         # so, or a keep-alive client sends its next request into a reset
+        # this answer is made outside the middleware (Starlette's error middleware wraps them): its headers too
+        from unclip.service.middleware import BROWSER_HEADERS
+
+        request_id = getattr(request.state, "request_id", None)
         return APIError(
             500,
             "The server had an error while processing your request. Sorry about that!",
             type="server_error",
-            headers={"Connection": "close"},
+            headers={"Connection": "close", **BROWSER_HEADERS, **({"x-request-id": request_id} if request_id else {})},
         ).response()

@@ -178,6 +178,7 @@ class Submission:
     refs: dict[str, str] = field(default_factory=dict)  # param → sha of the user's own stored image
     prompts: list[str] = field(default_factory=list)  # more text to check (blend items)
     user: str | None = None
+    safety_identifier: str | None = None  # OpenAI's newer name for a stable id of the end user
     request_id: str | None = None  # the HTTP request's x-request-id, kept in the outputs' provenance
     image_size: tuple[int, int] | None = None  # the input image's (width, height), for what an outpaint costs
 
@@ -201,8 +202,10 @@ class ImageService:
         }
 
     def admit(self, p: Principal) -> None:
-        """Rate limit (per key), account state, and the repeat-offender throttle."""
+        """Account state, then the rate limit (per key): a waitlisted or suspended account is told so, not to
+        retry later."""
         st = self.sv.settings
+        require_active(p)
         wait = self.sv.limiter.hit(p.key_id, int(st.rate_limits.get(p.role, 0)))
         if wait is not None:
             rpm = st.rate_limits.get(p.role, 0)
@@ -211,7 +214,10 @@ class ImageService:
                 f"Please try again in {wait:.1f}s.",
                 wait,
             )
-        require_active(p)
+
+    def throttle(self, p: Principal) -> None:
+        """The repeat-offender throttle: one request per `throttle_seconds`, taken by a request that passed
+        its checks (a typo does not use up the minute)."""
         rules = self.sv.offenders
         if self.recent_offences(p.user_id) >= rules.throttle_after:
             wait = self.sv.limiter.cooldown(p.user_id, rules.throttle_seconds)
@@ -340,6 +346,7 @@ class ImageService:
         """All checks, then charge and queue. Returns the job id. Runs in a worker thread (blocking I/O)."""
         st = self.sv.settings
         check_text(sub.user, "user", MAX_USER)
+        check_text(sub.safety_identifier, "safety_identifier", MAX_USER)
         check_text(sub.model, "model", MAX_MODEL)
         feature = FEATURE_OF[sub.kind]
         require_feature(p, feature, st.features, WHAT[feature])
@@ -351,6 +358,7 @@ class ImageService:
         if sub.kind == "upscale":
             self.check_upscale(model, sub)
         texts = [t for t in [sub.prompt, *sub.prompts] if t]
+        self.throttle(p)
         self.check_policy(p, texts, endpoint)  # before any compute
         if p.role not in st.features.get("real_face_upload", []):
             for param, is_own in own.items():
@@ -364,6 +372,7 @@ class ImageService:
             "size": sub.size,
             "response_format": sub.response_format,
             "user": sub.user,
+            **({"safety_identifier": sub.safety_identifier} if sub.safety_identifier else {}),
             "request_id": sub.request_id,
             **sub.params,
         }

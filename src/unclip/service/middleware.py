@@ -124,6 +124,10 @@ class RequestId:
         await self.app(scope, receive, send_with_id)
 
 
+# on every answer, a 500's included (it is made outside the middleware: unclip.service.errors adds them)
+BROWSER_HEADERS = {"x-content-type-options": "nosniff", "x-frame-options": "DENY", "referrer-policy": "same-origin"}
+
+
 class SecurityHeaders:
     """Headers for a browser: no framing (clickjacking of the signed-in app: a SameSite cookie still goes to a
     frame on a sibling origin), no MIME sniffing, no referrer beyond this origin (signed URLs carry their
@@ -139,11 +143,7 @@ class SecurityHeaders:
             f"default-src 'self'; img-src 'self' blob: data:{extra}; connect-src 'self'{extra}; "
             "frame-ancestors 'none'; object-src 'none'; base-uri 'none'; form-action 'self'"
         )
-        self.common = [
-            (b"x-content-type-options", b"nosniff"),
-            (b"x-frame-options", b"DENY"),
-            (b"referrer-policy", b"same-origin"),
-        ]
+        self.common = [(k.encode(), v.encode()) for k, v in BROWSER_HEADERS.items()]
         self.app_policy = (b"content-security-policy", policy.encode())
         self.docs_policy = (b"content-security-policy", b"frame-ancestors 'none'")
 

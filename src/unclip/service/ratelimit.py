@@ -6,6 +6,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+IDLE_S = 60.0  # a bucket refills from empty to full in a minute
+
 
 @dataclass
 class _Bucket:
@@ -19,6 +21,18 @@ class RateLimiter:
         self._buckets: dict[str, _Bucket] = {}
         self._cooldowns: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._swept = clock()
+
+    def _sweep(self, now: float) -> None:
+        """Forget buckets idle for a minute (full again: the same as none) and cooldowns that ran out, at most
+        once a minute (the caller holds the lock): one bucket per client address would otherwise pile up."""
+        if now - self._swept < IDLE_S:
+            return
+        self._swept = now
+        for key in [k for k, b in self._buckets.items() if now - b.updated >= IDLE_S]:
+            del self._buckets[key]
+        for user in [u for u, until in self._cooldowns.items() if until <= now]:
+            del self._cooldowns[user]
 
     def hit(self, key: str, per_minute: int) -> float | None:
         """Take one request from `key`'s bucket. None if allowed, else seconds until one is available."""
@@ -27,6 +41,7 @@ class RateLimiter:
         rate = per_minute / 60.0
         now = self._clock()
         with self._lock:
+            self._sweep(now)
             b = self._buckets.get(key)
             if b is None:
                 b = self._buckets[key] = _Bucket(tokens=float(per_minute), updated=now)
@@ -56,6 +71,7 @@ class RateLimiter:
         """A throttled user may make one request per `seconds`. None if allowed, else the wait."""
         now = self._clock()
         with self._lock:
+            self._sweep(now)
             until = self._cooldowns.get(user_id, 0.0)
             if now < until:
                 return until - now

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,7 @@ _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _MAX_DIGITS = 18
 ENGINE_OPTIONS = ("seed", "steps", "guidance")  # the extensions edits, variations and outpaints take
 COMMON = ("model", "n", "size", "response_format", "user", "safety_identifier")
+MAX_CACHE_S = 600  # how long a browser may keep an image fetched by signed URL
 MAX_UPSCALE_INPUT = max(UPSCALE_INPUT.values())  # the largest a learned stage takes (a model may take less)
 
 
@@ -80,6 +82,7 @@ class GenerationRequest(RequestBody):
     size: str | None = Field("1024x1024", description="256x256, 512x512 or 1024x1024.")
     response_format: str | None = Field("url", description="url (signed, valid 60 minutes) or b64_json.")
     user: str | None = None
+    safety_identifier: str | None = None
     seed: StrictInt | None = None
     steps: StrictInt | None = None
     guidance: StrictFloat | None = None
@@ -183,6 +186,7 @@ async def generations(
         response_format=check_choice(body.response_format, "response_format", FORMATS, "url"),
         params=_extensions(values),
         user=body.user,
+        safety_identifier=body.safety_identifier,
     )
     job_id = await _submit(request, p, sub, "images.generations")
     return await respond(request, p, job_id)
@@ -298,6 +302,7 @@ def _common(form: Form) -> dict[str, Any]:
             form.text("response_format") or None, "response_format", FORMATS, "url"
         ),
         "user": form.text("user"),
+        "safety_identifier": form.text("safety_identifier"),
         "params": _extensions({k: form.text(k) for k in EXTENSIONS}),
     }
 
@@ -343,6 +348,7 @@ async def edits(request: Request, p: Principal = Depends(admitted)) -> JSONRespo
         response_format=c["response_format"],
         params=c["params"],
         user=c["user"],
+        safety_identifier=c["safety_identifier"],
     )
     sub.uploads["image"] = (data, img)
     mask = await form.file("mask", required=False)
@@ -387,6 +393,7 @@ async def variations(request: Request, p: Principal = Depends(admitted)) -> JSON
         response_format=c["response_format"],
         params=c["params"],
         user=c["user"],
+        safety_identifier=c["safety_identifier"],
     )
     sub.uploads["image"] = (data, img)
     job_id = await _submit(request, p, sub, "images.variations")
@@ -434,6 +441,7 @@ async def outpaints(request: Request, p: Principal = Depends(admitted)) -> JSONR
         response_format=c["response_format"],
         params={**c["params"], **sides},
         user=c["user"],
+        safety_identifier=c["safety_identifier"],
     )
     await _image_or_ref(request, p, form, sub)
     job_id = await _submit(request, p, sub, "images.outpaints")
@@ -615,6 +623,7 @@ def image_content(request: Request, image_id: str, p: Principal = Depends(authen
     summary="An image by signed URL (expires after 60 minutes)",
     response_class=Response,
 )
+@router.head("/files/{image_id}.png", include_in_schema=False)  # link checkers and proxies ask with HEAD
 def signed_file(request: Request, image_id: str, expires: int = 0, sig: str = "") -> Response:
     sv = services(request)
     if not sv.signer.verify(image_id, expires, sig):
@@ -625,6 +634,9 @@ def signed_file(request: Request, image_id: str, expires: int = 0, sig: str = ""
         raise APIError(404, "No such image.")
     if rec.withheld_at is not None:
         raise withheld(image_id)
+    # cached no longer than the URL is valid, and at most MAX_CACHE_S: an image withheld after a review stops
+    # showing from browsers' caches within that
+    age = max(0, min(expires - int(time.time()), MAX_CACHE_S))
     return Response(
-        sv.store.get(rec.sha256), media_type="image/png", headers={"Cache-Control": "private, max-age=3600"}
+        sv.store.get(rec.sha256), media_type="image/png", headers={"Cache-Control": f"private, max-age={age}"}
     )

@@ -58,6 +58,8 @@ def _texts(value: str | list[Any]) -> list[str]:
 async def moderations(
     request: Request, body: ModerationRequest, p: Principal = Depends(admitted)
 ) -> dict[str, Any]:
-    policy = services(request).policy
-    results = [moderation_result(await run_in_threadpool(policy.check, t)) for t in _texts(body.input)]
+    sv = services(request)
+    texts = _texts(body.input)
+    await run_in_threadpool(sv.images.throttle, p)  # repeat offenders probe the policy here too
+    results = [moderation_result(await run_in_threadpool(sv.policy.check, t)) for t in texts]
     return {"id": f"modr-{secrets.token_hex(12)}", "model": body.model or MODEL_NAME, "results": results}
