@@ -44,6 +44,7 @@ class BlobStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        _fsync_dir(dest.parent)  # the rename itself survives a power loss, as the row that points to it will
         return sha
 
     def get(self, sha: str) -> bytes:
@@ -100,3 +101,14 @@ class UrlSigner:
             return False
         # compare bytes: compare_digest refuses str with non-ASCII characters (a TypeError, i.e. a 500)
         return hmac.compare_digest(self._sig(image_id, expires).encode(), sig.encode("utf-8", "replace"))
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a platform without directory handles (Windows): the rename is as durable as it gets
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
