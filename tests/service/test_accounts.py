@@ -247,27 +247,27 @@ def test_the_admin_key_account_is_reserved_and_a_new_admin_key_replaces_the_old(
     db = Database(make_settings(tmp_path).db_url)
     try:
         with pytest.raises(RuntimeError, match="not an active admin"):
-            bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-first"))
+            bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-first-key"))
         with db.session() as s:
-            assert resolve(s, "sk-unclip-first") is None
+            assert resolve(s, "sk-unclip-first-key") is None
             owner = s.scalar(select(User).where(User.email == "admin@localhost"))
             assert owner is not None
             owner.role = "admin"
-        bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-first"))
-        bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-second"))
+        bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-first-key"))
+        bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-second-key"))
         with db.session() as s:
-            assert resolve(s, "sk-unclip-first") is None  # rotated out
-            found = resolve(s, "sk-unclip-second")
+            assert resolve(s, "sk-unclip-first-key") is None  # rotated out
+            found = resolve(s, "sk-unclip-second-key")
             assert found is not None and found[0].role == "admin"
-        bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-second"))  # a restart: the same key
+        bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-second-key"))  # a restart: the same key
         with pytest.raises(RuntimeError, match="was revoked"):  # going back would keep the second key working
-            bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-first"))
+            bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-first-key"))
         with db.session() as s:
-            assert resolve(s, "sk-unclip-first") is None and resolve(s, "sk-unclip-second") is not None
+            assert resolve(s, "sk-unclip-first-key") is None and resolve(s, "sk-unclip-second-key") is not None
             member = create_user(s, "someone@example.test", role="member")
-            create_key(s, member, key="sk-unclip-members")
+            create_key(s, member, key="sk-unclip-members-key")
         with pytest.raises(RuntimeError, match="another account's"):
-            bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-members"))
+            bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-members-key"))
     finally:
         db.dispose()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -32,29 +33,39 @@ def serve(
     ),
 ) -> None:
     """Serve the Images API (OpenAI dall-e-2 contract) under /v1 and the web app at /."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from unclip.service.app import bootstrap_admin, create_app, draining_server
     from unclip.service.db import Database
     from unclip.service.settings import Settings
 
-    settings = Settings.from_env(
-        host=host,
-        port=port,
-        model=str(model) if model else None,
-        models_dir=str(models_dir) if models_dir else None,
-        database_url=db,
-        data_dir=data_dir,
-        device=device,
-        workers=workers,
-        broker_url=broker,
-        policy_file=str(policy) if policy else None,
-    )
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        settings = Settings.from_env(
+            host=host,
+            port=port,
+            model=str(model) if model else None,
+            models_dir=str(models_dir) if models_dir else None,
+            database_url=db,
+            data_dir=data_dir,
+            device=device,
+            workers=workers,
+            broker_url=broker,
+            policy_file=str(policy) if policy else None,
+        )
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        application = create_app(settings)  # secrets, database, policy file: the model loads at the start
+    except (ValueError, OSError) as exc:
+        _fail(exc)
+    except SQLAlchemyError as exc:
+        _fail(RuntimeError(f"the database ({settings.db_url.split('@')[-1]}): {str(exc).splitlines()[0]}"))
+    server = draining_server(application, host=settings.host, port=settings.port, log_level="info")
+    sock = server.config.bind_socket()  # a port in use stops here, before the first-start key is shown
     database = Database(settings.db_url)
     try:
         key = bootstrap_admin(database, settings)
     except RuntimeError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        sock.close()
+        _fail(exc)
     finally:
         database.dispose()
     if key:
@@ -64,5 +75,9 @@ def serve(
         )
         typer.secho(f"    {key}\n", bold=True)
         typer.echo("Use it as OPENAI_API_KEY (base URL http://HOST:PORT/v1) or to sign in to the web app.\n")
-    application = create_app(settings)
-    draining_server(application, host=settings.host, port=settings.port, log_level="info").run()
+    server.run(sockets=[sock])
+
+
+def _fail(exc: Exception) -> NoReturn:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2 if isinstance(exc, ValueError) else 1)

@@ -37,14 +37,18 @@ def worker(
     from unclip.service.worker import BrokerWorker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings.from_env(
-        broker_url=broker,
-        database_url=db,
-        data_dir=data_dir,
-        model=str(model) if model else None,
-        models_dir=str(models_dir) if models_dir else None,
-        device=device,
-    )
+    try:
+        settings = Settings.from_env(
+            broker_url=broker,
+            database_url=db,
+            data_dir=data_dir,
+            model=str(model) if model else None,
+            models_dir=str(models_dir) if models_dir else None,
+            device=device,
+        )
+    except ValueError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
     if not settings.broker_url:
         typer.secho(
             "unclip worker needs the broker: --broker redis://HOST:6379/0", fg=typer.colors.RED, err=True

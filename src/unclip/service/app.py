@@ -65,6 +65,7 @@ def build_services(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_url)
     store = BlobStore(settings.data_dir / "images")
+    store.check_writable()
     signer = UrlSigner(load_secret(settings.data_dir, settings.secret_key), settings.url_ttl_s)
     use_provenance_key(settings.data_dir)
     registry = ModelRegistry.from_settings(settings, engine_loader, engines)

@@ -2,13 +2,64 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROLES = ("admin", "trusted", "member", "waitlisted")
 STATUSES = ("active", "suspended")
+MIN_KEY_CHARS = 16
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def _bad(name: str, value: Any, expected: str) -> ValueError:
+    return ValueError(f"UNCLIP_{name.upper()}={value!r}: expected {expected}")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_map(name: str, values: dict[str, Any], keys: tuple[str, ...], expected: str) -> None:
+    for key, value in values.items():
+        if key not in keys:
+            raise _bad(name, key, f"keys among {', '.join(keys)}")
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            raise _bad(name, {key: value}, expected)
+
+
+def _parse(raw: str, default: Any) -> Any:
+    """An environment variable's text as the type of the field's default."""
+    if isinstance(default, bool):
+        word = raw.strip().lower()
+        if word not in TRUE + FALSE:
+            raise ValueError(f"one of {', '.join(TRUE)} or {', '.join(f for f in FALSE if f)}")
+        return word in TRUE
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError("a whole number") from None
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError("a number") from None
+    if isinstance(default, dict):
+        try:
+            given = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ValueError("a JSON object") from None
+        if not isinstance(given, dict):
+            raise ValueError("a JSON object")
+        return {**default, **given}
+    if isinstance(default, Path):
+        return Path(raw)
+    return raw
 
 
 def _default_credit_grants() -> dict[str, int]:
@@ -70,6 +121,46 @@ class Settings:
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
+        self.admin_key = self.admin_key.strip()
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse values the server cannot run with (a ValueError naming the UNCLIP_ variable): at start, not
+        as a 500 on every request, a price that pays the user, or a key anyone can guess."""
+        positive = ("url_ttl_s", "workers", "queue_size", "request_timeout_s", "max_request_bytes", "batch_images",
+                    "broker_heartbeat_s", "lease_s", "redispatch_s")  # fmt: skip
+        for name in positive:
+            value = getattr(self, name)
+            if not (_number(value) and 0 < value < math.inf):
+                raise _bad(name, value, "a number above 0")
+        if not (_number(self.shutdown_grace_s) and 0 <= self.shutdown_grace_s < math.inf):
+            raise _bad("shutdown_grace_s", self.shutdown_grace_s, "a number of seconds, 0 or more")
+        if not (isinstance(self.port, int) and 0 <= self.port <= 65535):
+            raise _bad("port", self.port, "a port number, 0 to 65535")
+        credits = "a whole number of credits, 0 or more"
+        if not (isinstance(self.upscale_cost, int) and self.upscale_cost >= 0):
+            raise _bad("upscale_cost", self.upscale_cost, credits)
+        _check_map("credit_costs", self.credit_costs, ("256x256", "512x512", "1024x1024"), credits)
+        _check_map("credit_grants", self.credit_grants, ROLES, credits)
+        _check_map("rate_limits", self.rate_limits, ROLES, "requests per minute (0: no limit)")
+        known = _default_features()
+        for feature, roles in self.features.items():
+            if feature not in known:
+                raise _bad("features", feature, f"one of {', '.join(known)}")
+            if not (isinstance(roles, list) and all(r in ROLES for r in roles)):
+                raise _bad("features", {feature: roles}, f"a list of roles ({', '.join(ROLES)})")
+        if self.public_url:
+            parts = urlsplit(self.public_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise _bad("public_url", self.public_url, "an http:// or https:// URL with a host")
+        if self.admin_key and len(self.admin_key) < MIN_KEY_CHARS:
+            raise _bad("admin_key", "…", f"at least {MIN_KEY_CHARS} characters (a key anyone can guess is admin)")
+        if self.secret_key and len(self.secret_key) < MIN_KEY_CHARS:
+            raise _bad("secret_key", "…", f"at least {MIN_KEY_CHARS} characters (it signs image URLs)")
+        in_memory = self.database_url.split("///", 1)[-1] in ("", ":memory:", "sqlite://")
+        if self.database_url.startswith("sqlite") and in_memory:
+            raise _bad("database_url", self.database_url, "a database file or server (not one in memory: each "
+                       "connection would get an empty one)")  # fmt: skip
 
     @property
     def db_url(self) -> str:
@@ -82,27 +173,18 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from `UNCLIP_<FIELD>` variables (dicts as JSON); non-None overrides win."""
-        import json
-
         env = dict(os.environ if env is None else env)
         values: dict[str, Any] = {}
+        defaults = cls()
         for f in fields(cls):
             raw = env.get(f"UNCLIP_{f.name.upper()}")
             if raw is None:
                 continue
-            default = getattr(cls(), f.name)
-            if isinstance(default, bool):
-                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
-            elif isinstance(default, int):
-                values[f.name] = int(raw)
-            elif isinstance(default, float):
-                values[f.name] = float(raw)
-            elif isinstance(default, dict):
-                values[f.name] = {**default, **json.loads(raw)}
-            elif isinstance(default, Path):
-                values[f.name] = Path(raw)
-            else:
-                values[f.name] = raw
+            default = getattr(defaults, f.name)
+            try:
+                values[f.name] = _parse(raw, default)
+            except (ValueError, TypeError) as exc:
+                raise _bad(f.name, raw, str(exc)) from None
         if "database_url" not in values and env.get("UNCLIP_DB"):
             values["database_url"] = env["UNCLIP_DB"]
         values.update({k: v for k, v in overrides.items() if v is not None})

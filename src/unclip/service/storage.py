@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from unclip.service.errors import APIError
+from unclip.service.settings import MIN_KEY_CHARS
 
 
 class BlobStore:
@@ -22,6 +23,15 @@ class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+
+    def check_writable(self) -> None:
+        """OSError naming the folder when images cannot be written there (found at the start, not after a
+        job's whole compute)."""
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
+                pass
+        except OSError as exc:
+            raise OSError(f"the images folder {self.root} is not writable: {exc.strerror or exc}") from None
 
     def path(self, sha: str) -> Path:
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
@@ -66,17 +76,26 @@ class BlobStore:
 
 
 def load_secret(data_dir: Path, configured: str = "", name: str = "secret.key") -> bytes:
-    """A secret: configured, or generated once and kept in `<data_dir>/<name>` (readable by its owner only)."""
+    """A secret: configured, or generated once and kept in `<data_dir>/<name>` (readable by its owner only).
+    One under MIN_KEY_CHARS (an emptied file: anyone could sign with it) stops the server."""
     if configured:
-        return configured.encode()
-    path = Path(data_dir) / name
-    if path.exists():
-        return path.read_bytes().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_hex(32).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key)
+        key = configured.encode()
+        where = f"the configured {name}"
+    else:
+        path = Path(data_dir) / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            key = secrets.token_hex(32).encode()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(key)
+            return key
+        key, where = path.read_bytes().strip(), str(path)
+    if len(key) < MIN_KEY_CHARS:
+        raise ValueError(
+            f"{where} holds {len(key)} characters, fewer than {MIN_KEY_CHARS}: a key that short can be guessed; "
+            "delete the file (a new key is made) or set a longer one"
+        )
     return key
 
 
