@@ -28,7 +28,7 @@ from unclip.data.shards import iter_samples
 from unclip.engine import Engine
 from unclip.engine.engine import upscale_cascade
 from unclip.engine.samplers import DEFAULT_SAMPLER
-from unclip.evaluation.judge import Scorer, Target, frechet, real_basis
+from unclip.evaluation.judge import Scorer, Target, figure_cells, frechet, real_basis
 from unclip.evaluation.prompts import EvalPrompt, build_prompts
 from unclip.evaluation.stages import caption, image_embeds, prior_embeds, text_embeds
 from unclip.training.data import ImageSet, load_images, shard_paths, to_unit
@@ -220,7 +220,7 @@ def eval_cascade(
             if not idx:
                 continue
             t = torch.tensor(idx)
-            sub = type(out)(*(getattr(out, f)[t] for f in out.__dataclass_fields__))
+            sub = out.take(idx)
             figures = scorer.score(sub, [targets[i] for i in idx])
             if name in references:
                 figures["frechet"] = frechet(sub.features, references[name], basis)
@@ -311,10 +311,7 @@ def markdown_table(result: dict) -> str:
     for row, groups in result["rows"].items():
         for name, f in groups.items():
             cos = f"{f['prior_cosine']:.3f}" if "prior_cosine" in f else ""
-            lines.append(
-                f"| {row} | {name} | {f['n']} | {f['concept_top1']:.1f}% | {f['concept_top5']:.1f}% | "
-                f"{f['style']:.1f}% | {f['group']:.1f}% | {f['frechet']:.1f} | {cos} |"
-            )
+            lines.append(f"| {row} | {name} | {figure_cells(f)} | {f['frechet']:.1f} | {cos} |")
     ref = result.get("frechet_real_vs_real", {})
     if ref:
         lines.append("")

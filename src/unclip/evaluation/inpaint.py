@@ -16,7 +16,7 @@ from PIL import Image
 from unclip.data.shards import iter_samples
 from unclip.engine import Engine
 from unclip.evaluation.cascade import BASE_GROUPS
-from unclip.evaluation.judge import Scorer, Target
+from unclip.evaluation.judge import Scorer, Target, figure_cells
 from unclip.evaluation.prompts import EvalPrompt, build_prompts
 from unclip.evaluation.seams import discontinuity
 from unclip.evaluation.stages import caption
@@ -108,8 +108,7 @@ def eval_inpaint(engine: Engine, scorer: Scorer, data: Path, n: int = 80, seed: 
         for name, idx in groups.items():
             if not idx:
                 continue
-            t = torch.tensor(idx)
-            sub = type(out)(*(getattr(out, f)[t] for f in out.__dataclass_fields__))
+            sub = out.take(idx)
             table[row][name] = scorer.score(sub, [targets[i] for i in idx])
     seam = {}
     for m in ("colour", "gradient", "content_colour", "content_gradient"):
@@ -134,10 +133,7 @@ def markdown_table(result: dict) -> str:
     ]
     for row, groups in result["rows"].items():
         for name, f in groups.items():
-            lines.append(
-                f"| {row} | {name} | {f['n']} | {f['concept_top1']:.1f}% | {f['concept_top5']:.1f}% | "
-                f"{f['style']:.1f}% | {f['group']:.1f}% |"
-            )
+            lines.append(f"| {row} | {name} | {figure_cells(f)} |")
     s = result["seam_vs_real"]
     lines.append("")
     lines.append(

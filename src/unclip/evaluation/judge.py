@@ -163,3 +163,7 @@ def judge_report(scorer: Scorer, data: Path, n: int = 300, seed: int = 0) -> dic
     }
     return result
 
+
+def figure_cells(f: dict) -> str:
+    """A judged group's figures as Markdown cells: n, concept top-1 and top-5, style, group."""
+    return f"{f['n']} | {f['concept_top1']:.1f}% | {f['concept_top5']:.1f}% | {f['style']:.1f}% | {f['group']:.1f}%"

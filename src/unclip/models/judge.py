@@ -24,6 +24,11 @@ class JudgeOutput:
     style: torch.Tensor  # logits [N, styles]
     features: torch.Tensor  # [N, D]: the pooled backbone features (for Fréchet distances)
 
+    def take(self, idx: list[int]) -> JudgeOutput:
+        """The outputs of these images only."""
+        t = torch.tensor(idx, dtype=torch.long)
+        return JudgeOutput(self.concept[t], self.group[t], self.style[t], self.features[t])
+
 
 class Judge(torch.nn.Module):
     """ResNet backbone and three linear heads. `classes` names every output: {"concept": [base hexcodes],

@@ -104,7 +104,6 @@ def approve(s: Session, user: User, role: str = "member", *, keep_admin: bool = 
     return user
 
 
-
 def set_access(
     s: Session, user: User, *, role: str | None = None, status: str | None = None, keep_admin: bool = True
 ) -> None:
