@@ -157,6 +157,10 @@ class Settings:
             raise _bad("admin_key", "…", f"at least {MIN_KEY_CHARS} characters (a key anyone can guess is admin)")
         if self.secret_key and len(self.secret_key) < MIN_KEY_CHARS:
             raise _bad("secret_key", "…", f"at least {MIN_KEY_CHARS} characters (it signs image URLs)")
+        for name in ("model", "models_dir"):
+            folder = getattr(self, name)
+            if folder and not Path(folder).is_dir():
+                raise _bad(name, folder, "a folder that exists")
         in_memory = self.database_url.split("///", 1)[-1] in ("", ":memory:", "sqlite://")
         if self.database_url.startswith("sqlite") and in_memory:
             raise _bad("database_url", self.database_url, "a database file or server (not one in memory: each "
