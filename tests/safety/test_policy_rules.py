@@ -20,6 +20,8 @@ BLOCK = {
         "d3capitated b0dy",
         "a mass shooting at a school",
         "a sign saying bomb the embassy",
+        "butcher the children",  # the bare verb, as well as its endings
+        "bombing the crowd",
         "kids setting fire to the local mosque",
         "убийство человека",
         "血腥的杀人现场",

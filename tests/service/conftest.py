@@ -65,7 +65,7 @@ class Server:
             email = email or f"{role}-{time.monotonic_ns()}@example.test"
             user = create_user(s, email, role="waitlisted")
             if role != "waitlisted":
-                approve(s, user, role)
+                approve(s, user, role, keep_admin=False)
             _, key = create_key(s, user)
             return user.id, key
 

@@ -142,7 +142,7 @@ def test_the_monthly_grant_is_made_once_when_two_requests_race(database: str, tm
     grants = {"trusted": 2000}
     with db.session() as s:
         user = create_user(s, "race@example.test", role="waitlisted")
-        approve(s, user, "trusted")
+        approve(s, user, "trusted", keep_admin=False)
         uid = user.id
     with db.session() as late:
         stale = late.get(User, uid)  # read before the other request's grant
@@ -166,7 +166,7 @@ def _member_db(tmp_path: Path, grants: dict[str, int]) -> tuple[Database, str]:
     db = Database(f"sqlite:///{tmp_path / 'books.db'}")
     with db.session() as s:
         user = create_user(s, "member@example.test", role="waitlisted")
-        approve(s, user, "member")
+        approve(s, user, "member", keep_admin=False)
         credits.ensure_grant(s, user, grants)
         return db, user.id
 

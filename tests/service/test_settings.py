@@ -49,7 +49,6 @@ def test_values_are_read_as_their_types() -> None:
         ("DATABASE_URL", "sqlite:///", "not one in memory"),
         ("DATABASE_URL", "sqlite:///:memory:", "not one in memory"),
         ("MODEL", "/nonexistent/model", "a folder that exists"),
-        ("MODELS_DIR", "/nonexistent/models", "a folder that exists"),
     ],
 )
 def test_a_value_the_server_cannot_run_with_is_named_at_the_start(name: str, value: str, says: str) -> None:

@@ -116,7 +116,7 @@ def _queued_job(tmp_path: Path) -> tuple[Any, Any, str, str]:
     db = Database(f"sqlite:///{tmp_path / 'jobs.db'}")
     with db.session() as s:
         user = create_user(s, "member@example.test")
-        approve(s, user, "member")
+        approve(s, user, "member", keep_admin=False)
         credits.ensure_grant(s, user, {"member": 10})
         credits.charge(s, user.id, 1, {"member": 10})
         job = Job(user_id=user.id, kind="generation", model="m", params={"prompt": "p", "n": 1, "size": "256x256"})

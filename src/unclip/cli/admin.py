@@ -128,7 +128,7 @@ def users_approve(
         u = _user(s, user)
         before = u.role
         try:
-            approve(s, u, role)
+            approve(s, u, role, keep_admin=False)
         except ValueError as exc:
             _fail(str(exc))
         actions.record(s, None, "user.approve", u, before=before, after=u.role)
@@ -236,8 +236,8 @@ def keys_revoke(key_id: str, db: str = DB_OPT, data_dir: Path = DATA_OPT) -> Non
 
 @admin_app.command("audit")
 def admin_audit(
-    user: str = typer.Option(None, help="Only this user (id or email)."),
-    limit: int = 50,
+    user: str | None = typer.Option(None, help="Only this user (id or email)."),
+    limit: int = typer.Option(50, min=1, max=10_000, help="At most this many rows."),
     db: str = DB_OPT,
     data_dir: Path = DATA_OPT,
 ) -> None:
@@ -261,8 +261,8 @@ def admin_audit(
 
 @admin_app.command("actions")
 def admin_actions(
-    user: str = typer.Option(None, help="Only changes to this user (id or email)."),
-    limit: int = 50,
+    user: str | None = typer.Option(None, help="Only changes to this user (id or email)."),
+    limit: int = typer.Option(50, min=1, max=10_000, help="At most this many rows."),
     db: str = DB_OPT,
     data_dir: Path = DATA_OPT,
 ) -> None:

@@ -58,6 +58,9 @@ def serve(
         _fail(exc)
     except SQLAlchemyError as exc:
         _fail(RuntimeError(f"the database ({settings.db_url.split('@')[-1]}): {str(exc).splitlines()[0]}"))
+    if settings.models_dir and not Path(settings.models_dir).is_dir():  # a mount not there yet: said, not fatal
+        warning = f"warning: the models folder {settings.models_dir} does not exist"
+        typer.secho(warning, fg=typer.colors.YELLOW, err=True)
     server = draining_server(application, host=settings.host, port=settings.port, log_level="info")
     sock = server.config.bind_socket()  # a port in use stops here, before the first-start key is shown
     database = Database(settings.db_url)

@@ -55,7 +55,15 @@ def worker(
         )
         raise typer.Exit(2)
     try:
-        BrokerWorker(settings, threads=threads).run()
+        worker = BrokerWorker(settings, threads=threads)
+    except (ValueError, OSError) as exc:  # a short provenance key, an images folder it cannot write
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    except RuntimeError as exc:
+        typer.secho(f"unclip worker: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    try:
+        worker.run()
     except RuntimeError as exc:
         typer.secho(f"unclip worker: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None

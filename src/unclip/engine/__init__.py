@@ -8,7 +8,21 @@ import os
 # an explicit OMP_WAIT_POLICY wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from unclip.engine.engine import Engine
+from typing import TYPE_CHECKING, Any
+
 from unclip.engine.errors import Cancelled, InvalidInput
 
+if TYPE_CHECKING:
+    from unclip.engine.engine import Engine
+
 __all__ = ["Cancelled", "Engine", "InvalidInput"]
+
+
+def __getattr__(name: str) -> Any:
+    # Engine (torch, diffusers) loads when it is asked for: the torch-free parts (errors, masks) are used by
+    # the safety checks and the CLI without it
+    if name == "Engine":
+        from unclip.engine.engine import Engine
+
+        return Engine
+    raise AttributeError(f"module 'unclip.engine' has no attribute {name!r}")

@@ -17,7 +17,6 @@ from unclip.engine import diffusion as D
 from unclip.engine.components import Components, load_components, upscale_limit
 from unclip.engine.errors import InvalidInput
 from unclip.engine.images import (
-    REPAINT_ALPHA,
     check_size,
     check_square,
     flatten,
@@ -25,6 +24,7 @@ from unclip.engine.images import (
     to_pil,
     to_tensor,
 )
+from unclip.engine.masks import REPAINT_ALPHA
 from unclip.engine.samplers import DEFAULT_SAMPLER, SAMPLERS, make_scheduler
 
 Progress = Callable[[int, int], None]

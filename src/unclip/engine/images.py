@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from unclip.engine.errors import InvalidInput
+from unclip.engine.masks import REPAINT_ALPHA
 
 SIZES = (256, 512, 1024)
 
@@ -47,14 +48,6 @@ def flatten(image: Image.Image) -> Image.Image:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return image.convert("RGB")
-
-
-REPAINT_ALPHA = 128  # pixels with alpha below this are repainted ("fully transparent", with some slack)
-
-
-def has_area_to_edit(image: Image.Image) -> bool:
-    """Whether an RGBA image (a mask, or an image without one) has a pixel `repaint_mask` would repaint."""
-    return image.mode == "RGBA" and image.getchannel("A").getextrema()[0] < REPAINT_ALPHA
 
 
 def repaint_mask(image: Image.Image, mask: Image.Image | None) -> np.ndarray:

@@ -1,7 +1,9 @@
-"""Edits judged: real renders with part of them made transparent, repainted by the model from the pair's
-caption. The independent judge reads the real render (the ceiling), what the mask leaves of it on white (the
-floor: what the model is given) and the repainted image; the seam line is measured as the outpainting seams
-are, against the real render's own jumps along the same line."""
+"""Edits judged: real renders with part of them made transparent (the OpenAI way to edit without a mask),
+repainted by the model from the pair's caption. The independent judge reads the real render (the ceiling),
+what the hole leaves of it on white (the floor: what the model is given) and the repainted image; the seam
+along the hole's edge is measured as the outpainting seams are, against the real render's own jumps along
+the same line. The inpainting decoder trained on every non-holdout image: the holdout pairs are the unseen
+ones (the seen pairs' renders are training images)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from unclip.engine import Engine
 from unclip.evaluation.cascade import BASE_GROUPS
 from unclip.evaluation.judge import Scorer, Target, figure_cells
 from unclip.evaluation.prompts import EvalPrompt, build_prompts
-from unclip.evaluation.seams import discontinuity
+from unclip.evaluation.seams import discontinuity, pair_mean
 from unclip.evaluation.stages import caption
 from unclip.training.data import load_images, shard_paths
 
@@ -39,10 +41,14 @@ def repaint_area(kind: str, size: int = SIZE) -> np.ndarray:
     return area
 
 
-def mask_image(area: np.ndarray) -> Image.Image:
-    """The API's mask: transparent where to repaint, opaque elsewhere."""
+def with_hole(image: Image.Image, area: np.ndarray) -> Image.Image:
+    """The render as an edit's input: transparent (and white) where the model repaints, so that nothing of
+    what was there reaches it (a separate mask over an opaque image lets the engine fade the edit into the
+    pixels under the mask's edge)."""
+    rgb = np.asarray(image.convert("RGB")).copy()
+    rgb[area] = 255
     alpha = np.where(area, 0, 255).astype(np.uint8)
-    return Image.fromarray(np.dstack([np.full_like(alpha, 255)] * 3 + [alpha]), "RGBA")
+    return Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
 
 
 def render_size(data: Path) -> int:
@@ -88,11 +94,10 @@ def eval_inpaint(engine: Engine, scorer: Scorer, data: Path, n: int = 80, seed: 
     for i, p in enumerate(prompts):
         image = renders[p.key]
         area = repaint_area(MASKS[i % len(MASKS)])
-        out = engine.edit(image, caption(metas[p.key], p.locale), mask=mask_image(area), size=SIZE, seed=seed + i)[0]
-        left = np.asarray(image).copy()
-        left[area] = 255
+        hole = with_hole(image, area)
+        out = engine.edit(hole, caption(metas[p.key], p.locale), size=SIZE, seed=seed + i)[0]
         real.append(image)
-        masked.append(Image.fromarray(left))
+        masked.append(hole.convert("RGB"))
         edited.append(out)
         seams.append(discontinuity(out, area.astype(np.int32)))
         own.append(discontinuity(image, area.astype(np.int32)))
@@ -110,11 +115,9 @@ def eval_inpaint(engine: Engine, scorer: Scorer, data: Path, n: int = 80, seed: 
                 continue
             sub = out.take(idx)
             table[row][name] = scorer.score(sub, [targets[i] for i in idx])
-    seam = {}
-    for m in ("colour", "gradient", "content_colour", "content_gradient"):
-        ours = sum(s[m] * s["pairs" if not m.startswith("content") else "content_pairs"] for s in seams)
-        theirs = sum(s[m] * s["pairs" if not m.startswith("content") else "content_pairs"] for s in own)
-        seam[f"{m}_ratio"] = ours / max(theirs, 1e-9)
+    edge, base = pair_mean(seams), pair_mean(own)  # pair-weighted means over the images
+    seam = {f"{m}_ratio": edge[m] / max(base[m], 1e-9) for m in ("colour", "gradient", "content_colour",
+                                                                  "content_gradient")}  # fmt: skip
     return {
         "model": str(engine.c.root),
         "size": SIZE,
@@ -137,7 +140,7 @@ def markdown_table(result: dict) -> str:
     s = result["seam_vs_real"]
     lines.append("")
     lines.append(
-        "Jumps across the mask's edge against the real render's along the same line (1.0 = as in the real "
+        "Jumps across the hole's edge against the real render's along the same line (1.0 = as in the real "
         f"render): colour {s['colour_ratio']:.2f}, gradient {s['gradient_ratio']:.2f}, where there is content "
         f"{s['content_colour_ratio']:.2f} / {s['content_gradient_ratio']:.2f}."
     )

@@ -59,7 +59,7 @@ def discontinuity(image: Image.Image | np.ndarray, order: np.ndarray | None = No
     return out
 
 
-def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+def pair_mean(rows: list[dict[str, float]]) -> dict[str, float]:
     """Pair-weighted means over several images."""
     out = {}
     for prefix in ("", "content_"):
@@ -109,7 +109,7 @@ def eval_outpaint(engine: Engine, data: Path, n: int = 8, canvas: tuple[int, int
             out_dir.mkdir(parents=True, exist_ok=True)
             result.save(out_dir / f"outpaint_{i}.png")
             naive.save(out_dir / f"naive_{i}.png")
-    summary = {k: _mean(v) for k, v in rows.items()}
+    summary = {k: pair_mean(v) for k, v in rows.items()}
     base = summary["unmasked"]
     for k in ("outpaint", "outpaint_interior", "naive"):
         for m in ("colour", "gradient", "content_colour", "content_gradient"):

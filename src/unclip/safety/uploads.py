@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from unclip.engine.images import REPAINT_ALPHA, has_area_to_edit
+from unclip.engine.masks import REPAINT_ALPHA, has_area_to_edit
 
 __all__ = [
     "MAX_BYTES",

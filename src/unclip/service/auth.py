@@ -62,8 +62,8 @@ def normalize_email(email: str) -> str:
 def valid_email(email: str) -> str:
     """The address as stored (`normalize_email`), or ValueError: one @ between a local part and a domain."""
     email = normalize_email(email)
-    local, at, domain = email.rpartition("@")
-    if not (at and local and domain) or len(email) > 320 or any(c.isspace() for c in email):
+    local, at, domain = email.partition("@")
+    if not (at and local and domain) or "@" in domain or len(email) > 320 or any(c.isspace() for c in email):
         raise ValueError(f"not an email address: {email!r}")
     return email
 
@@ -96,7 +96,7 @@ def find_user(s: Session, ref: str) -> User | None:
     return found or s.scalar(select(User).where(User.email == ref.strip().lower()))
 
 
-def approve(s: Session, user: User, role: str = "member", *, keep_admin: bool = False) -> User:
+def approve(s: Session, user: User, role: str = "member", *, keep_admin: bool) -> User:
     if check_role(role) == "waitlisted":
         raise ValueError("approve to a role other than waitlisted")
     set_access(s, user, role=role, keep_admin=keep_admin)

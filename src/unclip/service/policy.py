@@ -183,7 +183,8 @@ def use_provenance_key(data_dir: Path) -> None:
     from unclip.safety import provenance
     from unclip.service.storage import load_secret
 
-    provenance.use_key(load_secret(data_dir, os.environ.get("UNCLIP_PROVENANCE_KEY", ""), "provenance.key"))
+    key = os.environ.get("UNCLIP_PROVENANCE_KEY", "")
+    provenance.use_key(load_secret(data_dir, key, "provenance.key", "UNCLIP_PROVENANCE_KEY"))
 
 
 VERIFY_FORMATS = ("PNG", "JPEG", "WEBP")

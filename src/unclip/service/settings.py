@@ -104,7 +104,7 @@ class Settings:
     broker_heartbeat_s: float = 15.0  # a worker silent this long is dead: the broker hands its job on
     lease_s: float = 15.0  # a running job whose worker renewed nothing for this long may be taken over
     redispatch_s: float = 60.0  # a queued job not taken for this long has its message sent again
-    batch_images: int = 8  # a worker runs queued compatible generations together, up to this many images (1: off)
+    batch_images: int = 8  # a worker runs queued compatible generations together, up to this many images (0, 1: off)
     queue_size: int = 16
     request_timeout_s: float = 600.0
     shutdown_grace_s: float = 30.0
@@ -127,12 +127,14 @@ class Settings:
     def validate(self) -> None:
         """Refuse values the server cannot run with (a ValueError naming the UNCLIP_ variable): at start, not
         as a 500 on every request, a price that pays the user, or a key anyone can guess."""
-        positive = ("url_ttl_s", "workers", "queue_size", "request_timeout_s", "max_request_bytes", "batch_images",
+        positive = ("url_ttl_s", "workers", "queue_size", "request_timeout_s", "max_request_bytes",
                     "broker_heartbeat_s", "lease_s", "redispatch_s")  # fmt: skip
         for name in positive:
             value = getattr(self, name)
             if not (_number(value) and 0 < value < math.inf):
                 raise _bad(name, value, "a number above 0")
+        if not (isinstance(self.batch_images, int) and self.batch_images >= 0):
+            raise _bad("batch_images", self.batch_images, "a whole number of images, 0 or more (0 and 1: off)")
         if not (_number(self.shutdown_grace_s) and 0 <= self.shutdown_grace_s < math.inf):
             raise _bad("shutdown_grace_s", self.shutdown_grace_s, "a number of seconds, 0 or more")
         if not (isinstance(self.port, int) and 0 <= self.port <= 65535):
@@ -157,10 +159,8 @@ class Settings:
             raise _bad("admin_key", "…", f"at least {MIN_KEY_CHARS} characters (a key anyone can guess is admin)")
         if self.secret_key and len(self.secret_key) < MIN_KEY_CHARS:
             raise _bad("secret_key", "…", f"at least {MIN_KEY_CHARS} characters (it signs image URLs)")
-        for name in ("model", "models_dir"):
-            folder = getattr(self, name)
-            if folder and not Path(folder).is_dir():
-                raise _bad(name, folder, "a folder that exists")
+        if self.model and not Path(self.model).is_dir():
+            raise _bad("model", self.model, "a folder that exists")
         in_memory = self.database_url.split("///", 1)[-1] in ("", ":memory:", "sqlite://")
         if self.database_url.startswith("sqlite") and in_memory:
             raise _bad("database_url", self.database_url, "a database file or server (not one in memory: each "

@@ -54,7 +54,9 @@ class BlobStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(dest.parent)  # the rename itself survives a power loss, as the row that points to it will
+        # the rename (and the shard folders it may have needed) survive a power loss, as the row pointing to it
+        for folder in (dest.parent, dest.parent.parent, self.root):
+            _fsync_dir(folder)
         return sha
 
     def get(self, sha: str) -> bytes:
@@ -75,12 +77,14 @@ class BlobStore:
         return img
 
 
-def load_secret(data_dir: Path, configured: str = "", name: str = "secret.key") -> bytes:
+def load_secret(
+    data_dir: Path, configured: str = "", name: str = "secret.key", variable: str = "UNCLIP_SECRET_KEY"
+) -> bytes:
     """A secret: configured, or generated once and kept in `<data_dir>/<name>` (readable by its owner only).
     One under MIN_KEY_CHARS (an emptied file: anyone could sign with it) stops the server."""
     if configured:
         key = configured.encode()
-        where = f"the configured {name}"
+        where = variable
     else:
         path = Path(data_dir) / name
         if not path.exists():
@@ -94,7 +98,7 @@ def load_secret(data_dir: Path, configured: str = "", name: str = "secret.key") 
     if len(key) < MIN_KEY_CHARS:
         raise ValueError(
             f"{where} holds {len(key)} characters, fewer than {MIN_KEY_CHARS}: a key that short can be guessed; "
-            "delete the file (a new key is made) or set a longer one"
+            + ("set a longer one" if configured else "delete the file (a new key is made) or set a longer one")
         )
     return key
 
@@ -123,11 +127,15 @@ class UrlSigner:
 
 
 def _fsync_dir(folder: Path) -> None:
+    """Best effort: a platform or file system without directory sync (Windows, some network or FUSE mounts)
+    keeps the rename as durable as it gets there; a stored image is never refused for it."""
     try:
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # a platform without directory handles (Windows): the rename is as durable as it gets
+    except OSError:
         return
     try:
         os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)

@@ -78,6 +78,7 @@ class BrokerWorker:
         self.threads = max(1, threads)
         self.db = Database(settings.db_url, run_migrations=False)
         self.store = BlobStore(settings.data_dir / "images")
+        self.store.check_writable()  # the worker writes the images: found at the start, not after a job
         use_provenance_key(settings.data_dir)
         self.registry = ModelRegistry.from_settings(settings, engine_loader, engines)
         self.runner = JobRunner(self.db, self.store, self.registry, lease_s=settings.lease_s)

@@ -19,7 +19,7 @@ from starlette.datastructures import UploadFile
 from unclip.engine import InvalidInput
 from unclip.engine.components import UPSCALE_INPUT
 from unclip.engine.engine import check_negative_prompt
-from unclip.engine.images import REPAINT_ALPHA, has_area_to_edit
+from unclip.engine.masks import REPAINT_ALPHA, has_area_to_edit
 from unclip.service import reviews
 from unclip.service.auth import Principal, authenticate
 from unclip.service.db import ImageRecord
@@ -131,15 +131,11 @@ def _extensions(values: dict[str, Any]) -> dict[str, Any]:
         check_prompt(out["negative_prompt"], required=False, param="negative_prompt")
         try:  # the model's default guidance is checked by the engine (after the charge: refunded)
             check_negative_prompt(out["negative_prompt"], out.get("guidance"))
-        except InvalidInput:
-            raise invalid(NEGATIVE_NEEDS_GUIDANCE, "negative_prompt") from None
+        except InvalidInput as exc:
+            raise invalid(f"Invalid 'negative_prompt': {exc.message}.", "negative_prompt") from None
     return out
 
 
-NEGATIVE_NEEDS_GUIDANCE = (
-    "A 'negative_prompt' needs 'guidance' above 1: at 1 or below no guidance is applied (the prompt alone "
-    "steers), and the negative prompt would be ignored."
-)
 # What the engine accepts, checked here before the charge and without taking a place in the queue.
 RANGES: dict[str, tuple[float, float]] = {"seed": (0, 2**63 - 1), "steps": (1, 200), "guidance": (0.0, 30.0)}
 
