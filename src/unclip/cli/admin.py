@@ -182,8 +182,7 @@ def users_credits(
     database, settings = _db(db, data_dir)
     with database.session() as s:
         u = _user(s, user)
-        credits.ensure_grant(s, u, settings.credit_grants)  # first: the month's top-up would swallow the change
-        applied = credits.adjust(s, u, delta)
+        applied = credits.adjust(s, u, delta, grants=settings.credit_grants)
         actions.record(s, None, "user.credits", u, asked=delta, applied=applied)
         typer.echo(f"{u.email}: {u.credits} credits")
 

@@ -91,13 +91,18 @@ def refund(s: Session, user_id: str, cost: int, job_id: str | None = None) -> No
 MAX_CREDITS = 10**9  # a balance stays within a 32-bit column
 
 
-def adjust(s: Session, user: User, delta: int, reason: str = "admin") -> int:
+def adjust(
+    s: Session, user: User, delta: int, reason: str = "admin", *, grants: dict[str, int] | None = None
+) -> int:
     """Add `delta` credits (a negative delta takes at most what the user has; the balance goes no higher than
     MAX_CREDITS). The ledger records the change that was made, so that it always sums to the balance. Returns
-    that change.
+    that change. With `grants`, this month's grant is made first (made after the change, its top-up would
+    swallow a gift or undo a debit).
 
     A compare-and-set on the balance, as in `ensure_grant`: SQLite ignores FOR UPDATE, so a charge committed
     between the read and the write made a debit sized on the old balance take the user below zero."""
+    if grants is not None:
+        ensure_grant(s, user, grants)
     query = select(User).where(User.id == user.id).with_for_update()
     while True:
         locked = s.scalar(query.execution_options(populate_existing=True))

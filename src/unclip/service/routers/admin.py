@@ -130,9 +130,7 @@ def patch_user(
             set_access(s, user, role=body.role, status=body.status)
             actions.record_access(s, p.user_id, user, role, status)
         if body.credits_delta:
-            # this month's grant first: made after the change, its top-up would swallow a gift or undo a debit
-            credits.ensure_grant(s, user, sv.settings.credit_grants)
-            applied = credits.adjust(s, user, body.credits_delta)
+            applied = credits.adjust(s, user, body.credits_delta, grants=sv.settings.credit_grants)
             actions.record(s, p.user_id, "user.credits", user, asked=body.credits_delta, applied=applied)
         return user_json(user)
 
