@@ -278,6 +278,23 @@ def test_the_session_cookie_is_secure_when_the_public_url_is_https(tmp_path: Pat
         _, key = srv.user("member")
         r = httpx.post(srv.url + "/v1/session", json={"api_key": key})
         assert r.status_code == 200 and "secure" in r.headers["set-cookie"].lower(), r.headers
+        r = httpx.post(srv.url + "/v1/session", json={"api_key": key},
+                       headers={"Origin": "https://images.example.test"})  # fmt: skip
+        assert r.status_code == 200 and "secure" in r.headers["set-cookie"].lower(), r.headers
+    finally:
+        srv.stop()
+
+
+def test_a_browser_on_plain_http_gets_a_cookie_it_keeps_when_the_public_url_is_https(tmp_path: Path) -> None:
+    """Opened by its LAN address, the web app is on http: a Secure cookie would be dropped by the browser and
+    sign-in would not stick."""
+    srv = start_server(make_settings(tmp_path, public_url="https://images.example.test"))
+    try:
+        _, key = srv.user("member")
+        web = httpx.Client(base_url=srv.url, headers={"Origin": srv.url})
+        r = web.post("/v1/session", json={"api_key": key})
+        assert r.status_code == 200 and "secure" not in r.headers["set-cookie"].lower(), r.headers
+        assert web.get("/v1/session").status_code == 200
     finally:
         srv.stop()
 

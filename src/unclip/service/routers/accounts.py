@@ -115,10 +115,20 @@ def sign_in(request: Request, response: Response, body: SessionRequest) -> dict[
         path="/",
         httponly=True,
         samesite="strict",
-        # behind a TLS proxy that is not on this host, the request arrives as http: public_url says https
-        secure=request.url.scheme == "https" or (sv.settings.public_url or "").startswith("https://"),
+        secure=_secure_cookie(request, sv.settings.public_url),
     )
     return out
+
+
+def _secure_cookie(request: Request, public_url: str | None) -> bool:
+    """Secure when the browser is on HTTPS. Its Origin says which scheme it is on: a Secure cookie sent to a
+    page on plain HTTP (the server opened by its LAN address while public_url is the HTTPS name) is dropped,
+    and sign-in would seem to work and not stick. Without an Origin: behind a TLS proxy that is not on this
+    host the request arrives as http, so public_url decides."""
+    origin = request.headers.get("origin", "").strip().lower()
+    if origin.startswith(("https://", "http://")):
+        return origin.startswith("https://")
+    return request.url.scheme == "https" or (public_url or "").startswith("https://")
 
 
 @router.get("/session", summary="The web app's session: who is signed in, and the CSRF token")
