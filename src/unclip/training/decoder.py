@@ -11,6 +11,12 @@ from unclip.models import builders
 from unclip.training.data import ImageSet, to_unit
 from unclip.training.masks import latent_keep_mask, random_masks
 
+# Share of inpainting samples whose hidden pixels are white before encoding, as an edit of a transparent hole
+# gives them to the model (the rest keep the real pixels under the mask, as an opaque image with a mask does):
+# the autoencoder's attention and normalisation spread what is under the hole into every latent, so latents
+# encoded from the whole image tell the model about pixels an edit never shows it.
+WHITE_FILL = 0.75
+
 
 @torch.no_grad()
 def encode_all(movq, vision, images: ImageSet, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,6 +44,7 @@ class DecoderStage:
         self.movq = movq.eval().requires_grad_(False)
         vision = vision.eval().requires_grad_(False)
         self.latents, self.emb = encode_all(self.movq, vision, images)
+        self.pixels = images.images if inpaint else None
         self.zero = zero_image_embed(vision)
         self.noise = builders.NoiseSchedule(builders.decoder_scheduler().alphas_cumprod).to(
             self.latents.device
@@ -77,11 +84,24 @@ class DecoderStage:
         noise = torch.randn(x0.shape, generator=gen, device=gen.device).to(dev)
         xt = self.noise.add_noise(x0, noise, t)
         if self.inpaint:
-            keep = latent_keep_mask(random_masks(n, 64, gen).to(dev), x0.shape[-1])
-            xt = torch.cat([xt, x0 * keep, keep], 1)
+            mask = random_masks(n, self.pixels.shape[-1], gen).to(dev)
+            keep = latent_keep_mask(mask, x0.shape[-1])
+            xt = torch.cat([xt, self.known_latents(idx, mask, gen) * keep, keep], 1)
         pred = model(xt, t, encoder_hidden_states=None, added_cond_kwargs={"image_embeds": emb}).sample
         eps = pred[:, : x0.shape[1]].float()
         return F.mse_loss(eps, noise), {}
+
+    @torch.no_grad()
+    def known_latents(self, idx: torch.Tensor, mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """The latents an edit gives the inpainting UNet: for a WHITE_FILL share of the samples, the image
+        with the area to repaint (`mask`, 1 = repaint) made white, encoded; for the rest, the whole image's."""
+        known = self.latents[idx].clone()
+        white = (torch.rand(len(idx), generator=gen, device=gen.device) < WHITE_FILL).to(idx.device)
+        if white.any():
+            x = to_unit(self.pixels[idx[white]])
+            m = mask[white]
+            known[white] = self.movq.encode(x * (1 - m) + m).latents.float()
+        return known
 
     def export(self, model) -> None:
         from diffusers import KandinskyV22InpaintPipeline, KandinskyV22Pipeline

@@ -47,9 +47,10 @@ def random_masks(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def latent_keep_mask(mask: torch.Tensor, latent_size: int) -> torch.Tensor:
-    """The pipeline's view of a pixel mask at latent size: 1 = keep, with the repaint region grown by one
-    latent pixel, as diffusers' `prepare_mask` does for KandinskyV22InpaintPipeline."""
-    repaint = torch.nn.functional.interpolate(mask, size=(latent_size, latent_size), mode="nearest")
-    repaint = (repaint >= 0.5).float()
+    """The engine's view of a pixel mask at latent size: 1 = keep; a latent pixel that covers any of the
+    area to repaint is repainted, and the repaint region grown by one latent pixel, as diffusers'
+    `prepare_mask` does for KandinskyV22InpaintPipeline."""
+    repaint = torch.nn.functional.interpolate(mask, size=(latent_size, latent_size), mode="area")
+    repaint = (repaint > 0.01).float()
     repaint = torch.nn.functional.max_pool2d(repaint, 3, stride=1, padding=1)
     return 1.0 - repaint
