@@ -84,3 +84,16 @@ def test_a_port_in_use_is_found_before_the_first_start_key_is_shown(tmp_path: Pa
         r = CliRunner().invoke(app, ["serve", "--port", str(port), "--data-dir", str(tmp_path / "var")])
     assert r.exit_code != 0 and "Address already in use" in r.output, r.output
     assert "First start" not in r.output and "sk-unclip-" not in r.output
+
+
+def test_serve_stops_when_the_broker_cannot_be_reached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Otherwise it starts, takes jobs and charges for them, and nothing ever runs them."""
+    from unclip.service import app as service_app
+
+    from .conftest import free_port
+
+    monkeypatch.setattr(service_app, "BROKER_WAIT_S", 0.5)
+    url = f"redis://:hunter2-password@127.0.0.1:{free_port()}/0"
+    r = CliRunner().invoke(app, ["serve", "--broker", url, "--data-dir", str(tmp_path / "var")])
+    assert r.exit_code == 1 and "cannot reach the broker at redis://…@127.0.0.1" in r.stderr, r.output
+    assert "hunter2" not in r.output and "Traceback" not in r.output and "First start" not in r.output

@@ -54,7 +54,7 @@ def serve(
         )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         application = create_app(settings)  # secrets, database, policy file: the model loads at the start
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:  # settings, folders and keys, the broker
         _fail(exc)
     except SQLAlchemyError as exc:
         _fail(RuntimeError(f"the database ({settings.db_url.split('@')[-1]}): {str(exc).splitlines()[0]}"))

@@ -35,6 +35,7 @@ from unclip.service.storage import BlobStore, UrlSigner, load_secret
 
 log = logging.getLogger("unclip.service")
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+BROKER_WAIT_S = 30.0  # a broker that starts beside the server (one compose file) is waited for this long
 
 
 @dataclass
@@ -74,6 +75,7 @@ def build_services(
         from unclip.service.dispatch import Dispatcher
 
         dispatcher = Dispatcher(settings.broker_url, heartbeat_s=settings.broker_heartbeat_s)
+        dispatcher.wait(BROKER_WAIT_S)  # jobs would only pile up in the database, unsent
         jobs = RemoteJobs(
             db,
             dispatcher,

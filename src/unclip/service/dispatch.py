@@ -4,6 +4,7 @@ is lost is sent again and one delivered twice runs the job once."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -63,5 +64,26 @@ class Dispatcher:
     def ping(self) -> None:
         self.broker.client.ping()
 
+    def wait(self, timeout_s: float) -> None:
+        """A broker that is starting or restarting is waited for; one that never answers is a wrong URL or a
+        broker that is down, said in words."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.ping()
+                return
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"cannot reach the broker at {redact(self.url)}: {exc}") from None
+            time.sleep(0.5)
+
     def close(self) -> None:
         self.broker.close()
+
+
+def redact(url: str) -> str:
+    """A URL without its password, for logs."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://…@{rest.rsplit('@', 1)[1]}"
+    return url

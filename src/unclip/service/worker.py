@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from unclip.service.db import Database, Job, now
-from unclip.service.dispatch import Dispatcher
+from unclip.service.dispatch import Dispatcher, redact
 from unclip.service.engines import Loader, ModelRegistry
 from unclip.service.policy import use_provenance_key
 from unclip.service.runner import Handle, JobRunner, move, worker_token
@@ -149,18 +149,7 @@ class BrokerWorker:
                 self.dispatcher.send(j.id)
 
     def wait_for_broker(self, timeout_s: float = 60.0) -> None:
-        """A broker that is restarting is waited for; one that never answers is a wrong URL, said in words."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                self.dispatcher.ping()
-                return
-            except Exception as exc:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"cannot reach the broker at {_redact(self.settings.broker_url)}: {exc}"
-                    ) from None
-            time.sleep(0.5)
+        self.dispatcher.wait(timeout_s)
 
     def wait_for_schema(self, timeout_s: float = 120.0) -> None:
         """The server (or `unclip admin migrate`) creates and upgrades the schema; a worker only waits for it."""
@@ -208,7 +197,7 @@ class BrokerWorker:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
-        log.info("worker ready: %d thread(s), broker %s", self.threads, _redact(self.settings.broker_url))
+        log.info("worker ready: %d thread(s), broker %s", self.threads, redact(self.settings.broker_url))
         stop.wait()
         self.shutdown(worker)
 
@@ -229,11 +218,3 @@ class BrokerWorker:
         worker.stop(timeout=60_000)
         self.dispatcher.close()
         self.db.dispose()
-
-
-def _redact(url: str) -> str:
-    """A URL without its password, for logs."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://…@{rest.rsplit('@', 1)[1]}"
-    return url
