@@ -117,3 +117,47 @@ def test_changes_from_the_command_line_are_logged_as_the_operators(tmp_path: Pat
     r = runner.invoke(app, ["users", "suspend", "solo@example.test", *var])
     assert r.exit_code == 0  # suspending again changes nothing: nothing more is logged
     assert len(run("admin", "actions").splitlines()) == 5
+
+
+def test_admin_accounts_and_keys_made_at_startup_are_logged(tmp_path: Path) -> None:
+    """The first start's admin and every UNCLIP_ADMIN_KEY rotation change who can administer the server."""
+    from unclip.service import actions
+    from unclip.service.app import bootstrap_admin
+
+    from .conftest import make_settings
+
+    db = Database(f"sqlite:///{tmp_path / 'start.db'}")
+    try:
+        assert bootstrap_admin(db, make_settings(tmp_path, bootstrap_admin=True)) is not None
+        bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-first-startup-key"))
+        bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-first-startup-key"))  # a restart
+        bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-second-startup-key"))
+        with db.session() as s:
+            rows = [actions.action_json(a) for a in reversed(actions.recent(s))]
+        seen = [(r["action"], r["detail"].get("by"), r["via"]) for r in rows]
+        assert seen == [
+            ("user.create", "first start", "cli"),
+            ("key.create", "first start", "cli"),
+            ("key.create", "UNCLIP_ADMIN_KEY", "cli"),
+            ("key.revoke", "UNCLIP_ADMIN_KEY", "cli"),
+            ("key.create", "UNCLIP_ADMIN_KEY", "cli"),
+        ], seen
+        assert rows[3]["detail"]["key_id"] == rows[2]["detail"]["key_id"]
+    finally:
+        db.dispose()
+
+
+def test_an_admin_account_made_for_the_admin_key_is_logged(tmp_path: Path) -> None:
+    from unclip.service import actions
+    from unclip.service.app import bootstrap_admin
+
+    from .conftest import make_settings
+
+    db = Database(f"sqlite:///{tmp_path / 'start.db'}")
+    try:
+        bootstrap_admin(db, make_settings(tmp_path, admin_key="sk-unclip-only-startup-key"))
+        with db.session() as s:
+            seen = [(a.action, a.detail.get("by")) for a in reversed(actions.recent(s))]
+        assert seen == [("user.create", "UNCLIP_ADMIN_KEY"), ("key.create", "UNCLIP_ADMIN_KEY")], seen
+    finally:
+        db.dispose()

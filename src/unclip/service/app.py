@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from unclip.service import errors
+from unclip.service import actions, errors
 from unclip.service.auth import ADMIN_EMAIL, ADMIN_KEY_NAME, create_key, create_user, hash_key
 from unclip.service.db import ApiKey, Database, User, now
 from unclip.service.engines import Loader, ModelRegistry
@@ -136,7 +136,9 @@ def bootstrap_admin(db: Database, settings: Settings) -> str | None:
         if not settings.bootstrap_admin or s.scalar(select(User.id).limit(1)) is not None:
             return None
         admin = create_user(s, ADMIN_EMAIL, name="admin", role="admin")
-        _, key = create_key(s, admin, name="bootstrap")
+        record, key = create_key(s, admin, name="bootstrap")
+        actions.record(s, None, "user.create", admin, role=admin.role, by="first start")
+        actions.record(s, None, "key.create", admin, key_id=record.id, by="first start")
         return key
 
 
@@ -152,7 +154,9 @@ def _ensure_admin_key(s: Session, key: str) -> None:
         raise RuntimeError(
             "UNCLIP_ADMIN_KEY was revoked (by an admin, or replaced by a later UNCLIP_ADMIN_KEY): choose a new key"
         )
-    admin = admin or create_user(s, ADMIN_EMAIL, name="admin", role="admin")
+    if admin is None:
+        admin = create_user(s, ADMIN_EMAIL, name="admin", role="admin")
+        actions.record(s, None, "user.create", admin, role=admin.role, by="UNCLIP_ADMIN_KEY")
     if admin.role != "admin" or admin.status != "active":
         raise RuntimeError(
             f"UNCLIP_ADMIN_KEY: the account {ADMIN_EMAIL} is {admin.status} with role {admin.role}, not an "
@@ -163,8 +167,10 @@ def _ensure_admin_key(s: Session, key: str) -> None:
     for old in s.scalars(select(ApiKey).where(*earlier)):
         if record is None or old.id != record.id:
             old.revoked_at = now()
+            actions.record(s, None, "key.revoke", admin, key_id=old.id, by="UNCLIP_ADMIN_KEY")
     if record is None:
-        create_key(s, admin, name=ADMIN_KEY_NAME, key=key)
+        created, _ = create_key(s, admin, name=ADMIN_KEY_NAME, key=key)
+        actions.record(s, None, "key.create", admin, key_id=created.id, by="UNCLIP_ADMIN_KEY")
 
 
 def create_app(
