@@ -7,6 +7,9 @@ import openai
 import pytest
 from typer.testing import CliRunner
 
+from unclip.service import credits
+from unclip.service.db import User
+
 from .conftest import Server
 
 
@@ -119,3 +122,23 @@ def test_a_throttled_users_typo_does_not_use_up_the_minute_and_the_waitlist_is_n
         for _ in range(tries)
     }
     assert answers == {403}  # told to wait for approval, never to retry in a few seconds
+
+
+def test_a_throttled_request_that_is_not_taken_leaves_the_turn(live: Server) -> None:
+    """Out of credits (or a full queue), nothing ran: topped up, the throttled user may try again at once."""
+    uid, key = live.user("member")
+    url = live.url + "/v1/images/generations"
+    for prompt in ("forbidden 1", "forbidden 2"):  # throttled from now on: one request per cooldown
+        assert httpx.post(url, json={"prompt": prompt}, headers=H(key)).status_code == 400
+    with live.sv.db.session() as s:
+        user = s.get(User, uid)
+        assert user is not None
+        user.credits, user.credits_period = 0, credits.period()
+    broke = httpx.post(url, json={"prompt": "a cat", "size": "256x256"}, headers=H(key))
+    assert (broke.status_code, broke.json()["error"]["code"]) == (429, "insufficient_quota"), broke.text
+    with live.sv.db.session() as s:
+        credits.adjust(s, s.get(User, uid), 10)
+    ok = httpx.post(url, json={"prompt": "a cat", "size": "256x256"}, headers=H(key))
+    assert ok.status_code == 200, ok.text
+    again = httpx.post(url, json={"prompt": "a dog", "size": "256x256"}, headers=H(key))
+    assert again.status_code == 429 and again.headers["retry-after"]

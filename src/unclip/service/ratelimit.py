@@ -77,3 +77,9 @@ class RateLimiter:
                 return until - now
             self._cooldowns[user_id] = now + seconds
             return None
+
+    def give_back(self, user_id: str) -> None:
+        """Undo the turn `cooldown` just gave: the request it let through was not taken (a request that came
+        in the meantime was turned away, so the turn is the one this request took)."""
+        with self._lock:
+            self._cooldowns.pop(user_id, None)
