@@ -97,3 +97,19 @@ def test_serve_stops_when_the_broker_cannot_be_reached(tmp_path: Path, monkeypat
     r = CliRunner().invoke(app, ["serve", "--broker", url, "--data-dir", str(tmp_path / "var")])
     assert r.exit_code == 1 and "cannot reach the broker at redis://…@127.0.0.1" in r.stderr, r.output
     assert "hunter2" not in r.output and "Traceback" not in r.output and "First start" not in r.output
+
+
+def test_serve_says_when_it_creates_a_new_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A misspelt database path starts an empty server: the operator is told a new one was made."""
+    import socket
+
+    db = tmp_path / "var" / "unclpi.db"
+    monkeypatch.setenv("UNCLIP_DATABASE_URL", f"sqlite:///{db}")
+    with socket.socket() as taken:  # the server stops at binding, after the note
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        args = ["serve", "--port", str(taken.getsockname()[1]), "--data-dir", str(tmp_path / "var")]
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code != 0 and f"created a new database at {db}" in r.stderr, r.output
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code != 0 and "created a new database" not in r.stderr, r.output

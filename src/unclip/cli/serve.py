@@ -53,6 +53,7 @@ def serve(
             policy_file=str(policy) if policy else None,
         )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        new_db = _new_sqlite_file(settings.db_url)
         application = create_app(settings)  # secrets, database, policy file: the model loads at the start
     except (ValueError, OSError, RuntimeError) as exc:  # settings, folders and keys, the broker
         _fail(exc)
@@ -61,6 +62,8 @@ def serve(
     if settings.models_dir and not Path(settings.models_dir).is_dir():  # a mount not there yet: said, not fatal
         warning = f"warning: the models folder {settings.models_dir} does not exist"
         typer.secho(warning, fg=typer.colors.YELLOW, err=True)
+    if new_db:  # a misspelt path would otherwise start an empty server that looks like lost accounts
+        typer.secho(f"note: created a new database at {new_db}", fg=typer.colors.YELLOW, err=True)
     server = draining_server(application, host=settings.host, port=settings.port, log_level="info")
     sock = server.config.bind_socket()  # a port in use stops here, before the first-start key is shown
     database = Database(settings.db_url)
@@ -79,6 +82,14 @@ def serve(
         typer.secho(f"    {key}\n", bold=True)
         typer.echo("Use it as OPENAI_API_KEY (base URL http://HOST:PORT/v1) or to sign in to the web app.\n")
     server.run(sockets=[sock])
+
+
+def _new_sqlite_file(url: str) -> Path | None:
+    """The SQLite file `url` names, when it does not exist yet (the server creates it)."""
+    if not url.startswith("sqlite"):
+        return None
+    path = Path(url.split("///", 1)[-1])
+    return None if path.exists() else path
 
 
 def _fail(exc: Exception) -> NoReturn:
