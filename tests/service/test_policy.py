@@ -142,3 +142,23 @@ def test_a_throttled_request_that_is_not_taken_leaves_the_turn(live: Server) -> 
     assert ok.status_code == 200, ok.text
     again = httpx.post(url, json={"prompt": "a dog", "size": "256x256"}, headers=H(key))
     assert again.status_code == 429 and again.headers["retry-after"]
+
+
+def test_a_throttled_users_malformed_outpaint_takes_no_turn(live: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pricing an outpaint finds sides it cannot paint (400) after the other checks: that is a typo too."""
+    from unclip.service.errors import invalid
+
+    _, key = live.user("member")
+    url = live.url + "/v1/images/generations"
+    for prompt in ("forbidden 1", "forbidden 2"):
+        assert httpx.post(url, json={"prompt": prompt}, headers=H(key)).status_code == 400
+
+    def unpaintable(sub: object) -> int:
+        raise invalid("Invalid outpaint: the canvas is too large.", "left")
+
+    monkeypatch.setattr(live.sv.images, "cost", unpaintable)
+    bad = httpx.post(url, json={"prompt": "a cat", "size": "256x256"}, headers=H(key))
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "left", bad.text
+    monkeypatch.undo()
+    ok = httpx.post(url, json={"prompt": "a cat", "size": "256x256"}, headers=H(key))
+    assert ok.status_code == 200, ok.text

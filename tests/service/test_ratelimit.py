@@ -31,3 +31,19 @@ def test_buckets_and_cooldowns_of_idle_keys_are_forgotten_and_busy_ones_kept() -
     assert set(limiter._cooldowns) == {"throttled"}
     assert limiter.cooldown("throttled", 120) is not None  # still cooling down
     assert limiter.hit("busy", 2) is None and limiter.hit("busy", 2) is not None  # its state was kept
+
+
+def test_a_turn_given_back_is_the_one_taken_not_a_later_one() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock)
+    wait, first = limiter.take_turn("u", 60)
+    assert wait is None and first is not None
+    assert limiter.take_turn("u", 60)[0] is not None  # cooling down
+    limiter.give_back("u", first)  # the first request was not taken
+    wait, second = limiter.take_turn("u", 60)
+    assert wait is None and second is not None
+    clock.t += 61
+    wait, third = limiter.take_turn("u", 60)  # the second request took longer than the cooldown
+    assert wait is None and third is not None
+    limiter.give_back("u", second)  # must not hand back the third request's turn
+    assert limiter.take_turn("u", 60)[0] is not None

@@ -86,9 +86,12 @@ def serve(
 
 def _new_sqlite_file(url: str) -> Path | None:
     """The SQLite file `url` names, when it does not exist yet (the server creates it)."""
-    if not url.startswith("sqlite"):
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
-    path = Path(url.split("///", 1)[-1])
+    path = Path(parsed.database)
     return None if path.exists() else path
 
 

@@ -67,13 +67,16 @@ class Dispatcher:
     def wait(self, timeout_s: float) -> None:
         """A broker that is starting or restarting is waited for; one that never answers is a wrong URL or a
         broker that is down, said in words."""
+        from redis.exceptions import AuthenticationError, ResponseError
+
         deadline = time.monotonic() + timeout_s
         while True:
             try:
                 self.ping()
                 return
             except Exception as exc:
-                if time.monotonic() > deadline:
+                # a wrong password or database number is said at once: waiting will not fix it
+                if isinstance(exc, AuthenticationError | ResponseError) or time.monotonic() > deadline:
                     raise RuntimeError(f"cannot reach the broker at {redact(self.url)}: {exc}") from None
             time.sleep(0.5)
 

@@ -215,20 +215,20 @@ class ImageService:
                 wait,
             )
 
-    def throttle(self, p: Principal) -> bool:
+    def throttle(self, p: Principal) -> float | None:
         """The repeat-offender throttle: one request per `throttle_seconds`, taken by a request that passed
-        its checks (a typo does not use up the minute). True when this request took the turn."""
+        its checks (a typo does not use up the minute). The turn this request took (for `give_back`), if any."""
         rules = self.sv.offenders
         if self.recent_offences(p.user_id) < rules.throttle_after:
-            return False
-        wait = self.sv.limiter.cooldown(p.user_id, rules.throttle_seconds)
+            return None
+        wait, turn = self.sv.limiter.take_turn(p.user_id, rules.throttle_seconds)
         if wait is not None:
             raise rate_limited(
                 "Your requests are throttled after repeated content policy violations. "
                 f"Please try again in {wait:.0f}s.",
                 wait,
             )
-        return True
+        return turn
 
     def recent_offences(self, user_id: str) -> int:
         since = now() - self.sv.offenders.window_hours * 3600
@@ -360,7 +360,20 @@ class ImageService:
         if sub.kind == "upscale":
             self.check_upscale(model, sub)
         texts = [t for t in [sub.prompt, *sub.prompts] if t]
+        cost = self.cost(sub)
         turn = self.throttle(p)
+        try:
+            return self._take(p, sub, endpoint, model, own, texts, cost)
+        except BaseException as exc:
+            # only a safety refusal keeps the turn; a full queue, missing credits or a check that could not
+            # run (503) took nothing, and the throttled user may try again at once
+            if turn is not None and not (isinstance(exc, APIError) and exc.code == "content_policy_violation"):
+                self.sv.limiter.give_back(p.user_id, turn)
+            raise
+
+    def _take(self, p: Principal, sub: Submission, endpoint: str, model: str, own: dict[str, bool],
+              texts: list[str], cost: int) -> str:  # fmt: skip
+        st = self.sv.settings
         self.check_policy(p, texts, endpoint)  # before any compute
         if p.role not in st.features.get("real_face_upload", []):
             for param, is_own in own.items():
@@ -379,13 +392,8 @@ class ImageService:
             **sub.params,
         }
         params.update(sub.refs)
-        cost = self.cost(sub)
         stored = {param: upload_to_store(data, img) for param, (data, img) in sub.uploads.items()}
-        try:
-            self.sv.jobs.reserve()
-        except BaseException:
-            self._give_back(p, turn)  # a full queue takes no turn: nothing was run
-            raise
+        self.sv.jobs.reserve()
         try:
             with self.sv.db.session() as s:
                 # charge first: it locks the user row (FOR UPDATE) before the job's foreign key takes a
@@ -399,14 +407,9 @@ class ImageService:
                 s.add(Job(id=job_id, user_id=p.user_id, kind=sub.kind, model=model, params=params, cost=cost))
         except BaseException:
             self.sv.jobs.release()
-            self._give_back(p, turn)  # out of credits: the throttled user may try again once topped up
             raise
         self.sv.jobs.enqueue(job_id)
         return job_id
-
-    def _give_back(self, p: Principal, turn: bool) -> None:
-        if turn:
-            self.sv.limiter.give_back(p.user_id)
 
     # --- responses -------------------------------------------------------------------------------------
 

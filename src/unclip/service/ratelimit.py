@@ -69,17 +69,21 @@ class RateLimiter:
 
     def cooldown(self, user_id: str, seconds: float) -> float | None:
         """A throttled user may make one request per `seconds`. None if allowed, else the wait."""
+        return self.take_turn(user_id, seconds)[0]
+
+    def take_turn(self, user_id: str, seconds: float) -> tuple[float | None, float | None]:
+        """`cooldown`, also returning the turn taken (for `give_back`) when allowed."""
         now = self._clock()
         with self._lock:
             self._sweep(now)
             until = self._cooldowns.get(user_id, 0.0)
             if now < until:
-                return until - now
+                return until - now, None
             self._cooldowns[user_id] = now + seconds
-            return None
+            return None, now + seconds
 
-    def give_back(self, user_id: str) -> None:
-        """Undo the turn `cooldown` just gave: the request it let through was not taken (a request that came
-        in the meantime was turned away, so the turn is the one this request took)."""
+    def give_back(self, user_id: str, turn: float) -> None:
+        """Undo a turn `take_turn` gave: the request it let through was not taken. A later request's turn stays."""
         with self._lock:
-            self._cooldowns.pop(user_id, None)
+            if self._cooldowns.get(user_id) == turn:
+                del self._cooldowns[user_id]
