@@ -96,10 +96,12 @@ class DecoderStage:
         """The latents an edit gives the inpainting UNet: for a WHITE_FILL share of the samples, the image
         with the area to repaint (`mask`, 1 = repaint) made white, encoded; for the rest, the whole image's."""
         known = self.latents[idx].clone()
-        white = (torch.rand(len(idx), generator=gen, device=gen.device) < WHITE_FILL).to(idx.device)
-        if white.any():
-            x = to_unit(self.pixels[idx[white]])
-            m = mask[white]
+        # a fixed number per batch: a batch size that changes every step makes oneDNN build new kernels each time
+        white = torch.randperm(len(idx), generator=gen, device=gen.device)[: round(WHITE_FILL * len(idx))]
+        if len(white):
+            white = white.to(idx.device)
+            x, m = to_unit(self.pixels[idx[white]]), mask[white]
+            # under the stage's autocast (bf16 on AMX): a rounding far below the noise the UNet sees, for speed
             known[white] = self.movq.encode(x * (1 - m) + m).latents.float()
         return known
 
