@@ -15,6 +15,7 @@ from PIL import Image
 
 from unclip.engine import diffusion as D
 from unclip.engine.components import Components, load_components, upscale_limit
+from unclip.engine.compose import match_edges
 from unclip.engine.errors import InvalidInput
 from unclip.engine.images import (
     check_size,
@@ -343,7 +344,9 @@ class Engine:
         so the new content fades in from the mask's border; otherwise they are only the white fill of
         transparent or not-yet-painted pixels, and blending towards them would draw a light seam.
         `grow`: repaint one more latent pixel around the mask, as diffusers' inpainting pipeline does.
-        `alpha`: how much of the new content to take at each pixel (size×size), instead of the mask."""
+        `alpha`: how much of the new content to take at each pixel (size×size), instead of the mask (and the
+        repaint is taken as drawn: outpainting blends its frames' overlaps itself); without it, the repaint
+        is shifted to meet the kept pixels at the mask's edge (`compose.match_edges`)."""
         work = self._work_size(size)
         x = to_tensor([canvas], work).to(self.device)
         known = self._encode(x)
@@ -364,6 +367,8 @@ class Engine:
         if m_full.shape[-1] != size:
             m_full = (F.interpolate(m_full, size=(size, size), mode="area") > 0.5).float()
         soft = m_full
+        if alpha is None:
+            out = match_edges(out, orig, m_full)
         if alpha is not None:
             soft = torch.from_numpy(alpha.astype(np.float32))[None, None].to(self.device)
         elif feather:
