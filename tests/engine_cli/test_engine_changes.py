@@ -62,7 +62,9 @@ def test_edit_transparent_area_has_no_seam(engine, monkeypatch: pytest.MonkeyPat
     img.paste((0, 0, 0, 0), (64, 64, 192, 192))
     out = np.asarray(engine.edit(img, "cat", seed=1)[0]).astype(int)
     inside, outside = out[64:192, 64:192], out[:64]
-    assert (np.abs(inside - 128) <= 1).all()  # pure new content up to the border: no fade towards white
+    assert (inside[..., 1:] <= 129).all()  # no fade towards the white under the transparent pixels
+    assert (np.abs(inside[56:72, 56:72] - 128) <= 2).all()  # the new content itself, away from the edge
+    assert np.abs(inside[0, 64] - (200, 30, 30)).max() <= 20  # and at the edge it meets what is kept
     assert (outside == (200, 30, 30)).all()
 
 
