@@ -367,14 +367,14 @@ class Engine:
         if m_full.shape[-1] != size:
             m_full = (F.interpolate(m_full, size=(size, size), mode="area") > 0.5).float()
         soft = m_full
-        if alpha is None:
-            out = match_edges(out, orig, m_full)
         if alpha is not None:
             soft = torch.from_numpy(alpha.astype(np.float32))[None, None].to(self.device)
-        elif feather:
-            # the padding is not "outside the mask": a mask reaching the border repaints up to it
-            k = size // 64
-            soft = m_full * F.avg_pool2d(m_full, 2 * k + 1, stride=1, padding=k, count_include_pad=False)
+        else:
+            out = match_edges(out, orig, m_full)
+            if feather:
+                # the padding is not "outside the mask": a mask reaching the border repaints up to it
+                k = size // 64
+                soft = m_full * F.avg_pool2d(m_full, 2 * k + 1, stride=1, padding=k, count_include_pad=False)
         return orig * (1 - soft) + out * soft
 
     @torch.inference_mode()
