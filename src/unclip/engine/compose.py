@@ -17,6 +17,7 @@ from scipy.ndimage import distance_transform_edt
 # in output pixels at 256 px, scaled with the size: the ring of kept pixels that sets the correction, how far
 # into the hole it fades to 1/e, and the blur that keeps single pixels' differences (outlines) out of it
 RING, FADE, SMOOTH = 3, 12.0, 1.5
+WORK = 256  # the largest size the correction is worked out at (it is smooth: larger ones scale it up)
 
 
 def _pool(v: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,21 +54,38 @@ def _kept_blur(x: torch.Tensor, kept: torch.Tensor, sigma: float) -> torch.Tenso
     return _blur(x * kept, sigma) / _blur(kept, sigma).clamp_min(1e-6)
 
 
+def _shift(out: torch.Tensor, orig: torch.Tensor, hole: torch.Tensor, ring: float, fade: float | None,
+           smooth: float) -> torch.Tensor:  # fmt: skip
+    """The correction to add to `out` inside `hole` (1×1×H×W, 0/1), at `out`'s resolution, in its pixels."""
+    kept = 1 - hole
+    r = max(1, round(ring))
+    band = F.max_pool2d(hole, 2 * r + 1, stride=1, padding=r) * kept
+    diff = _kept_blur(orig, kept, smooth) - _kept_blur(out, kept, smooth) if smooth > 0 else orig - out
+    shift = fill(diff * band, band)
+    if fade is not None:
+        inside = np.maximum(distance_transform_edt(hole[0, 0].cpu().numpy() > 0) - 1, 0)  # 0 next to the edge
+        shift = shift * torch.from_numpy(np.exp(-inside / fade)).to(out)[None, None]
+    return shift
+
+
 def match_edges(out: torch.Tensor, orig: torch.Tensor, repaint: torch.Tensor, ring: float = RING,
                 fade: float | None = FADE, smooth: float = SMOOTH) -> torch.Tensor:  # fmt: skip
     """`out` (N×3×S×S, the decoder's image) shifted inside `repaint` (1×1×S×S, 1 = repainted) so that it
-    meets `orig` (1×3×S×S) at the edge of the repainted area; outside it, `out` is returned unchanged."""
-    scale = out.shape[-1] / 256
+    meets `orig` (1×3×S×S) at the edge of the repainted area; outside it, `out` is returned unchanged.
+    Above `WORK` px the correction, smooth by construction, is worked out at that size and scaled up."""
     hole = (repaint > 0.5).to(out.dtype)
     if not 0 < float(hole.mean()) < 1:
         return out
-    kept = 1 - hole
-    r = max(1, round(ring * scale))
-    band = F.max_pool2d(hole, 2 * r + 1, stride=1, padding=r) * kept
-    s = smooth * scale
-    diff = _kept_blur(orig, kept, s) - _kept_blur(out, kept, s) if s > 0 else orig - out
-    shift = fill(diff * band, band)
-    if fade is not None:
-        inside = distance_transform_edt(hole[0, 0].cpu().numpy() > 0) - 1  # 0 next to the edge
-        shift = shift * torch.from_numpy(np.exp(-inside / (fade * scale))).to(out)[None, None]
-    return out + shift * hole
+    size = out.shape[-2:]
+    scale = max(size) / 256
+    if max(size) > WORK:
+        small = tuple(max(1, round(s * WORK / max(size))) for s in size)
+        # every pixel the hole touches, so that the ring is measured on kept pixels only
+        sub = (F.interpolate(hole, size=small, mode="area") > 0).to(out.dtype)
+        if float(sub.mean()) < 1:
+            down = F.interpolate(out, size=small, mode="area"), F.interpolate(orig, size=small, mode="area")
+            k = WORK / 256
+            shift = _shift(*down, sub, ring * k, fade and fade * k, smooth * k)
+            return out + F.interpolate(shift, size=size, mode="bilinear", align_corners=False) * hole
+        # otherwise the kept pixels are specks thinner than a pixel there: worked out at full size
+    return out + _shift(out, orig, hole, ring * scale, fade and fade * scale, smooth * scale) * hole
