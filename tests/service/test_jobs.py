@@ -618,3 +618,98 @@ def test_guidance_zero_is_a_setting_and_a_negative_prompt_needs_guidance(live: S
     job = wait_status(live, key, job["id"], "succeeded")
     image = httpx.get(f"{live.url}/v1/images/{job['image_ids'][0]}", headers=H(key)).json()
     assert image["settings"]["guidance"] == 0
+
+
+def test_a_cancelled_queued_job_frees_its_queue_place_at_once(tmp_path: Path) -> None:
+    """A queued job cancelled (by its user, or by its request's timeout) kept its place until a worker took
+    its id off the queue, so the server answered 503 queue_full with places free behind one long job."""
+    engine = FakeEngine()
+    engine.gate = threading.Event()
+    srv = start_server(make_settings(tmp_path, queue_size=2), engine=engine)
+    try:
+        _, key = srv.user("member")
+        body = {"prompt": "x", "size": "256x256"}
+        post = lambda: httpx.post(srv.url + "/v1/images/generations", json=body, headers={**H(key), **ASYNC})  # noqa: E731
+        running, queued = post().json()["id"], post().json()["id"]
+        wait_status(srv, key, running, "running")
+        assert httpx.post(f"{srv.url}/v1/jobs/{queued}/cancel", headers=H(key)).json()["status"] == "cancelled"
+        assert srv.sv.jobs.depth() == 1
+        third = post()
+        assert third.status_code == 202, third.text
+        engine.gate.set()
+        for job_id in (running, third.json()["id"]):
+            wait_status(srv, key, job_id, "succeeded")
+        _until(lambda: srv.sv.jobs.depth() == 0)
+    finally:
+        engine.gate.set()
+        srv.stop()
+
+
+def _flaky_claim(srv: Server, fail_for: set[str]) -> list[str]:
+    """Make the runner's claim of each job in `fail_for` raise a database error once; returns the ids it failed."""
+    from sqlalchemy.exc import OperationalError
+
+    runner, failed = srv.sv.jobs.runner, []
+    claim = runner.claim
+
+    def flaky(job_id: str, token: str):  # type: ignore[no-untyped-def]
+        if job_id in fail_for and job_id not in failed:
+            failed.append(job_id)
+            raise OperationalError("UPDATE jobs …", {}, Exception("database is locked"))
+        return claim(job_id, token)
+
+    runner.claim = flaky
+    return failed
+
+
+def test_a_database_error_while_batching_runs_the_job_alone_and_the_other_later(tmp_path: Path) -> None:
+    """An error while J1's pass looked for companions left J1 running and charged with nothing to run it, and
+    its request was answered 504 "refunded" with nothing refunded until a restart."""
+    batch = BatchFakeEngine()
+    batch.gate = threading.Event()
+    srv = start_server(make_settings(tmp_path, batch_images=8, request_timeout_s=20), engine=batch)
+    try:
+        uid, key = srv.user("member")
+        body = {"prompt": "first", "size": "256x256"}
+        first = httpx.post(srv.url + "/v1/images/generations", json=body, headers={**H(key), **ASYNC}).json()["id"]
+        wait_status(srv, key, first, "running")
+        ids = [
+            httpx.post(
+                srv.url + "/v1/images/generations", json={**body, "prompt": p}, headers={**H(key), **ASYNC}
+            ).json()["id"]
+            for p in ("J1", "J2")
+        ]
+        failed = _flaky_claim(srv, {ids[1]})
+        batch.gate.set()
+        for job_id in (first, *ids):
+            wait_status(srv, key, job_id, "succeeded")
+        assert failed == [ids[1]]  # J2's claim into J1's pass failed: J1 ran alone, J2 on its own turn
+        balance, ledger = _books(srv, uid)
+        assert [r for r, _ in ledger].count("refund") == 0 and sum(d for _, d in ledger) == balance
+        _until(lambda: srv.sv.jobs.depth() == 0)
+    finally:
+        batch.gate.set()
+        srv.stop()
+
+
+def test_a_job_the_worker_could_not_start_is_tried_again(tmp_path: Path) -> None:
+    """A database error as a worker claimed a job left it queued with nothing to run it: its request waited
+    for its timeout."""
+    engine = FakeEngine()
+    engine.gate = threading.Event()
+    srv = start_server(make_settings(tmp_path, request_timeout_s=20), engine=engine)
+    try:
+        _, key = srv.user("member")
+        body = {"prompt": "x", "size": "256x256"}
+        post = lambda: httpx.post(srv.url + "/v1/images/generations", json=body, headers={**H(key), **ASYNC})  # noqa: E731
+        first = post().json()["id"]
+        wait_status(srv, key, first, "running")
+        second = post().json()["id"]
+        failed = _flaky_claim(srv, {second})
+        engine.gate.set()
+        wait_status(srv, key, second, "succeeded")
+        assert failed == [second]
+        _until(lambda: srv.sv.jobs.depth() == 0)
+    finally:
+        engine.gate.set()
+        srv.stop()

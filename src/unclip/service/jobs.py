@@ -31,6 +31,7 @@ from unclip.service.runner import (
 from unclip.service.storage import BlobStore
 
 log = logging.getLogger("unclip.service.jobs")
+RETRIES = 3  # times the worker loop queues again a job it failed to start
 __all__ = ["TERMINAL", "Handle", "JobManager", "QueueFull", "ShuttingDown"]
 
 
@@ -109,7 +110,9 @@ class JobManager(JobQueue):
         self.runner = JobRunner(db, store, registry)
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
-        self._pending = 0  # accepted and not finished
+        self._reserved = 0  # places taken by submits whose job is not queued yet
+        self._slots: set[str] = set()  # queued or running jobs: a place each until they finish
+        self._retries: dict[str, int] = {}  # jobs the worker loop failed to start, by attempts
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -143,7 +146,7 @@ class JobManager(JobQueue):
         for job_id in ids:
             with self._lock:
                 self._handles[job_id] = Handle(job_id)
-                self._pending += 1
+                self._slots.add(job_id)
             self._queue.put(job_id)
         if ids:
             log.info("re-queued %d unfinished job(s)", len(ids))
@@ -187,13 +190,20 @@ class JobManager(JobQueue):
         with self._lock:
             if self._stopping.is_set() or self._draining is not None:
                 raise ShuttingDown()
-            if self._pending >= self.queue_size:
+            if self._reserved + len(self._slots) >= self.queue_size:
                 raise QueueFull()
-            self._pending += 1
+            self._reserved += 1
 
     def release(self) -> None:
         with self._lock:
-            self._pending -= 1
+            self._reserved -= 1
+
+    def _free(self, job_id: str) -> None:
+        """The job finished (or will never run here): its place in the queue is free at once, not when a worker
+        next takes its id off the queue."""
+        with self._lock:
+            self._slots.discard(job_id)
+            self._retries.pop(job_id, None)
 
     def enqueue(self, job_id: str) -> Handle:
         """Queue a job whose row is committed and whose place was reserved."""
@@ -201,6 +211,8 @@ class JobManager(JobQueue):
         with self._lock:
             prune_handles(self._handles)
             self._handles[job_id] = h
+            self._reserved -= 1
+            self._slots.add(job_id)
         self._queue.put(job_id)
         return h
 
@@ -210,7 +222,7 @@ class JobManager(JobQueue):
 
     def depth(self) -> int:
         with self._lock:
-            return self._pending
+            return self._reserved + len(self._slots)
 
     def cancel(self, job_id: str) -> None:
         """Cancel a queued job at once (refunded), or ask a running one to stop."""
@@ -219,6 +231,8 @@ class JobManager(JobQueue):
             won = finish(s, job_id, ("queued",), "cancelled", None)
             if not won:  # recorded: a restart before the engine's next step must not run it again
                 move(s, job_id, ("running",), cancel_requested="user")
+        if won:
+            self._free(job_id)
         if h:
             h.by_user = True
             if won:
@@ -239,13 +253,23 @@ class JobManager(JobQueue):
                 continue  # shutting down: start nothing new; it stays queued for the restart
             try:
                 self._run(job_id)
-            except Exception:
+            except Exception:  # the database, most likely: the job was not started; try it again shortly
                 log.exception("job %s crashed the worker loop", job_id)
+                self._retry(job_id)
             finally:
-                with self._lock:
-                    h = self._handles.get(job_id)
-                    if h is None or h.status in TERMINAL:
-                        self._pending -= 1
+                h = self.handle(job_id)
+                if h is None or h.status in TERMINAL:
+                    self._free(job_id)
+
+    def _retry(self, job_id: str) -> None:
+        """Queue again a job the worker loop could not start, a few times, a second apart; after that it waits
+        for the restart (`recover`), or for its request's timeout to cancel and refund it."""
+        h = self.handle(job_id)
+        with self._lock:
+            tries = self._retries[job_id] = self._retries.get(job_id, 0) + 1
+        if h is None or h.status != "queued" or tries > RETRIES or self._stopping.wait(1.0):
+            return
+        self._queue.put(job_id)
 
     def _run(self, job_id: str) -> None:
         h = self.handle(job_id) or Handle(job_id)
@@ -259,6 +283,7 @@ class JobManager(JobQueue):
                     if finish(s, job_id, ("queued",), "cancelled", None):
                         h.status = "cancelled"
                         h.done.set()
+                        self._free(job_id)
                         return
             if self._stopping.is_set() or self._draining is not None:
                 return  # put back by a pass the shutdown stopped: it stays queued for the restart
@@ -293,6 +318,7 @@ class JobManager(JobQueue):
             gh.status, gh.changed = status, time.monotonic()
             if status != "queued":
                 gh.done.set()
+                self._free(j.id)
             elif gh is h and not h.requeue:  # its pass stopped for another job: it runs again now
                 self._queue.put(job_id)
         # a job put back by a shutdown (requeue) runs after the restart; companions put back are still queued

@@ -307,32 +307,35 @@ class JobRunner:
             return []
         if not hasattr(engine, "generate_batch"):
             return []  # an engine that runs one request at a time
-        with self.db.session() as s:
-            candidates = list(
-                s.scalars(
-                    select(Job)
-                    .where(
-                        Job.status == "queued",
-                        Job.kind == "generation",
-                        Job.model == job.model,
-                        Job.id != job.id,
+        out: list[tuple[Job, str]] = []
+        try:
+            with self.db.session() as s:
+                candidates = list(
+                    s.scalars(
+                        select(Job)
+                        .where(
+                            Job.status == "queued",
+                            Job.kind == "generation",
+                            Job.model == job.model,
+                            Job.id != job.id,
+                        )
+                        .order_by(Job.created_at)
+                        .limit(64)
                     )
-                    .order_by(Job.created_at)
-                    .limit(64)
                 )
-            )
-        out = []
-        for other in candidates:
-            n = int(other.params.get("n") or 1)
-            if n > room or _batch_key(other) != _batch_key(job):
-                continue
-            token = worker_token()
-            claimed = self.claim(other.id, token)
-            if claimed is not None:
-                out.append((claimed, token))
-                room -= n
-                if room <= 0:
-                    break
+            for other in candidates:
+                n = int(other.params.get("n") or 1)
+                if n > room or _batch_key(other) != _batch_key(job):
+                    continue
+                token = worker_token()
+                claimed = self.claim(other.id, token)
+                if claimed is not None:
+                    out.append((claimed, token))
+                    room -= n
+                    if room <= 0:
+                        break
+        except Exception:  # companions are a bonus: `job`, already claimed, runs with those taken so far
+            log.exception("looking for jobs to batch with %s", job.id)
         return out
 
     def execute_batch(self, jobs: list[Job], hs: list[Handle]) -> list[Outcome]:
