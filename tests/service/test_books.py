@@ -282,3 +282,31 @@ def test_a_model_that_fails_to_load_fails_and_refunds_its_jobs(tmp_path: Path) -
         assert [j["status"] for j in jobs] == ["failed"]
     finally:
         srv.stop()
+
+
+def test_credits_given_before_approval_come_on_top_of_the_first_grant(tmp_path: Path) -> None:
+    """A gift to a waitlisted user was swallowed by the grant made at approval (the grant topped the balance
+    up to 200): 50 then approval gave 200, approval then 50 gave 250."""
+    import time
+
+    from unclip.service import credits
+    from unclip.service.auth import approve, create_user
+
+    grants = {"member": 200, "waitlisted": 0}
+    db = Database(f"sqlite:///{tmp_path / 'books.db'}")
+    for gift_first in (True, False):
+        with db.session() as s:
+            user = create_user(s, f"{gift_first}@example.test", role="waitlisted")
+            for step in ("gift", "approve") if gift_first else ("approve", "gift"):
+                if step == "gift":
+                    credits.adjust(s, user, 50, grants=grants)
+                else:
+                    approve(s, user, "member", keep_admin=False)
+                    credits.ensure_grant(s, user, grants)
+            ledger = s.scalar(select(func.sum(CreditEntry.delta)).where(CreditEntry.user_id == user.id))
+            assert (user.credits, ledger) == (250, 250), gift_first
+        with db.session() as s:  # next month: topped up to the grant, what is above it kept
+            user = s.get(User, user.id)
+            credits.ensure_grant(s, user, grants, t=time.time() + 40 * 86400)
+            assert user.credits == 250
+    db.dispose()

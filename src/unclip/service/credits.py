@@ -27,7 +27,8 @@ def held(s: Session, user_id: str) -> int:
 
 
 def ensure_grant(s: Session, user: User, grants: dict[str, int], t: float | None = None) -> None:
-    """Once per calendar month (UTC), raise the balance to the role's grant (credits above it are kept).
+    """Once per calendar month (UTC), raise the balance to the role's grant (credits above it are kept); the
+    first grant is added to the balance, so that credits given to a waitlisted user are not swallowed by it.
 
     Credits held by unfinished jobs count as part of the balance: the grant tops up to `grant - held`, so that
     a job charged last month and refunded after the grant gives back no more than the grant (a month's unused
@@ -43,7 +44,9 @@ def ensure_grant(s: Session, user: User, grants: dict[str, int], t: float | None
         if user.role == "waitlisted":
             return  # the month starts counting when they are approved
         old = user.credits
-        new = max(old, int(grants.get(user.role, 0)) - held(s, user.id))
+        grant = int(grants.get(user.role, 0)) - held(s, user.id)
+        # the first grant (at approval or sign-up) comes on top of what an admin gave before it
+        new = min(old + max(grant, 0), MAX_CREDITS) if not user.credits_period else max(old, grant)
         done = s.execute(
             update(User)
             .where(User.id == user.id, User.credits_period == user.credits_period, User.credits == old)
