@@ -157,3 +157,15 @@ def test_engine_invalid_input_is_400(client: openai.OpenAI) -> None:
 def test_unknown_route_is_openai_shaped(live: Server) -> None:
     r = httpx.get(live.url + "/v1/nothing")
     assert r.status_code == 404 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_an_unknown_api_route_is_404_invalid_url_whatever_the_method(live: Server) -> None:
+    """The web app's mount answered anything but GET 405 Method Not Allowed, a known route with another method
+    too (OpenAI: 404 Invalid URL)."""
+    for method, path in (("POST", "/v1/nothing"), ("POST", "/v1/images/generation"), ("DELETE", "/v1/nothing"),
+                         ("PUT", "/v1/images/edits"), ("PATCH", "/v1/moderations")):  # fmt: skip
+        r = httpx.request(method, live.url + path)
+        assert r.status_code == 404, (method, path, r.status_code)
+        assert r.json()["error"] == {"message": f"Invalid URL ({method} {path})", "type": "invalid_request_error",
+                                     "param": None, "code": None}  # fmt: skip
+    assert httpx.get(live.url + "/").status_code == 200  # the web app is still served

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -33,6 +33,7 @@ from unclip.service.remote import RemoteJobs
 from unclip.service.settings import Settings
 from unclip.service.storage import BlobStore, UrlSigner, load_secret
 
+ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 log = logging.getLogger("unclip.service")
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 BROKER_WAIT_S = 30.0  # a broker that starts beside the server (one compose file) is waited for this long
@@ -221,6 +222,11 @@ def create_app(
     for module in (images, jobs, models, moderations, accounts, admin):
         app.include_router(module.router)
     _local_docs(app)
+
+    @app.api_route("/v1/{path:path}", methods=list(ALL_METHODS), include_in_schema=False)
+    async def _unknown(request: Request, path: str) -> None:
+        # before the web app's mount, which would answer another method than GET 405 Method Not Allowed
+        raise errors.APIError(404, f"Invalid URL ({request.method} {request.url.path})")
 
     if settings.serve_web and (WEB_DIR / "index.html").exists():
         from fastapi.staticfiles import StaticFiles
