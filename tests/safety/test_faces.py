@@ -47,3 +47,25 @@ def test_noise_and_flat() -> None:
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8))
     assert not contains_real_face(noise)
     assert not contains_real_face(Image.new("RGB", (64, 64), (200, 150, 120)))
+
+
+def test_a_face_is_judged_as_the_engine_sees_it(data_dir: Path) -> None:
+    """The check read the raw RGB (a face carried in the alpha channel over black passed, one hidden under
+    transparent pixels was refused) and never enlarged a small upload (a 64 px photo passed, then drawn at
+    256 px)."""
+    photo = Image.open(data_dir / "images" / "astronaut_face.png")
+    grey = np.asarray(photo.convert("L"))
+    in_alpha = np.zeros((*grey.shape, 4), np.uint8)
+    in_alpha[..., 3] = 255 - grey  # over white, exactly the grey photo
+    assert contains_real_face(Image.fromarray(in_alpha, "RGBA"))
+    hidden = photo.convert("RGBA")
+    hidden.putalpha(0)  # drawn as white
+    assert not contains_real_face(hidden)
+    for size in (64, 96):
+        assert contains_real_face(photo.resize((size, size), Image.LANCZOS)), size
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_small_emoji_faces_are_not_real(size: int) -> None:
+    for skin in ((255, 204, 0), (241, 194, 150)):
+        assert not contains_real_face(emoji_face(256, skin=skin).resize((size, size), Image.LANCZOS))

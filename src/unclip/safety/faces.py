@@ -17,7 +17,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from unclip.engine.images import flatten
+
 __all__ = ["FaceReport", "analyse_faces", "contains_real_face"]
+
+MIN_SIDE = 256  # the smallest size an upload is drawn at
 
 
 @lru_cache(maxsize=1)
@@ -65,12 +69,15 @@ def _skin_fraction(rgb: np.ndarray) -> float:
 def analyse_faces(image: Image.Image) -> FaceReport:
     import cv2
 
-    rgb_img = image.convert("RGB")
-    # detect on a bounded size: fast and consistent
-    scale = 512 / max(rgb_img.size) if max(rgb_img.size) > 512 else 1.0
+    rgb_img = flatten(image)  # what the engine sees: transparency over white
+    # detect on a bounded size (fast and consistent), and on small uploads at the smallest size the engine
+    # draws (its minimum face is 24 px; a face smaller than that in the upload is enlarged by the engine)
+    longest = max(rgb_img.size)
+    scale = 512 / longest if longest > 512 else MIN_SIDE / longest if longest < MIN_SIDE else 1.0
     if scale != 1.0:
         rgb_img = rgb_img.resize(
-            (round(rgb_img.width * scale), round(rgb_img.height * scale)), Image.BILINEAR
+            (max(1, round(rgb_img.width * scale)), max(1, round(rgb_img.height * scale))),
+            Image.BILINEAR if scale < 1 else Image.BICUBIC,
         )
     rgb = np.asarray(rgb_img)
     grey = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
