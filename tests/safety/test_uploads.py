@@ -114,6 +114,54 @@ def test_sixteen_bit_rgba() -> None:
     assert img.mode == "RGBA" and img.getpixel((0, 0))[0] == 255
 
 
+def _grey_png(values: np.ndarray, depth: int, key: int) -> bytes:
+    """A greyscale PNG at `depth` bits (1, 2, 4 or 16) with colour key `key`, written by hand."""
+    h, w = values.shape
+    if depth == 16:
+        rows = [values[y].astype(">u2").tobytes() for y in range(h)]
+    else:
+        per = 8 // depth
+        padded = np.zeros((h, -(-w // per) * per), np.uint8)
+        padded[:, :w] = values
+        shifts = (np.arange(per)[::-1] * depth).astype(np.uint8)
+        packed = (padded.reshape(h, -1, per) << shifts).sum(-1).astype(np.uint8)
+        rows = [packed[y].tobytes() for y in range(h)]
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"tRNS", struct.pack(">H", key))
+        + chunk(b"IDAT", zlib.compress(b"".join(b"\x00" + r for r in rows)))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(("depth", "key", "other"), [(1, 1, 0), (2, 3, 1), (4, 15, 6), (4, 0, 9), (16, 5, 40000)])
+def test_a_colour_key_at_any_greyscale_depth_is_transparency(depth: int, key: int, other: int) -> None:
+    """Pillow compared 16-bit keys with 8-bit pixels and never scaled 1-4 bit keys: the keyed area came out
+    opaque (an edit refused: 'no alpha channel'), or another area transparent."""
+    values = np.full((32, 32), other)
+    values[:16] = key
+    for read in (read_image_upload, lambda d: read_mask_upload(d, (32, 32))):
+        img = read(_grey_png(values, depth, key))
+        alpha = np.asarray(img)[..., 3]
+        assert img.mode == "RGBA" and (alpha[:16] == 0).all() and (alpha[16:] == 255).all(), (depth, read)
+    grey = np.asarray(read_image_upload(_grey_png(values, depth, key)))[16:, :, 0]
+    assert abs(int(grey.mean()) - round(other * 255 / (2**depth - 1))) <= 1  # the opaque part's grey
+
+
+def test_a_sixteen_bit_rgb_colour_key_is_refused_clearly() -> None:
+    """Pillow keeps the high byte of 16-bit RGB and compared it with the key's low byte: the repaint area came
+    out inverted, and the edit was charged."""
+    a = np.full((32, 32, 3), 0x0202, ">u2")
+    a[:16] = 0x0102
+    idat = zlib.compress(b"".join(b"\x00" + a[y].tobytes() for y in range(32)))
+    ihdr = struct.pack(">IIBBBBB", 32, 32, 16, 2, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"tRNS", struct.pack(">HHH", *[0x0102] * 3))
+    e = _err(data + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    assert e.code == "invalid_image_format" and "16-bit RGB" in e.message
+
+
 # --- the rest is a clear 400, never a crash ----------------------------------------------------------------
 
 

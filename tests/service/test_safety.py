@@ -161,3 +161,22 @@ def test_face_check_fails_closed(live: Server, trusted: tuple[str, str], monkeyp
         live.url + "/v1/images/variations", headers=H(admin_key), files=files, data={"size": "256x256"}
     )
     assert r.status_code == 200, r.text
+
+
+def test_verify_reads_what_image_readers_read(live: Server, member: tuple[str, str]) -> None:
+    """Bytes after the PNG's end chunk were called truncated (edits and every image reader take the file), and
+    a huge unsigned `unclip:size` overflowed the watermark's size hint into 'could not be decoded'."""
+    from PIL.PngImagePlugin import PngInfo
+
+    data = base64.b64decode(
+        live.client(member[1]).images.generate(prompt="a fox", size="256x256", response_format="b64_json")
+        .data[0].b64_json
+    )
+    r = httpx.post(live.url + "/v1/images/verify", headers=H(member[1]), files={"image": ("a.png", data + b"\r\n")})
+    assert r.status_code == 200 and r.json()["from_unclip"] is True, r.text
+    info = PngInfo()
+    info.add_text("unclip:size", "9" * 400 + "x256")
+    odd = io.BytesIO()
+    Image.open(io.BytesIO(png(256))).save(odd, format="PNG", pnginfo=info)  # no mark: the hint is tried
+    r = httpx.post(live.url + "/v1/images/verify", headers=H(member[1]), files={"image": ("a.png", odd.getvalue())})
+    assert r.status_code == 200 and r.json()["from_unclip"] is False, r.text

@@ -238,6 +238,8 @@ def verify(image_or_bytes: Image.Image | bytes | bytearray | str | os.PathLike[s
             hint = int(size.split("x")[0])
         except ValueError:
             hint = None
+        if hint is not None and not 0 < hint <= 1 << 16:  # an unsigned field: anything may be written there
+            hint = None
     found = read_watermark(img, hint)
     payload = found.payload
     request_match = None

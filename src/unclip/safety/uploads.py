@@ -115,6 +115,41 @@ def probe_png(data: bytes) -> tuple[int, int, int, int, bool]:
     return width, height, depth, ctype, animated
 
 
+def _colour_key(data: bytes) -> bytes | None:
+    """The tRNS chunk's data (before the first IDAT, where PNG puts it), or None."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length = struct.unpack(">I", data[pos : pos + 4])[0]
+        name = data[pos + 4 : pos + 8]
+        if name == b"tRNS":
+            return data[pos + 8 : pos + 8 + length]
+        if name in (b"IDAT", b"IEND"):
+            return None
+        pos += 12 + length
+    return None
+
+
+def _keyed(img: Image.Image, depth: int, ctype: int, key: bytes, param: str) -> Image.Image:
+    """An 8-bit RGBA image from a greyscale or RGB PNG whose colour key (tRNS) is at another depth than 8,
+    which Pillow reads wrong (it compares 16-bit keys with 8-bit pixels and never scales 1-4 bit keys)."""
+    if ctype == 2 or len(key) < 2:  # Pillow keeps only the high byte of 16-bit RGB: the key cannot be matched
+        raise UploadError(
+            f"Invalid input image - '{param}' is a 16-bit RGB PNG with a colour key (tRNS); save it with an "
+            "alpha channel (RGBA) or at 8 bits.",
+            param,
+            "invalid_image_format",
+        )
+    value = struct.unpack(">H", key[:2])[0]
+    img.info.pop("transparency", None)
+    if depth == 16:
+        keyed = np.asarray(img, dtype=np.int32) == value
+    else:  # 1, 2 or 4 bits, which Pillow spreads over 0-255
+        keyed = np.asarray(img.convert("L")) == round(value * 255 / (2**depth - 1))
+    out = _to_8bit(img).convert("RGBA")
+    out.putalpha(Image.fromarray(np.where(keyed, 0, 255).astype(np.uint8), "L"))
+    return out
+
+
 def _to_8bit(img: Image.Image) -> Image.Image:
     mode = img.mode
     if mode == "RGBA" or (mode == "RGB" and "transparency" not in img.info):
@@ -160,7 +195,7 @@ def _decode(data: bytes, param: str, require_square: bool, max_bytes: int) -> Im
             param,
             "invalid_image_format",
         )
-    width, height, _depth, _ctype, animated = probe_png(data)
+    width, height, depth, ctype, animated = probe_png(data)
     if width < MIN_SIDE or height < MIN_SIDE:
         raise UploadError(
             f"Invalid input image - '{param}' is {width}x{height}; "
@@ -214,7 +249,8 @@ def _decode(data: bytes, param: str, require_square: bool, max_bytes: int) -> Im
         raise UploadError(
             f"Invalid input image - '{param}' could not be decoded ({detail}).", param, "invalid_image"
         ) from exc
-    return _to_8bit(img)
+    key = _colour_key(data) if ctype in (0, 2) and depth != 8 else None
+    return _to_8bit(img) if key is None else _keyed(img, depth, ctype, key, param)
 
 
 def read_image_upload(
