@@ -161,3 +161,22 @@ def test_an_admin_account_made_for_the_admin_key_is_logged(tmp_path: Path) -> No
         assert seen == [("user.create", "UNCLIP_ADMIN_KEY"), ("key.create", "UNCLIP_ADMIN_KEY")], seen
     finally:
         db.dispose()
+
+
+def test_approving_someone_not_on_the_waitlist_is_refused_and_names_are_bounded(live: Server) -> None:
+    """"Approve as member" from a stale page demoted a user another admin had approved as trusted (logged as an
+    approval); a user or key name over the column's 200 characters was a 500 on PostgreSQL."""
+    uid, _ = live.user("waitlisted")
+    _, admin_key = live.user("admin")
+    base = f"{live.url}/v1/admin"
+    assert httpx.post(f"{base}/users/{uid}/approve", json={"role": "trusted"}, headers=H(admin_key)).is_success
+    again = httpx.post(f"{base}/users/{uid}/approve", json={"role": "member"}, headers=H(admin_key))
+    assert again.status_code == 409 and again.json()["error"]["code"] == "not_waitlisted"
+    user = httpx.get(f"{base}/users", params={"role": "trusted"}, headers=H(admin_key)).json()["data"]
+    assert uid in {u["id"] for u in user}
+    long = "n" * 201
+    for path, body in ((f"{base}/users", {"email": "long@example.test", "name": long}),
+                       (f"{base}/users/{uid}/keys", {"name": long}),
+                       (f"{base}/users", {"email": "e" * 310 + "@example.test"})):  # fmt: skip
+        r = httpx.post(path, json=body, headers=H(admin_key))
+        assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", (path, r.text)

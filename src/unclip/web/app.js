@@ -24,9 +24,19 @@ async function api(path, opts = {}) {
   if (!res.ok) {
     const err = new Error(body?.error?.message || res.statusText);
     err.status = res.status;
+    if (res.status === 401 && path !== "/session") signedOut(); // the session ended (expired, key revoked)
     throw err;
   }
   return body;
+}
+
+function signedOut() { $("signin").hidden = false; $("app").hidden = true; $("signout").hidden = true; }
+
+// An image of a finished job, from this page's origin: its signed URL may be on another (UNCLIP_PUBLIC_URL),
+// which the canvas and fetch cannot read without CORS.
+function ownImageUrl(done, i) {
+  const id = done.image_ids?.[i];
+  return id ? `/v1/images/${id}/content` : done.result.data[i].url;
 }
 
 function showError(e) { $("error").textContent = e ? e.message : ""; $("error").hidden = !e; }
@@ -62,7 +72,7 @@ async function signIn() {
     }
     surpriseButton();
   } catch (e) {
-    $("signin").hidden = false; $("app").hidden = true; $("signout").hidden = true;
+    signedOut();
     if (e.status !== 401) $("signup-result").textContent = "Sign-in failed: " + e.message;
   }
 }
@@ -82,12 +92,18 @@ $("signin-form").onsubmit = async (ev) => {
 };
 $("signup-form").onsubmit = async (ev) => {
   ev.preventDefault();
-  const res = await fetch("/v1/signup", { method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ email: $("email").value, name: $("name").value }) });
-  const body = await res.json();
-  $("signup-result").textContent = res.ok
-    ? `Your API key (shown only once, keep it): ${body.api_key}. You are on the waitlist until an administrator approves you.`
-    : body.error.message;
+  // one request at a time, and none after the key is shown: a second click's "email taken" would replace it
+  const fields = $("signup-form").querySelectorAll("input, button");
+  if ($("signup-form").dataset.busy) return;
+  $("signup-form").dataset.busy = "1"; fields.forEach((f) => (f.disabled = true));
+  try {
+    const body = await api("/signup", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ email: $("email").value, name: $("name").value }) });
+    $("signup-result").textContent = `Your API key (shown only once, keep it): ${body.api_key}. You are on the waitlist until an administrator approves you.`;
+  } catch (e) {
+    $("signup-result").textContent = "Sign-up failed: " + e.message;
+    delete $("signup-form").dataset.busy; fields.forEach((f) => (f.disabled = false));
+  }
 };
 $("signout").onclick = async () => {
   try { await api("/session", { method: "DELETE" }); } finally { location.reload(); }
@@ -98,7 +114,7 @@ for (const b of document.querySelectorAll("nav button")) {
     document.querySelectorAll("nav button").forEach((x) => x.classList.toggle("active", x === b));
     document.querySelectorAll(".tab").forEach((t) => (t.hidden = t.id !== "tab-" + b.dataset.tab));
     showError(null); if (!busy) $("results").innerHTML = "";
-    if (b.dataset.tab === "history") { $("history").innerHTML = ""; historyAfter = null; loadHistory(); }
+    if (b.dataset.tab === "history") loadHistory(true);
     if (b.dataset.tab === "admin") loadAdmin();
   };
 }
@@ -201,7 +217,7 @@ $("viewer-edit").onclick = async () => {
 // `show`: put the images under the form (the outpainting canvas shows its candidates itself). Returns the
 // finished job (null when it failed, or another submission was still running).
 async function run(path, init, show = true) {
-  if (busy) return null;
+  if (busy) { showError(new Error("Another request is still running: wait for it, or cancel it.")); return null; }
   busy = true; $("results").setAttribute("aria-busy", "true");
   document.querySelectorAll("form button:not([type=button])").forEach((b) => (b.disabled = true));
   try { return await follow(path, init, show); } finally {
@@ -218,6 +234,7 @@ async function follow(path, init, show) {
     currentJob = job.id;
     $("status").hidden = false; $("status-text").textContent = "queued"; $("progress").value = 0;
     const res = await fetch(`/v1/jobs/${job.id}/events`, { credentials: "same-origin" });
+    if (!res.ok || !res.body) throw new Error(`Could not follow the job (${res.status}); it is in your history when it ends.`);
     const reader = res.body.getReader(); const dec = new TextDecoder(); let buf = ""; let done = null;
     while (!done) {
       const { value, done: end } = await reader.read();
@@ -242,7 +259,8 @@ async function follow(path, init, show) {
       return done;
     }
     else if (done?.status === "cancelled" && !done.error) showError(new Error("Cancelled: its credits were refunded."));
-    else showError(new Error(done?.error?.message || `Job ${done?.status}`));
+    else showError(new Error(done?.error?.message || (done ? `Job ${done.status}.`
+      : "The connection to the job ended before it did; it is in your history when it ends.")));
     signIn();
   } catch (e) { $("status").hidden = true; showError(e); }
   return null;
@@ -403,11 +421,11 @@ $("edit-form").onsubmit = async (ev) => {
   const done = await run("/images/edits", { body: form });
   // the candidates: any of them can be edited further (its mask starts empty)
   [...$("results").children].forEach((f, i) => {
-    const url = done?.result?.data?.[i]?.url; if (!url) return;
+    if (!done?.result?.data?.[i]) return;
     const again = document.createElement("button"); again.type = "button"; again.textContent = "Edit this one";
     again.onclick = async () => {
       try {
-        const res = await fetch(url, { credentials: "same-origin" });
+        const res = await fetch(ownImageUrl(done, i), { credentials: "same-origin" });
         if (!res.ok) throw new Error(`Could not load the image (${res.status}).`);
         editBlob = await res.blob(); $("edit-file").value = ""; loadEditImage(editBlob);
         $("edit-canvas").scrollIntoView({ behavior: "smooth" });
@@ -568,7 +586,7 @@ $("out-form").onsubmit = async (ev) => {
   const done = await run("/images/edits", { body: form }, false);
   if (!done) return;
   try {
-    const images = await Promise.all(done.result.data.map((im) => loadImage(im.url)));
+    const images = await Promise.all(done.result.data.map((_, i) => loadImage(ownImageUrl(done, i))));
     out.frame = at; outCandidates(images);
     outNote(`${images.length} candidate${images.length > 1 ? "s" : ""}: pick one, then keep it or discard them.`);
   } catch (e) { showError(e); }
@@ -614,14 +632,20 @@ $("vary-form").onsubmit = (ev) => {
   run("/images/variations", { body: form });
 };
 
-async function loadHistory() {
+let historyLoad = 0; // the newest load: an older one's answer (the tab clicked twice) is dropped
+async function loadHistory(fresh = false) {
+  if (!fresh && $("more").disabled) return; // "More" pressed twice: one page
+  const load = ++historyLoad;
+  if (fresh) { $("history").innerHTML = ""; historyAfter = null; }
+  $("more").disabled = true;
   try {
     const page = await api("/images?limit=24" + (historyAfter ? "&after=" + historyAfter : ""));
+    if (load !== historyLoad) return;
     page.data.forEach((im) => $("history").append(figure(im.url, im.prompt ? `${im.kind} · ${im.prompt}` : im.kind, im.id)));
     historyAfter = page.last_id; $("more").hidden = !page.has_more;
-  } catch (e) { showError(e); }
+  } catch (e) { if (load === historyLoad) showError(e); } finally { if (load === historyLoad) $("more").disabled = false; }
 }
-$("more").onclick = loadHistory;
+$("more").onclick = () => loadHistory();
 
 // --- admin: the waitlist, users' roles, credits and status, refused requests ----------------------------
 const ROLES = ["admin", "trusted", "member", "waitlisted"];

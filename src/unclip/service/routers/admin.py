@@ -47,8 +47,8 @@ def _user(s: Any, user_id: str) -> User:
 
 class NewUser(RequestBody):
     model_config = ConfigDict(extra="forbid")
-    email: str
-    name: str = ""
+    email: str = Field(max_length=320)
+    name: str = Field("", max_length=200)
     role: str = "member"
 
 
@@ -66,7 +66,7 @@ class Approval(RequestBody):
 
 class NewKey(RequestBody):
     model_config = ConfigDict(extra="forbid")
-    name: str = ""
+    name: str = Field("", max_length=200)
 
 
 @router.get("/users", summary="List users (optionally by role)")
@@ -105,6 +105,10 @@ def approve_user(
     with sv.db.session() as s:
         user = _user(s, user_id)
         before = user.role
+        if before != "waitlisted":  # a stale page or a second click: a role change goes through PATCH
+            raise APIError(
+                409, f"The user is not on the waitlist (role: {before}).", param="user_id", code="not_waitlisted"
+            )
         try:
             approve(s, user, (body or Approval()).role, keep_admin=True)
         except ValueError as exc:
