@@ -570,3 +570,29 @@ def test_the_app_runs_under_its_content_security_policy(live: Server, tmp_path: 
         shot(page, "under-csp", tmp_path)
         browser.close()
     assert violations == []
+
+
+def test_a_double_click_neither_loses_the_sign_up_key_nor_repeats_history(page: Any, live: Server) -> None:
+    """The second click of a double-clicked "Join the waitlist" answered 409 email_taken and its message replaced
+    the key shown only once; a double-clicked "More" appended the same page of history twice."""
+    import httpx
+
+    page.goto(live.url + "/")
+    page.fill("#email", "double@example.test")
+    page.dblclick("#signup-form button")
+    page.wait_for_function("document.getElementById('signup-result').textContent.includes('sk-unclip-')")
+    page.wait_for_timeout(500)
+    assert "sk-unclip-" in (page.text_content("#signup-result") or "")
+
+    _, key = live.user("trusted")
+    for _ in range(3):
+        r = httpx.post(live.url + "/v1/images/generations", json={"prompt": "a pear", "n": 10, "size": "256x256"},
+                       headers={"Authorization": f"Bearer {key}"}, timeout=60)  # fmt: skip
+        assert r.status_code == 200, r.text
+    sign_in(page, live, key)
+    page.click('nav button[data-tab="history"]')
+    page.wait_for_function("document.querySelectorAll('#history figure').length === 24")
+    page.dblclick("#more")
+    page.wait_for_function("document.querySelectorAll('#history figure').length >= 30")
+    page.wait_for_timeout(500)
+    assert page.locator("#history figure").count() == 30
