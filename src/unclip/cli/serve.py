@@ -36,7 +36,6 @@ def serve(
     from sqlalchemy.exc import SQLAlchemyError
 
     from unclip.service.app import bootstrap_admin, create_app, draining_server
-    from unclip.service.db import Database
     from unclip.service.settings import Settings
 
     try:
@@ -66,14 +65,11 @@ def serve(
         typer.secho(f"note: created a new database at {new_db}", fg=typer.colors.YELLOW, err=True)
     server = draining_server(application, host=settings.host, port=settings.port, log_level="info")
     sock = server.config.bind_socket()  # a port in use stops here, before the first-start key is shown
-    database = Database(settings.db_url)
     try:
-        key = bootstrap_admin(database, settings)
+        key = bootstrap_admin(application.state.services.db, settings)
     except RuntimeError as exc:
         sock.close()
         _fail(exc)
-    finally:
-        database.dispose()
     if key:
         typer.secho(
             "\nFirst start: created the admin user admin@localhost. Its API key, shown only this once:\n",

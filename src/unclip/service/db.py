@@ -6,7 +6,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -191,8 +191,11 @@ def make_engine(url: str) -> Engine:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             # keys' hashes, ledgers and prompts: readable by the server's user only (SQLite gives its -wal and
-            # -shm files the database file's mode)
-            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+            # -shm files the database file's mode). The file is opened here only when it is new: on Linux,
+            # closing any descriptor of a file drops every SQLite lock the process holds on it, and another
+            # process's SQLite then takes itself for the last one and deletes the write-ahead log in use.
+            with suppress(FileExistsError):
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
             os.chmod(path, 0o600)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
