@@ -69,5 +69,9 @@ def pack_cmd(
     """Copy a model folder with fp16 weights and no file over 16 MB, ready to ship."""
     from unclip.models.pack import pack_model
 
-    sizes = pack_model(src, dst)
+    try:
+        sizes = pack_model(src, dst)
+    except (ValueError, OSError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"{len(sizes)} files, {sum(sizes.values()) / 2**20:.1f} MB → {dst}")

@@ -11,10 +11,35 @@ from safetensors.torch import load_file, save_file
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
 
+def _is_model(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.glob("*/model_index.json"))
+
+
 def pack_model(src: Path, dst: Path, dtype: torch.dtype = torch.float16) -> dict[str, int]:
-    """Write `src` to `dst` with weights cast to `dtype`; returns {relative path: bytes} of what was written."""
+    """Write `src` to `dst` with weights cast to `dtype`; returns {relative path: bytes} of what was written.
+    `dst`, when it exists, must be an earlier copy of a model: it is replaced only once the new one is whole."""
+    src, dst = Path(src).resolve(), Path(dst).resolve()
+    if not _is_model(src):
+        raise ValueError(f"{src} is not a model folder (no PART/model_index.json in it)")
+    if dst == src or src in dst.parents or dst in src.parents:
+        raise ValueError(f"{dst} overlaps the model folder {src}: write the copy somewhere else")
+    if dst.exists() and not _is_model(dst) and (not dst.is_dir() or any(dst.iterdir())):
+        raise ValueError(f"{dst} exists and is not a model folder: it is not replaced")
+    work = dst.with_name(dst.name + ".packing")
+    if work.exists():
+        shutil.rmtree(work)
+    try:
+        sizes = _copy(src, work, dtype)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     if dst.exists():
         shutil.rmtree(dst)
+    work.rename(dst)
+    return sizes
+
+
+def _copy(src: Path, dst: Path, dtype: torch.dtype) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
