@@ -363,13 +363,26 @@ def _slug(text: str, limit: int = 40) -> str:
     return (s[:limit].rstrip("-_") or "image") if s else "image"
 
 
-def _unique(path: Path) -> Path:
-    if not path.exists():
-        return path
-    for i in range(1, 10_000):
-        p = path.with_name(f"{path.stem}-{i}{path.suffix}")
-        if not p.exists():
-            return p
+def _write_new(path: Path, data: bytes) -> Path:
+    """Write `data` to `path`, or to `path`-1, -2… when that name is taken (by a run at the same moment too: the
+    file is created exclusively), and print where: no file is overwritten, and one that could not be written
+    whole is removed."""
+    for i in range(10_000):
+        p = path if i == 0 else path.with_name(f"{path.stem}-{i}{path.suffix}")
+        try:
+            f = p.open("xb")
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise CliError(f"cannot write {p} ({exc.strerror or exc})") from exc
+        try:
+            with f:
+                f.write(data)
+        except OSError as exc:
+            p.unlink(missing_ok=True)
+            raise CliError(f"cannot write {p} ({exc.strerror or exc})") from exc
+        typer.echo(str(p))
+        return p
     raise CliError(f"too many files named like {path}")
 
 
@@ -404,7 +417,8 @@ def make_grid(images: Sequence[Image.Image], gap: int = 4, background=(235, 235,
 def save_outputs(
     images: Sequence[Image.Image], out: Path, command: str, label: str, extra: dict[str, Any], grid: bool
 ) -> list[Path]:
-    """Write each image (and the grid sheet) as a PNG with provenance; print and return the paths."""
+    """Write each image (and the grid sheet) as a PNG with provenance; print each path as it is written, and
+    return them."""
     from unclip.safety.provenance import encode_png
 
     try:
@@ -417,25 +431,12 @@ def save_outputs(
     for i, im in enumerate(images):
         meta = metadata_for(im, command, extra)
         seed = meta.get("seed")
-        path = _unique(out / f"{base}-{seed if seed is not None else i}.png")
-        _write(path, encode_png(im, meta))
-        paths.append(path)
+        paths.append(_write_new(out / f"{base}-{seed if seed is not None else i}.png", encode_png(im, meta)))
     if grid and images:
         sheet = make_grid(images)
         seeds = [im.info.get("unclip", {}).get("seed") for im in images]
         meta = metadata_for(images[0], command, extra)
         meta.pop("seed", None)
         meta.update(grid=f"{len(images)} images", seeds=_meta_value([s for s in seeds if s is not None]))
-        path = _unique(out / f"{base}-grid.png")
-        _write(path, encode_png(sheet, meta))
-        paths.append(path)
-    for p in paths:
-        typer.echo(str(p))
+        paths.append(_write_new(out / f"{base}-grid.png", encode_png(sheet, meta)))
     return paths
-
-
-def _write(path: Path, data: bytes) -> None:
-    try:
-        path.write_bytes(data)
-    except OSError as exc:
-        raise CliError(f"cannot write {path} ({exc.strerror or exc})") from exc
