@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 # Before torch loads (commands import it lazily): spinning OpenMP threads stall for whole time slices when the
 # CPU is shared, e.g. `unclip serve` beside other work; an explicit OMP_WAIT_POLICY wins. See unclip.engine.
@@ -53,4 +54,21 @@ _register()
 
 
 def main() -> None:
-    app()
+    """`unclip`: an error a command did not word itself (a missing or malformed file, a database that cannot be
+    reached) is one line on stderr, not a traceback; UNCLIP_DEBUG=1 shows the traceback."""
+    try:
+        app()
+    except Exception as exc:
+        if os.environ.get("UNCLIP_DEBUG"):
+            raise
+        typer.secho(f"error: {one_line(exc)}", fg=typer.colors.RED, err=True)
+        raise SystemExit(2 if isinstance(exc, OSError | ValueError) else 1) from None
+
+
+def one_line(exc: BaseException) -> str:
+    text = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", " ".join(str(exc).split()))  # SQLAlchemy's
+    text = text or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
+        text = f"{exc.filename}: {text}"
+    return text if len(text) <= 300 else text[:297] + "…"
+

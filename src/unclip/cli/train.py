@@ -38,6 +38,7 @@ def train_cmd(
     """Train one stage (or all, in order). Run again to resume from the last checkpoint."""
     from rich.console import Console
 
+    from unclip.engine.components import is_model_folder
     from unclip.training.run import EXTRA_STAGES, STAGES, Run, load_config
 
     cfg = load_config(config)
@@ -48,6 +49,11 @@ def train_cmd(
     stages = STAGES if stage == "all" else (stage,)
     if any(s not in STAGES + EXTRA_STAGES for s in stages):
         raise typer.BadParameter(f"unknown stage {stage!r}; choose from {STAGE_HELP}", param_hint="stage")
+    if not (data / "manifest.json").is_file():
+        raise typer.BadParameter(f"{data} is not a dataset folder (build one with `unclip data build`)",
+                                 param_hint="--data")  # fmt: skip
+    if init_from is not None and not is_model_folder(init_from):
+        raise typer.BadParameter(f"{init_from} is not a model folder", param_hint="--init-from")
     run = Run(cfg, data, run_dir or Path("runs") / cfg["name"], device)
     if init_from is not None:
         run.seed_model(init_from)

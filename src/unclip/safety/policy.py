@@ -291,14 +291,19 @@ class ContentPolicy:
     def from_file(cls, path: str | Path) -> ContentPolicy:
         p = Path(path)
         text = p.read_text(encoding="utf-8")
-        if p.suffix.lower() == ".json":
-            import json
+        try:
+            if p.suffix.lower() == ".json":
+                import json
 
-            config = json.loads(text)
-        else:
-            import yaml
+                config = json.loads(text)
+            else:
+                import yaml
 
-            config = yaml.safe_load(text)
+                config = yaml.safe_load(text)
+        except ValueError as exc:  # JSON
+            raise ValueError(f"{p}: not valid JSON ({exc})") from exc
+        except Exception as exc:  # YAML's errors: where in the file, in its own words
+            raise ValueError(f"{p}: not valid YAML ({' '.join(str(exc).split())})") from exc
         if not isinstance(config, Mapping):
             raise ValueError(f"{p}: a policy file must hold a mapping")
         return cls(config, p)

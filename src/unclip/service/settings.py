@@ -161,6 +161,11 @@ class Settings:
             raise _bad("secret_key", "…", f"at least {MIN_KEY_CHARS} characters (it signs image URLs)")
         if self.model and not Path(self.model).is_dir():
             raise _bad("model", self.model, "a folder that exists")
+        if self.model:
+            from unclip.engine.components import is_model_folder
+
+            if not is_model_folder(Path(self.model)):  # said now, not as a traceback once the server starts
+                raise _bad("model", self.model, "a model folder (with prior/ and decoder/ in it)")
         in_memory = self.database_url.split("///", 1)[-1] in ("", ":memory:", "sqlite://")
         if self.database_url.startswith("sqlite") and in_memory:
             raise _bad("database_url", self.database_url, "a database file or server (not one in memory: each "

@@ -23,9 +23,9 @@ EXTRA_STAGES = ("judge",)  # trained by name only: the judge measures the model,
 
 def load_config(name_or_path: str) -> dict[str, Any]:
     path = Path(name_or_path)
-    if not path.exists():
+    if not path.is_file():  # a folder named like a config (`tiny`) is not one
         path = REPO_ROOT / "configs" / f"{name_or_path}.json"
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(
             f"no config {name_or_path!r} (looked for a file and for configs/{name_or_path}.json)"
         )
