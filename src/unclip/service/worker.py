@@ -160,17 +160,29 @@ class BrokerWorker:
 
         head = ScriptDirectory.from_config(alembic_config(self.settings.db_url)).get_current_head()
         deadline = time.monotonic() + timeout_s
+        said = ""
         while True:
             try:
                 with self.db.session() as s:
-                    if s.scalar(text("SELECT version_num FROM alembic_version")) == head:
-                        return
-            except Exception:
-                pass
+                    version = s.scalar(text("SELECT version_num FROM alembic_version"))
+                if version == head:
+                    return
+                why = f"the database's schema is at {version}, this worker needs {head}"
+            except Exception as exc:
+                detail = " ".join(str(getattr(exc, "orig", None) or exc).split())
+                if "alembic_version" in detail:
+                    why = "the database has no schema yet"
+                elif "authentication" in detail or "does not exist" in detail:  # waiting will not mend these
+                    raise RuntimeError(f"cannot use the database: {detail}") from None
+                else:
+                    why = f"cannot reach the database ({detail})"
+            if why != said:
+                log.warning("waiting for the database: %s", why)
+                said = why
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    "the database has no up-to-date schema: start `unclip serve` with the same --db first, "
-                    "or run `unclip admin migrate`"
+                    f"{why}: start `unclip serve` with the same --db first, or run `unclip admin migrate`"
+                    if "schema" in why else why
                 )
             time.sleep(1.0)
 
