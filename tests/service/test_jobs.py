@@ -620,6 +620,12 @@ def test_guidance_zero_is_a_setting_and_a_negative_prompt_needs_guidance(live: S
     assert image["settings"]["guidance"] == 0
 
 
+def _submit_async(srv: Server, key: str) -> httpx.Response:
+    return httpx.post(
+        srv.url + "/v1/images/generations", json={"prompt": "x", "size": "256x256"}, headers={**H(key), **ASYNC}
+    )
+
+
 def test_a_cancelled_queued_job_frees_its_queue_place_at_once(tmp_path: Path) -> None:
     """A queued job cancelled (by its user, or by its request's timeout) kept its place until a worker took
     its id off the queue, so the server answered 503 queue_full with places free behind one long job."""
@@ -628,13 +634,11 @@ def test_a_cancelled_queued_job_frees_its_queue_place_at_once(tmp_path: Path) ->
     srv = start_server(make_settings(tmp_path, queue_size=2), engine=engine)
     try:
         _, key = srv.user("member")
-        body = {"prompt": "x", "size": "256x256"}
-        post = lambda: httpx.post(srv.url + "/v1/images/generations", json=body, headers={**H(key), **ASYNC})  # noqa: E731
-        running, queued = post().json()["id"], post().json()["id"]
+        running, queued = (_submit_async(srv, key).json()["id"] for _ in range(2))
         wait_status(srv, key, running, "running")
         assert httpx.post(f"{srv.url}/v1/jobs/{queued}/cancel", headers=H(key)).json()["status"] == "cancelled"
         assert srv.sv.jobs.depth() == 1
-        third = post()
+        third = _submit_async(srv, key)
         assert third.status_code == 202, third.text
         engine.gate.set()
         for job_id in (running, third.json()["id"]):
@@ -700,11 +704,9 @@ def test_a_job_the_worker_could_not_start_is_tried_again(tmp_path: Path) -> None
     srv = start_server(make_settings(tmp_path, request_timeout_s=20), engine=engine)
     try:
         _, key = srv.user("member")
-        body = {"prompt": "x", "size": "256x256"}
-        post = lambda: httpx.post(srv.url + "/v1/images/generations", json=body, headers={**H(key), **ASYNC})  # noqa: E731
-        first = post().json()["id"]
+        first = _submit_async(srv, key).json()["id"]
         wait_status(srv, key, first, "running")
-        second = post().json()["id"]
+        second = _submit_async(srv, key).json()["id"]
         failed = _flaky_claim(srv, {second})
         engine.gate.set()
         wait_status(srv, key, second, "succeeded")
