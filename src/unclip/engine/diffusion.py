@@ -6,6 +6,7 @@ any diffusers scheduler (few-step solvers by default), per-image seeds, step cal
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +24,14 @@ def noise_for(seeds: list[int], shape: tuple[int, ...], device: torch.device) ->
         g = torch.Generator("cpu").manual_seed(int(s))
         out.append(torch.randn(shape, generator=g))
     return torch.stack(out).to(device)
+
+
+def step_generators(scheduler, seeds: list[int]) -> dict[str, list[torch.Generator]]:
+    """`scheduler.step`'s generators, one per image from its seed, for samplers that add noise at each step
+    (ddpm): without them the noise came from torch's global state, and a seed did not reproduce its image."""
+    if "generator" not in inspect.signature(scheduler.step).parameters:
+        return {}
+    return {"generator": [torch.Generator("cpu").manual_seed((int(s) * 31 + 1) & 0x7FFFFFFFFFFFFFFF) for s in seeds]}
 
 
 @dataclass
@@ -114,6 +123,7 @@ def sample_decoder(unet, scheduler, embeds: torch.Tensor, negative: torch.Tensor
         extra = torch.cat([masked, inpaint.keep], 1)
         extra = torch.cat([extra, extra]) if guidance > 1 else extra
     channels = latent_shape[0]
+    gens = step_generators(scheduler, seeds)
     for i, t in enumerate(timesteps):
         hook()
         x = torch.cat([latents, latents]) if guidance > 1 else latents
@@ -124,7 +134,7 @@ def sample_decoder(unet, scheduler, embeds: torch.Tensor, negative: torch.Tensor
         if guidance > 1:
             u, c = pred.chunk(2)
             pred = u + guidance * (c - u)
-        latents = scheduler.step(pred, t, latents).prev_sample
+        latents = scheduler.step(pred, t, latents, **gens).prev_sample
         if inpaint is not None:  # keep the known region on the current noise level, as the pipeline does
             if i + 1 < len(timesteps):
                 known = scheduler.add_noise(inpaint.latents, noise, timesteps[i + 1 : i + 2].repeat(noise.shape[0]))
