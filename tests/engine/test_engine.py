@@ -150,6 +150,27 @@ def test_edit_repaints_a_small_area_at_a_smaller_size_and_a_whole_mask_to_the_bo
     assert out.max() == 0  # repainted up to the border: no trace of the white original
 
 
+@pytest.mark.parametrize(("size", "hole"), [(256, 1), (1024, 4)])
+def test_a_small_hole_is_repainted_by_the_decoder(engine: Engine, monkeypatch: pytest.MonkeyPatch, size: int,
+                                                  hole: int) -> None:  # fmt: skip
+    """A hole under 1% of a latent pixel (1 px at 256, 4×4 px at 1024) was not repainted: the decoder kept
+    every latent, and the prompt and seed changed nothing."""
+    from unclip.engine import diffusion as D
+
+    kept: list[float] = []
+    sample = D.sample_decoder
+
+    def spy(*args, **kw):  # type: ignore[no-untyped-def]
+        kept.append(float(kw["inpaint"].keep.min()))
+        return sample(*args, **kw)
+
+    monkeypatch.setattr(D, "sample_decoder", spy)
+    image = np.full((size, size, 4), 200, np.uint8)
+    image[size // 2 : size // 2 + hole, size // 3 : size // 3 + hole, 3] = 0
+    engine.edit(Image.fromarray(image, "RGBA"), "a cat", size=size, seed=1, steps=2)
+    assert kept == [0.0]  # some latent pixel is repainted
+
+
 def test_blend_weights_too_small_for_float32_still_blend(engine: Engine) -> None:
     tiny = engine.blend([("a star", 1e-50), ("a moon", 1e-50)], seed=1)[0]
     same = engine.blend([("a star", 1.0), ("a moon", 1.0)], seed=1)[0]

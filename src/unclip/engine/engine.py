@@ -352,7 +352,7 @@ class Engine:
         known = self._encode(x)
         m = torch.from_numpy(mask)[None, None].to(self.device)
         repaint = F.interpolate(m, size=known.shape[-2:], mode="area")
-        repaint = (repaint > 0.01).float()
+        repaint = (repaint > 0).float()  # any covered pixel (a hole under 1% of a latent pixel was left as it was)
         if grow:
             repaint = F.max_pool2d(repaint, 3, stride=1, padding=1)
         n = len(seeds)

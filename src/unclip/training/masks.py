@@ -51,6 +51,6 @@ def latent_keep_mask(mask: torch.Tensor, latent_size: int) -> torch.Tensor:
     area to repaint is repainted, and the repaint region grown by one latent pixel, as diffusers'
     `prepare_mask` does for KandinskyV22InpaintPipeline."""
     repaint = torch.nn.functional.interpolate(mask, size=(latent_size, latent_size), mode="area")
-    repaint = (repaint > 0.01).float()
+    repaint = (repaint > 0).float()  # any covered pixel: a small hole is repainted too
     repaint = torch.nn.functional.max_pool2d(repaint, 3, stride=1, padding=1)
     return 1.0 - repaint
