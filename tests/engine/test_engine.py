@@ -268,6 +268,10 @@ def test_public_kandinsky_folder_names_and_no_upsamplers(tiny_model: Path, tmp_p
     out = e.edit(hole, "a cat", seed=0)[0]  # the decoder repaints alone
     keep = np.asarray(hole)[..., 3] == 255
     assert np.array_equal(np.asarray(out)[keep], np.asarray(hole)[..., :3][keep])
+    # a frame of any size (its latent did not divide by the UNet's downsampling: a RuntimeError)
+    small = Image.fromarray(np.random.default_rng(1).integers(0, 255, (70, 100, 3), dtype=np.uint8))
+    grown = e.outpaint(small, "a cat", bottom=1, seed=1)
+    assert grown.size == (100, 71) and np.array_equal(np.asarray(grown)[:70], np.asarray(small))
 
 
 def test_not_a_model_folder(tmp_path: Path) -> None:

@@ -210,8 +210,13 @@ class Engine:
 
     # ---------------------------------------------------------------- decoding and sizes
     def _work_size(self, size: int) -> int:
-        """The size the decoder renders at: its native size when learned upsamplers take it further."""
-        return self.c.native_size if self.c.upsamplers else size
+        """The size the decoder renders at: its native size when learned upsamplers take it further; else `size`
+        rounded up to what the UNet's downsampling divides (an outpaint frame can be any size), the result then
+        resized to `size`."""
+        if self.c.upsamplers:
+            return self.c.native_size
+        step = self.c.movq_factor * 2 ** (len(self.c.unet.config.block_out_channels) - 1)
+        return -(-size // step) * step
 
     def _latent_shape(self, work: int) -> tuple[int, int, int]:
         f = self.c.movq_factor
