@@ -205,6 +205,8 @@ def test_input_errors(engine: Engine) -> None:
         (lambda: engine.vary(Image.new("RGB", (256, 256)), strength=0), "strength"),
         (lambda: engine.blend([("a cat", 1.0)]), "items"),
         (lambda: engine.blend([("a cat", -1.0), ("a dog", 1.0)]), "weights"),
+        (lambda: engine.blend([("a cat", float("nan")), ("a dog", 1.0)]), "weights"),  # drew a black image
+        (lambda: engine.blend([("a cat", float("inf")), ("a dog", 1.0)]), "weights"),
         (lambda: engine.outpaint(Image.new("RGB", (256, 256)), "x"), "extend"),
         (lambda: engine.outpaint(Image.new("RGB", (256, 256)), "x", canvas=(128, 512)), "canvas"),
         (lambda: engine.outpaint(Image.new("RGB", (256, 256)), "x", canvas=(512, 512), left=10), "canvas"),
@@ -242,7 +244,11 @@ def test_outpaint_grows_the_canvas_and_keeps_the_original(engine: Engine) -> Non
 
 def test_vary_blend_upscale(engine: Engine) -> None:
     src = engine.generate("a star", seed=2)[0]
-    close = engine.vary(src, n=2, strength=0.3, seed=1)
+    seen: list[tuple[int, int]] = []
+    close = engine.vary(src, n=2, strength=0.3, seed=1, steps=10, progress=lambda s, t: seen.append((s, t)))
+    # the steps that run: the bar moved 1/10 at a time up to 3/10 and then jumped to the end
+    total = seen[-1][1]
+    assert {t for _, t in seen} == {total} and [s for s, _ in seen[:-1]] == list(range(1, total + 1))
     free = engine.vary(src, n=1, size=512, seed=1)
     assert [im.size for im in close] == [(256, 256)] * 2 and free[0].size == (512, 512)
     mixed = engine.blend([("a star", 0.5), (src, 0.5)], n=2, seed=1)

@@ -98,6 +98,11 @@ class Inpainting:
     keep: torch.Tensor  # [B, 1, h, w]
 
 
+def steps_run(steps: int, strength: float) -> int:
+    """The decoder steps an image-to-image pass at `strength` runs (the rest of the schedule is skipped)."""
+    return steps if strength >= 1.0 else max(1, min(steps, round(steps * strength)))
+
+
 def sample_decoder(unet, scheduler, embeds: torch.Tensor, negative: torch.Tensor, seeds: list[int],
                    latent_shape: tuple[int, int, int], guidance: float, steps: int, hook: StepHook,
                    inpaint: Inpainting | None = None, init: torch.Tensor | None = None,
@@ -109,7 +114,7 @@ def sample_decoder(unet, scheduler, embeds: torch.Tensor, negative: torch.Tensor
     scheduler.set_timesteps(steps, device=device)
     timesteps = scheduler.timesteps
     if init is not None and strength < 1.0:
-        keep_steps = max(1, min(steps, round(steps * strength)))
+        keep_steps = steps_run(steps, strength)
         timesteps = timesteps[steps - keep_steps :]
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(steps - keep_steps)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -456,7 +457,7 @@ class Engine:
             raise InvalidInput(f"strength must be between 0.05 and 1, got {strength}", param="strength")
         steps, guidance, sampler = self._common(n, steps, guidance, sampler)
         seeds = _seeds(seed, n)
-        total = steps + self._upscale_units(n, size)
+        total = D.steps_run(steps, strength) + self._upscale_units(n, size)  # a progress bar that reaches its end
         hook, _ = D.cancel_hook(cancel, progress, total)
         with self._lock:
             emb = self._image_embeds([image]).expand(n, -1)
@@ -479,8 +480,8 @@ class Engine:
         if len(items) < 2:
             raise InvalidInput("blend needs at least two items", param="items")
         weights = [float(w) for _, w in items]
-        if any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise InvalidInput("blend weights must be non-negative and not all zero", param="weights")
+        if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:  # NaN drew black images
+            raise InvalidInput("blend weights must be finite, non-negative and not all zero", param="weights")
         check_size(size)
         steps, guidance, sampler = self._common(n, steps, guidance, sampler)
         seeds = _seeds(seed, n)
