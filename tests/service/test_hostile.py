@@ -200,6 +200,7 @@ def test_a_chunked_body_over_the_limit_is_413_and_stores_nothing(tmp_path, kind:
             headers={**H(key), "Content-Type": ctype},
         )
         assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+        assert r.headers["x-request-id"].startswith("req_")  # answered outside the routes: still carries one
         assert books(srv, uid) == before
         with srv.sv.db.session() as s:
             from sqlalchemy import func, select
@@ -452,6 +453,7 @@ def test_text_that_cannot_be_stored_or_echoed_is_refused_before_the_charge(live:
     for url in ["/v1/images/img%00x", "/v1/jobs/job%00x", "/v1/images?after=a%00b", "/v1/jobs?status=a%00b"]:
         r = httpx.get(live.url + url, headers=H(key))
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_url", url
+        assert r.headers["x-request-id"].startswith("req_")
     assert books(live, uid) == before and not live.engine.calls
 
 

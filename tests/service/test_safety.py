@@ -112,6 +112,11 @@ def test_moderation_answers_with_every_openai_category(live: Server, member: tup
     result = r.results[0]
     assert result.flagged and result.categories.violence and result.category_scores.violence > 0.9
     assert result.categories.harassment is False and result.categories.sexual_minors is False
+    # the model that ran, whatever name the client sent (it repeated the client's)
+    from unclip.service.routers.moderations import MODEL_NAME
+
+    asked = live.client(member[1]).moderations.create(input="a cat", model="omni-moderation-latest")
+    assert r.model == asked.model == MODEL_NAME
 
 
 def test_policy_file_is_reread_when_edited(tmp_path: Path) -> None:

@@ -212,10 +212,10 @@ def create_app(
     errors.install(app)
     app.openapi = lambda: _openapi_with_bearer(app)  # type: ignore[method-assign]
 
-    app.add_middleware(RequestId)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(NoNulInUrl)
     app.add_middleware(SecurityHeaders, image_origin=_origin(settings.public_url))
+    app.add_middleware(RequestId)  # the outermost: the answers the others make themselves (413, 400) carry it too
 
     from unclip.service.routers import accounts, admin, images, jobs, models, moderations
 

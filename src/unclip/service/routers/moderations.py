@@ -62,4 +62,4 @@ async def moderations(
     texts = _texts(body.input)
     await run_in_threadpool(sv.images.throttle, p)  # repeat offenders probe the policy here too
     results = [moderation_result(await run_in_threadpool(sv.policy.check, t)) for t in texts]
-    return {"id": f"modr-{secrets.token_hex(12)}", "model": body.model or MODEL_NAME, "results": results}
+    return {"id": f"modr-{secrets.token_hex(12)}", "model": MODEL_NAME, "results": results}
