@@ -133,6 +133,14 @@ def test_other_model_parameters(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as e:
         client.images.generate(prompt="x", size="256x256", style="vivid")
     assert err(e)["param"] == "style"
+    # an object in a form, as the client sends one (`svg[model]`): the same answer as in JSON (it was an
+    # unknown parameter 'svg[model]')
+    for call in (lambda: client.images.generate(prompt="x", size="256x256", extra_body={"svg": {"model": "x"}}),
+                 lambda: client.images.edit(image=("a.png", png(64), "image/png"), prompt="x",
+                                            extra_body={"svg": {"model": "x"}})):  # fmt: skip
+        with pytest.raises(openai.BadRequestError) as e:
+            call()
+        assert (err(e)["param"], err(e)["code"]) == ("svg", "unsupported_parameter")
 
 
 def test_unclip_extensions_are_accepted(live: Server, client: openai.OpenAI) -> None:

@@ -226,6 +226,10 @@ class Form:
         self.fields: dict[str, Any] = {}
         for key, value in items:
             name = key[:-2] if key.endswith("[]") else key
+            base, _, sub = name.partition("[")
+            if sub.endswith("]") and base in OTHER_MODEL_PARAMS:  # the client's form of an object: `svg[model]`
+                self.fields.setdefault(base, {})[sub[:-1]] = value
+                continue
             if name in self.fields and name == "image":
                 raise invalid("Only one image can be given for the dall-e-2 model.", "image")
             if name in self.fields:  # which one was meant? (it used to be the last)
