@@ -23,6 +23,7 @@ def verify_cmd(
     data_dir: Path = typer.Option(
         Path("var"),
         "--data-dir",
+        envvar="UNCLIP_DATA_DIR",
         help="The server's data folder: its provenance.key checks the signed metadata (UNCLIP_PROVENANCE_KEY wins).",
     ),
 ) -> None:
