@@ -299,6 +299,8 @@ def test_the_schema_documents_errors_and_the_bearer_scheme(live: Server) -> None
     assert op["security"] == [{"ApiKeyAuth": []}]
     assert {"400", "401", "429", "503"} <= set(op["responses"]) and "422" not in op["responses"]
     assert "security" not in schema["paths"]["/v1/signup"]["post"]
+    assert "security" not in schema["paths"]["/v1/session"]["post"]  # signs in with the key in its body
+    assert schema["paths"]["/v1/session"]["delete"]["security"] == [{"ApiKeyAuth": []}]
     prompt = schema["components"]["schemas"]["GenerationRequest"]["properties"]["prompt"]
     assert (prompt["minLength"], prompt["maxLength"]) == (1, 1000)
 

@@ -307,9 +307,10 @@ def _openapi_with_bearer(app: FastAPI) -> dict[str, Any]:
         }
         open_paths = {"/v1/signup", "/v1/files/{image_id}.png"}  # signed URLs carry their own signature
         for path, operations in schema.get("paths", {}).items():
-            for op in operations.values():
+            for method, op in operations.items():
                 op.get("responses", {}).pop("422", None)  # validation errors are answered 400, as OpenAI does
-                if path.startswith("/v1") and path not in open_paths:
+                signs_in = (path, method) == ("/v1/session", "post")  # with the key in its body
+                if path.startswith("/v1") and path not in open_paths and not signs_in:
                     op["security"] = [{"ApiKeyAuth": []}]
         app.openapi_schema = schema
     return app.openapi_schema
