@@ -40,7 +40,8 @@ class Run:
         self.model_dir = run_dir / "model"
         self.judge_dir = run_dir / "judge-model"
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.workers = int(os.environ.get("UNCLIP_WORKERS", os.cpu_count() or 1))
+        # data loading processes (UNCLIP_WORKERS is the server's engine threads)
+        self.workers = int(os.environ.get("UNCLIP_DATA_WORKERS", os.cpu_count() or 1))
 
     @cache  # noqa: B019 - one Run per process
     def images(self):
