@@ -12,7 +12,8 @@ MAX_FILE_BYTES = 16 * 1024 * 1024
 
 
 def _is_model(folder: Path) -> bool:
-    return folder.is_dir() and any(folder.glob("*/model_index.json"))
+    """A model folder, or the part of one a training stage wrote (runs/CONFIG/model/decoder/movq alone)."""
+    return folder.is_dir() and any(folder.rglob("config.json"))
 
 
 def pack_model(src: Path, dst: Path, dtype: torch.dtype = torch.float16) -> dict[str, int]:
@@ -20,7 +21,7 @@ def pack_model(src: Path, dst: Path, dtype: torch.dtype = torch.float16) -> dict
     `dst`, when it exists, must be an earlier copy of a model: it is replaced only once the new one is whole."""
     src, dst = Path(src).resolve(), Path(dst).resolve()
     if not _is_model(src):
-        raise ValueError(f"{src} is not a model folder (no PART/model_index.json in it)")
+        raise ValueError(f"{src} is not a model folder (no config.json in it)")
     if dst == src or src in dst.parents or dst in src.parents:
         raise ValueError(f"{dst} overlaps the model folder {src}: write the copy somewhere else")
     if dst.exists() and not _is_model(dst) and (not dst.is_dir() or any(dst.iterdir())):
