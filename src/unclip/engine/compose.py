@@ -55,16 +55,18 @@ def _kept_blur(x: torch.Tensor, kept: torch.Tensor, sigma: float) -> torch.Tenso
 
 
 def _shift(out: torch.Tensor, orig: torch.Tensor, hole: torch.Tensor, ring: float, fade: float | None,
-           smooth: float) -> torch.Tensor:  # fmt: skip
-    """The correction to add to `out` inside `hole` (1×1×H×W, 0/1), at `out`'s resolution, in its pixels."""
+           smooth: float, scale: float) -> torch.Tensor:  # fmt: skip
+    """The correction to add to `out` inside `hole` (1×1×H×W, 0/1), at `out`'s resolution, in its pixels;
+    `ring`, `fade` and `smooth` are in pixels at 256 px, `scale` the size of `out` against 256 px."""
     kept = 1 - hole
-    r = max(1, round(ring))
+    r = max(1, round(ring * scale))
     band = F.max_pool2d(hole, 2 * r + 1, stride=1, padding=r) * kept
-    diff = _kept_blur(orig, kept, smooth) - _kept_blur(out, kept, smooth) if smooth > 0 else orig - out
+    s = smooth * scale
+    diff = _kept_blur(orig, kept, s) - _kept_blur(out, kept, s) if s > 0 else orig - out
     shift = fill(diff * band, band)
     if fade is not None:
         inside = np.maximum(distance_transform_edt(hole[0, 0].cpu().numpy() > 0) - 1, 0)  # 0 next to the edge
-        shift = shift * torch.from_numpy(np.exp(-inside / fade)).to(out)[None, None]
+        shift = shift * torch.from_numpy(np.exp(-inside / (fade * scale))).to(out)[None, None]
     return shift
 
 
@@ -77,15 +79,13 @@ def match_edges(out: torch.Tensor, orig: torch.Tensor, repaint: torch.Tensor, ri
     if not 0 < float(hole.mean()) < 1:
         return out
     size = out.shape[-2:]
-    scale = max(size) / 256
     if max(size) > WORK:
         small = tuple(max(1, round(s * WORK / max(size))) for s in size)
         # every pixel the hole touches, so that the ring is measured on kept pixels only
         sub = (F.interpolate(hole, size=small, mode="area") > 0).to(out.dtype)
         if float(sub.mean()) < 1:
             down = F.interpolate(out, size=small, mode="area"), F.interpolate(orig, size=small, mode="area")
-            k = WORK / 256
-            shift = _shift(*down, sub, ring * k, fade and fade * k, smooth * k)
+            shift = _shift(*down, sub, ring, fade, smooth, WORK / 256)
             return out + F.interpolate(shift, size=size, mode="bilinear", align_corners=False) * hole
         # otherwise the kept pixels are specks thinner than a pixel there: worked out at full size
-    return out + _shift(out, orig, hole, ring * scale, fade and fade * scale, smooth * scale) * hole
+    return out + _shift(out, orig, hole, ring, fade, smooth, max(size) / 256) * hole

@@ -21,6 +21,7 @@ import io
 import struct
 import warnings
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -100,33 +101,25 @@ def probe_png(data: bytes) -> tuple[int, int, int, int, bool]:
     ihdr_crc = struct.unpack(">I", data[29:33])[0]
     if zlib.crc32(data[12:29]) & 0xFFFFFFFF != ihdr_crc:
         raise UploadError("Invalid input image - the PNG header is corrupt.", code="invalid_image")
-    # APNG: an acTL chunk before the first IDAT
-    animated = False
-    pos = 8
-    while pos + 8 <= len(data):
-        length = struct.unpack(">I", data[pos : pos + 4])[0]
-        ctype_name = data[pos + 4 : pos + 8]
-        if ctype_name == b"acTL":
-            animated = True
-            break
-        if ctype_name in (b"IDAT", b"IEND"):
-            break
-        pos += 12 + length
+    animated = any(name == b"acTL" for name, _ in _header_chunks(data))  # APNG
     return width, height, depth, ctype, animated
 
 
-def _colour_key(data: bytes) -> bytes | None:
-    """The tRNS chunk's data (before the first IDAT, where PNG puts it), or None."""
+def _header_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(name, data) of the PNG's chunks before its first IDAT, read without decoding."""
     pos = 8
     while pos + 8 <= len(data):
         length = struct.unpack(">I", data[pos : pos + 4])[0]
         name = data[pos + 4 : pos + 8]
-        if name == b"tRNS":
-            return data[pos + 8 : pos + 8 + length]
         if name in (b"IDAT", b"IEND"):
-            return None
+            return
+        yield name, data[pos + 8 : pos + 8 + length]
         pos += 12 + length
-    return None
+
+
+def _colour_key(data: bytes) -> bytes | None:
+    """The tRNS chunk's data (before the first IDAT, where PNG puts it), or None."""
+    return next((body for name, body in _header_chunks(data) if name == b"tRNS"), None)
 
 
 def _keyed(img: Image.Image, depth: int, ctype: int, key: bytes, param: str) -> Image.Image:
