@@ -30,20 +30,30 @@ DATA_OPT = typer.Option(None, "--data-dir", help="Data dir (default ./var; env U
 def _db(db: str | None, data_dir: Path | None, create: bool = False) -> Any:
     """The server's database. A SQLite file that does not exist yet is not created (a mistyped --data-dir
     would otherwise hand back an empty database), except by `admin migrate` (create=True)."""
-    from unclip.service.db import Database
+    from unclip.service.db import Database, sqlite_file
     from unclip.service.settings import Settings
 
     settings = Settings.from_env(database_url=db, data_dir=data_dir)
-    sqlite = settings.data_dir / "unclip.db"
-    if not settings.database_url and not create and not sqlite.is_file():
-        typer.secho(
-            f"no database in {settings.data_dir.resolve()} (no unclip.db there): point --data-dir (or "
-            "UNCLIP_DATA_DIR) at the server's data folder, or --db at its database (`unclip serve` or "
-            "`unclip admin migrate --data-dir DIR` creates one)",
-            fg=typer.colors.RED,
-            err=True,
+    if data_dir is not None and db is None and settings.database_url:
+        _fail(
+            f"--data-dir {data_dir} names a SQLite database, and the environment another "
+            f"({settings.database_url.split('@')[-1]}): unset UNCLIP_DATABASE_URL or pass --db"
         )
-        raise typer.Exit(1)
+    if create:
+        return Database(settings.db_url), settings
+    if not settings.database_url:
+        if not (settings.data_dir / "unclip.db").is_file():
+            _fail(
+                f"no database in {settings.data_dir.resolve()} (no unclip.db there): point --data-dir (or "
+                "UNCLIP_DATA_DIR) at the server's data folder, or --db at its database (`unclip serve` or "
+                "`unclip admin migrate --data-dir DIR` creates one)"
+            )
+    elif (path := sqlite_file(settings.database_url)) is not None and not path.is_file():
+        where = "--db" if db else "UNCLIP_DATABASE_URL"
+        _fail(
+            f"no database at {path} ({where} {settings.database_url}): point it at the server's database "
+            "(`unclip admin migrate --db URL` creates one)"
+        )
     return Database(settings.db_url), settings
 
 
@@ -74,8 +84,14 @@ def users_list(
     """List users."""
     from sqlalchemy import select
 
+    from unclip.service.auth import check_role
     from unclip.service.db import User
 
+    if role:
+        try:
+            check_role(role)
+        except ValueError as exc:
+            _fail(str(exc))
     database, _ = _db(db, data_dir)
     with database.session() as s:
         q = select(User).order_by(User.created_at)
@@ -169,7 +185,7 @@ def _set_access(ref: str, db: str | None, data_dir: Path | None, **change: str) 
         typer.echo(f"{u.email}: {u.role}, {u.status}")
 
 
-@users_app.command("credits")
+@users_app.command("credits", context_settings={"ignore_unknown_options": True})
 def users_credits(
     user: str,
     delta: int = typer.Argument(..., help="Credits to add (negative to remove)."),

@@ -82,13 +82,10 @@ def serve(
 
 def _new_sqlite_file(url: str) -> Path | None:
     """The SQLite file `url` names, when it does not exist yet (the server creates it)."""
-    from sqlalchemy.engine import make_url
+    from unclip.service.db import sqlite_file
 
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    path = Path(parsed.database)
-    return None if path.exists() else path
+    path = sqlite_file(url)
+    return None if path is None or path.exists() else path
 
 
 def _fail(exc: Exception) -> NoReturn:

@@ -96,7 +96,14 @@ def find_user(s: Session, ref: str) -> User | None:
     return found or s.scalar(select(User).where(User.email == ref.strip().lower()))
 
 
+class NotWaitlisted(ValueError):
+    """Approval asked for someone already approved: a stale page or a second click (a role change is not an
+    approval, and would demote an admin or a trusted user)."""
+
+
 def approve(s: Session, user: User, role: str = "member", *, keep_admin: bool) -> User:
+    if user.role != "waitlisted":
+        raise NotWaitlisted(f"{user.email} is not on the waitlist (role: {user.role})")
     if check_role(role) == "waitlisted":
         raise ValueError("approve to a role other than waitlisted")
     set_access(s, user, role=role, keep_admin=keep_admin)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from unclip.service import actions, credits, reviews
 from unclip.service.auth import (
+    NotWaitlisted,
     Principal,
     approve,
     authenticate,
@@ -105,12 +106,12 @@ def approve_user(
     with sv.db.session() as s:
         user = _user(s, user_id)
         before = user.role
-        if before != "waitlisted":  # a stale page or a second click: a role change goes through PATCH
-            raise APIError(
-                409, f"The user is not on the waitlist (role: {before}).", param="user_id", code="not_waitlisted"
-            )
         try:
             approve(s, user, (body or Approval()).role, keep_admin=True)
+        except NotWaitlisted:  # a role change goes through PATCH
+            raise APIError(
+                409, f"The user is not on the waitlist (role: {before}).", param="user_id", code="not_waitlisted"
+            ) from None
         except ValueError as exc:
             raise invalid(str(exc), "role") from None
         actions.record(s, p.user_id, "user.approve", user, before=before, after=user.role)
