@@ -58,8 +58,9 @@ def test_manifest(built: tuple[Path, dict]) -> None:
     assert m["images_per_size"] == {"16": 53, "32": 53} and m["images_rendered"] == 106
     h = m["holdout"]
     assert h["pairs_listed"] == 5 and h["pairs_found"] == 4 and h["images"] == 7
-    assert h["pairs_missing"] == ["1F9FF\temojione"] and h["excluded_from_train_and_val"] is True
-    assert h["train_val_images_checked"] == m["counts"]["train"]["total"] + m["counts"]["val"]["total"]
+    assert h["pairs_missing"] == ["1F9FF\temojione"] and h["excluded_from_training"] is True
+    assert h["trained_images_checked"] == sum(m["counts"][s]["total"] for s in ("train", "val", "test"))
+    assert h["identical_drawings_dropped"] == 0
     assert Path(h["file"]) == HOLDOUT.resolve() and len(h["sha256"]) == 64
     assert m["images_per_second"] > 0 and m["render_seconds"] >= 0 and m["bytes_on_disk"] > 0
     for paths in m["shards"].values():
@@ -192,3 +193,51 @@ def test_shard_round_trip(tmp_path: Path) -> None:
     with pytest.raises(ValueError), ShardWriter(tmp_path, "bad") as w:
         w.write("a.b", {"txt": "x"})
     assert split_name("dir/sub/0001.alpha.png") == ("dir/sub/0001", "alpha.png")
+
+
+def test_a_drawing_identical_to_a_held_out_one_is_not_trained_on(
+    cache_dir: Path, no_npm: None, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    style_dirs, emojibase_dir = fetch_all(cache_dir / "npm")
+    icons, _ = join_icons(style_dirs, load_emojibase(emojibase_dir, ("en",)))
+    holdout = load_holdout(HOLDOUT)
+    held = next(i for i in icons if (i.entry.base, i.style) in holdout)
+    twin = next(i for i in icons if i.style == held.style and i.entry.base != held.entry.base)
+    icons = [replace(i, svg=held.svg) if i is twin else i for i in icons]  # a set that draws two emoji alike
+    splits = assign_splits(icons, holdout, fixture_config(tmp_path / "out", cache_dir))
+    assert not [i for s in ("train", "val", "test") for i in splits[s] if i.svg == held.svg and i.style == held.style]
+    assert sum(map(len, splits.values())) == len(icons) - 1
+    leaky = {**splits, "train": [*splits["train"], replace(twin, svg=held.svg)]}
+    with pytest.raises(HoldoutLeak, match="drawn exactly as a holdout image"):
+        check_holdout(leaky, holdout)
+
+
+def test_holdout_file_styles_are_checked_and_the_header_is_optional(tmp_path: Path) -> None:
+    f = tmp_path / "holdout.tsv"
+    f.write_text("1F928\tTwemoji\n1f605\tnoto\tgrinning face with sweat\n")
+    assert load_holdout(f) == {("1F928", "twemoji"), ("1F605", "noto")}
+    f.write_text("hexcode\tstyle\n1F928\ttwemojii\n")
+    with pytest.raises(ValueError, match=r"holdout.tsv:2: .*twemojii"):
+        load_holdout(f)
+
+
+def test_a_drawing_that_cannot_be_rendered_is_named_and_the_dataset_kept(
+    built: tuple[Path, dict], cache_dir: Path, no_npm: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(built[0], out)
+    files = sorted(p.relative_to(out) for p in out.rglob("*"))
+
+    def broken(svg: str, size: int, cache: Path) -> tuple[bytes, bytes]:
+        raise ValueError("expected 'circle' tag")
+
+    monkeypatch.setattr(build_mod, "cached_render", broken)
+    cfg = fixture_config(out, cache_dir)
+    cfg.workers = 1
+    with pytest.raises(ValueError, match=r"cannot render [a-z-]+_[0-9A-F-]+: expected 'circle' tag"):
+        build_mod.build(cfg)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == files

@@ -141,3 +141,39 @@ def test_import_nothing_usable_fails(tmp_path: Path) -> None:
 def test_safe_key() -> None:
     assert safe_key("cats/Blue Cat.v2") == "cats_Blue_Cat_v2"
     assert safe_key("../") == "sample"
+
+
+def _shard_samples(out: Path) -> int:
+    return sum(1 for p in (out / "shards").rglob("*.tar") for _ in iter_samples([p]))
+
+
+def test_a_failed_or_interrupted_import_leaves_the_dataset_as_it_was(folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    before = import_data(ImportConfig(src=folder, out=out, sizes=(16,), workers=1))
+    files = sorted(p.relative_to(out) for p in out.rglob("*"))
+    nothing = tmp_path / "nothing"
+    nothing.mkdir()
+    Image.new("RGB", (8, 8)).save(nothing / "a.png")  # no caption: nothing usable
+    with pytest.raises(ValueError, match="no usable images"):
+        import_data(ImportConfig(src=nothing, out=out, sizes=(16,), workers=1))
+
+    def ctrl_c(_: str, done: int, total: int | None) -> None:
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        import_data(ImportConfig(src=folder, out=out, sizes=(16, 32), workers=1), ctrl_c)
+    with pytest.raises(ValueError, match="not a tar shard"):
+        import_data(ImportConfig(src=folder / "green.png", out=out, sizes=(16,), workers=1))
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == files  # no staging folder left either
+    assert json.loads((out / "manifest.json").read_text()) == before
+    assert _shard_samples(out) == before["images_rendered"]
+
+
+def test_reimport_a_datasets_own_shards_into_it(folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    before = import_data(ImportConfig(src=folder, out=out, sizes=(16,), workers=1))
+    after = import_data(ImportConfig(src=out / "shards" / "16", out=out, sizes=(16, 32), workers=1))
+    assert after["images_per_size"] == {"16": before["images_rendered"], "32": before["images_rendered"]}
+    assert _shard_samples(out) == 2 * before["images_rendered"]
+    assert json.loads((out / "manifest.json").read_text()) == after

@@ -34,7 +34,8 @@ def test_build_from_the_real_packages(tmp_path: Path, monkeypatch: pytest.Monkey
     assert m["counts"]["test"]["total"] > 500
     assert m["emoji_per_split"]["train"] > 1500
     h = m["holdout"]
-    assert h["pairs_listed"] == 300 and h["pairs_found"] >= 298 and h["excluded_from_train_and_val"]
+    assert h["pairs_listed"] == 300 and h["pairs_found"] >= 298 and h["excluded_from_training"]
+    assert h["identical_drawings_dropped"] == 14  # openmoji (man) firefighter, wheelchair; two high-contrast
     assert len(m["locales"]) == 28
     stats = dataset_stats(out)
     assert stats["holdout"]["leaks_in_train_val"] == 0

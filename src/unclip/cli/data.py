@@ -83,7 +83,8 @@ def build_cmd(
     h = manifest["holdout"]
     console.print(
         f"  holdout: {h['pairs_found']} of {h['pairs_listed']} pairs found, {h['images']} images, "
-        f"none in train/val ({h['train_val_images_checked']} images checked)"
+        f"none in train/val/test ({h['trained_images_checked']} images checked; "
+        f"{h['identical_drawings_dropped']} drawn exactly as a held-out image left out)"
     )
     console.print(
         f"[green]built[/] {manifest['images_rendered']} images in {manifest['build_seconds']} s "

@@ -243,11 +243,18 @@ def join_icons(
 
 
 def load_holdout(path: Path) -> set[tuple[str, str]]:
+    """The held-out (base hexcode, style) pairs of a `hexcode<TAB>style[<TAB>label]` file (header optional).
+    A style the data does not know is an error: the pair would otherwise be trained on, unnoticed."""
+    from unclip.data.sources import STYLES
+
     pairs = set()
-    for line in path.read_text().splitlines()[1:]:
-        if line.strip():
-            hexcode, style, *_ = line.split("\t")
-            pairs.add((base_hexcode(hexcode), style.strip()))  # a pair holds out every skin tone of the emoji
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        fields = [f.strip() for f in line.split("\t")]
+        if not line.strip() or (n == 1 and fields[0].lower() == "hexcode"):
+            continue
+        if len(fields) < 2 or fields[1].lower() not in STYLES:
+            raise ValueError(f"{path}:{n}: expected 'hexcode<TAB>style' with a style of {', '.join(STYLES)}: {line!r}")
+        pairs.add((base_hexcode(fields[0]), fields[1].lower()))  # a pair holds out every skin tone of the emoji
     return pairs
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -25,9 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unclip.data.loader import FITS, IMAGE_EXTS, decode_image, expand_shards, image_ext, sample_meta
+from unclip.data.loader import (
+    FITS,
+    IMAGE_EXTS,
+    SHARD_SUFFIXES,
+    decode_image,
+    expand_shards,
+    image_ext,
+    sample_meta,
+)
 from unclip.data.render import png_bytes
 from unclip.data.shards import ShardWriter, iter_samples
+from unclip.data.staging import staged
 
 SPLITS = ("train", "val", "test", "holdout")
 USER_STYLE = "user"
@@ -59,7 +67,12 @@ class _Item:
 
 def source_kind(src: Path) -> str:
     """ "folder" (images with .txt captions) or "webdataset" (tar shards)."""
-    if src.is_file() or any(c in str(src) for c in "*?{"):
+    if any(c in str(src) for c in "*?{"):
+        return "webdataset"
+    if src.is_file():
+        if not src.name.lower().endswith(SHARD_SUFFIXES):
+            raise ValueError(f"{src} is a single file that is not a tar shard ({', '.join(SHARD_SUFFIXES)}): "
+                             "to import images, give the folder that holds them")  # fmt: skip
         return "webdataset"
     if not src.is_dir():
         raise FileNotFoundError(f"{src} is neither a folder nor shards")
@@ -163,14 +176,17 @@ def import_data(cfg: ImportConfig, progress: Callable[[str, int, int | None], No
     """Convert cfg.src into cfg.out; returns the manifest (also written to cfg.out/manifest.json)."""
     if cfg.fit not in FITS:
         raise ValueError(f"fit must be one of {FITS}")
-    started = time.time()
     kind = source_kind(cfg.src)
+    with staged(cfg.out) as stage:  # a failed or interrupted import leaves the dataset in place as it was
+        return _import_into(stage, kind, cfg, progress)
+
+
+def _import_into(stage: Path, kind: str, cfg: ImportConfig, progress: Callable | None) -> dict:
+    started = time.time()
     skipped: Counter = Counter()
     items = (_folder_items if kind == "folder" else _shard_items)(cfg.src, cfg, skipped)
-    for stale in ("shards", "svg"):
-        shutil.rmtree(cfg.out / stale, ignore_errors=True)
     writers = {
-        (s, size): ShardWriter(cfg.out / "shards" / str(size), s, max_count=cfg.shard_size)
+        (s, size): ShardWriter(stage / "shards" / str(size), s, max_count=cfg.shard_size)
         for s in SPLITS
         for size in cfg.sizes
     }
@@ -241,7 +257,7 @@ def import_data(cfg: ImportConfig, progress: Callable[[str, int, int | None], No
         "emoji_per_split": {s: len(b) for s, b in bases.items() if b},
         "skipped": dict(skipped),
         "shards": {
-            f"{size}/{s}": [str(p.relative_to(cfg.out)) for p in writers[(s, size)].paths]
+            f"{size}/{s}": [str(p.relative_to(stage)) for p in writers[(s, size)].paths]
             for s in SPLITS
             for size in cfg.sizes
             if writers[(s, size)].paths
@@ -252,7 +268,7 @@ def import_data(cfg: ImportConfig, progress: Callable[[str, int, int | None], No
         "images_rendered": n_images,
         "images_per_second": round(n_images / max(seconds, 1e-6), 1),
         "build_seconds": round(seconds, 1),
-        "bytes_on_disk": sum(p.stat().st_size for p in (cfg.out / "shards").rglob("*") if p.is_file()),
+        "bytes_on_disk": sum(p.stat().st_size for p in (stage / "shards").rglob("*") if p.is_file()),
     }
-    (cfg.out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     return manifest

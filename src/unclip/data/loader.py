@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 FITS = ("pad", "crop", "stretch")
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _BRACES = re.compile(r"\{(\d+)\.\.(\d+)\}")
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -58,7 +59,7 @@ def expand_shards(spec: str | Path | Sequence[str | Path]) -> list[Path]:
     path = Path(text)
     if path.is_dir():
         return sorted(
-            p for p in path.rglob("*") if p.name.endswith((".tar", ".tar.gz", ".tgz")) and p.is_file()
+            p for p in path.rglob("*") if p.name.endswith(SHARD_SUFFIXES) and p.is_file()
         )
     if path.exists():
         return [path]
