@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from PIL import Image
 
 from unclip.service import credits
 from unclip.service.db import User
@@ -59,6 +61,20 @@ def test_role_gated_edit_of_uploads(live: Server, member: tuple[str, str], trust
     mask = png(256)
     r = mc.images.edit(
         image=("own.png", own, "image/png"), mask=("m.png", mask, "image/png"), prompt="a hat", size="256x256"
+    )
+    assert r.data
+    # an upscale of an upload is that upload enlarged: not one of the member's results either
+    up = httpx.post(live.url + "/v1/images/upscales", headers=H(member[1]), files={"image": ("a.png", png(64))})
+    assert up.status_code == 200, up.text
+    big = httpx.get(up.json()["data"][0]["url"]).content
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        mc.images.edit(image=("big.png", big, "image/png"), prompt="a hat", size="256x256")
+    assert e.value.response.json()["error"]["code"] == "insufficient_role"
+    up = httpx.post(live.url + "/v1/images/upscales", headers=H(member[1]), files={"image": ("own.png", own)})
+    big = httpx.get(up.json()["data"][0]["url"]).content  # while one of their own, enlarged, still is
+    side = Image.open(io.BytesIO(big)).width
+    r = mc.images.edit(
+        image=("big.png", big, "image/png"), mask=("m.png", png(side), "image/png"), prompt="a hat", size="256x256"
     )
     assert r.data
     # and the trusted role may edit uploads

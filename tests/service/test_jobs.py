@@ -715,3 +715,32 @@ def test_a_job_the_worker_could_not_start_is_tried_again(tmp_path: Path) -> None
     finally:
         engine.gate.set()
         srv.stop()
+
+
+def test_outpaints_and_upscales_take_any_shape_and_show_only_what_applies(
+    live: Server, trusted: tuple[str, str]
+) -> None:
+    key = trusted[1]
+    r = httpx.post(
+        live.url + "/v1/images/outpaints",
+        headers=H(key),
+        files={"image": ("a.png", png(64), "image/png")},
+        data={"prompt": "more", "right": "64", "user": "u1", "safety_identifier": "s1"},
+    )
+    assert r.status_code == 200, r.text
+    wide = httpx.get(r.json()["data"][0]["url"]).content  # an outpaint's canvas: 128x64
+    for path, data in (("outpaints", {"prompt": "more", "top": "32"}), ("upscales", {"safety_identifier": "s"})):
+        r = httpx.post(f"{live.url}/v1/images/{path}", headers=H(key), files={"image": ("w.png", wide)}, data=data)
+        assert r.status_code == 200, (path, r.text)
+    r = httpx.post(
+        live.url + "/v1/images/blends",
+        headers=H(key),
+        json={"items": [{"prompt": "a"}, {"prompt": "b"}], "size": "256x256", "user": "u", "safety_identifier": "s"},
+    )
+    assert r.status_code == 200, r.text
+    kinds = {}
+    for item in httpx.get(live.url + "/v1/images?limit=10", headers=H(key)).json()["data"]:
+        kinds.setdefault(item["kind"], httpx.get(f"{live.url}/v1/images/{item['id']}", headers=H(key)).json())
+    assert kinds["upscale"]["settings"] == {}
+    assert kinds["outpaint"]["settings"] == {"top": 32}
+    assert kinds["blend"]["settings"]["size"] == "256x256"

@@ -23,6 +23,8 @@ log = logging.getLogger("unclip.service")
 SIZES = ("256x256", "512x512", "1024x1024")
 FORMATS = ("url", "b64_json")
 VIEWER_SETTINGS = ("size", "n", "steps", "guidance", "negative_prompt", "left", "right", "top", "bottom")
+SIZED_BY_INPUT = ("upscale", "outpaint")  # their output's size is the input's: `size` and `n` do not apply
+OF_UPLOAD = "of_upload"  # an upscale's job param: its input was not one of the caller's own results
 MAX_PROMPT = 1000
 FEATURE_OF = {
     "generation": "generate",
@@ -292,18 +294,21 @@ class ImageService:
 
     def is_own_image(self, p: Principal, data: bytes, param: str = "image") -> bool:
         """Whether the upload is one of the caller's own results, byte for byte (content-addressed storage).
-        The bytes of a withheld image answer 410, as its `image_id` does, whoever uploads them (its id is not
-        told: it may be someone else's)."""
+        An upscale of an upload that was not is not either: it is that upload enlarged, and would let a
+        member without `edit_upload` edit any picture. The bytes of a withheld image answer 410, as its
+        `image_id` does, whoever uploads them (its id is not told: it may be someone else's)."""
         import hashlib
 
         sha = hashlib.sha256(data).hexdigest()
         with self.sv.db.session() as s:
             records = s.execute(
-                select(ImageRecord.id, ImageRecord.user_id, ImageRecord.withheld_at).where(ImageRecord.sha256 == sha)
+                select(ImageRecord.user_id, ImageRecord.withheld_at, Job.params)
+                .outerjoin(Job, Job.id == ImageRecord.job_id)
+                .where(ImageRecord.sha256 == sha)
             ).all()
-        if any(withheld_at is not None for _id, _user, withheld_at in records):
+        if any(withheld_at is not None for _user, withheld_at, _params in records):
             raise withheld(None, param)
-        return any(user_id == p.user_id for _id, user_id, _w in records)
+        return any(user == p.user_id and not (params or {}).get(OF_UPLOAD) for user, _w, params in records)
 
     def check_upscale(self, model: str, sub: Submission) -> None:
         """What the model's upsamplers take, before the charge (the engine refuses the rest after it)."""
@@ -356,6 +361,8 @@ class ImageService:
         own = {k: self.is_own_image(p, data, k) for k, (data, _img) in sub.uploads.items() if k != "mask"}
         if sub.kind in ("edit", "outpaint") and own.get("image") is False:
             require_feature(p, "edit_upload", st.features, WHAT["edit_upload"])
+        if sub.kind == "upscale" and own.get("image") is False:
+            sub.params[OF_UPLOAD] = True
         model = self.sv.registry.resolve(sub.model)
         if sub.kind == "upscale":
             self.check_upscale(model, sub)
@@ -482,7 +489,9 @@ class ImageService:
             "settings": {
                 k: params[k]
                 for k in VIEWER_SETTINGS
-                if params.get(k) not in (None, "") and not (k in ("left", "right", "top", "bottom") and not params[k])
+                if params.get(k) not in (None, "")
+                and not (k in ("left", "right", "top", "bottom") and not params[k])
+                and not (k in ("size", "n") and rec.kind in SIZED_BY_INPUT)
             },
             "provenance": {"signed": signed, "request_id": meta.get("request_id"), "created": meta.get("created")},
         }

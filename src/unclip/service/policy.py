@@ -116,10 +116,11 @@ def _upload_error(exc: UploadError, param: str) -> APIError:
     return APIError(400, exc.message, param=exc.param or param, code=exc.code)
 
 
-def read_image(data: bytes, param: str = "image") -> Image.Image:
-    """A square PNG under 4 MB as 8-bit RGB(A), or a 400 answer naming `param` (`unclip.safety.uploads`)."""
+def read_image(data: bytes, param: str = "image", require_square: bool = True) -> Image.Image:
+    """A PNG under 4 MB (square unless said) as 8-bit RGB(A), or a 400 answer naming `param`
+    (`unclip.safety.uploads`)."""
     try:
-        return read_image_upload(data, param=param)
+        return read_image_upload(data, param=param, require_square=require_square)
     except UploadError as exc:
         raise _upload_error(exc, param) from exc
 

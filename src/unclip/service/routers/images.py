@@ -318,7 +318,7 @@ async def _image_or_ref(request: Request, p: Principal, form: Form, sub: Submiss
     else:
         data = await form.file("image")
         assert data is not None
-        img = await run_in_threadpool(read_image, data, "image")
+        img = await run_in_threadpool(read_image, data, "image", False)  # outpaints, upscales: any shape
         sub.uploads["image"] = (data, img)
     sub.image_size = img.size
     return img
@@ -458,13 +458,14 @@ async def outpaints(request: Request, p: Principal = Depends(admitted)) -> JSONR
             "model": _STR,
             "response_format": {"type": "string", "enum": list(FORMATS)},
             "user": _STR,
+            "safety_identifier": _STR,
         },
         [],
     ),
 )
 async def upscales(request: Request, p: Principal = Depends(admitted)) -> JSONResponse:
     form = await _form(request)
-    form.check_names(("image", "image_id", "model", "response_format", "user"))
+    form.check_names(("image", "image_id", "model", "response_format", "user", "safety_identifier"))
     fmt = check_choice(form.text("response_format") or None, "response_format", FORMATS, "url")
     sub = Submission(
         kind="upscale",
@@ -474,6 +475,7 @@ async def upscales(request: Request, p: Principal = Depends(admitted)) -> JSONRe
         size="1024x1024",
         response_format=fmt,
         user=form.text("user"),
+        safety_identifier=form.text("safety_identifier"),
     )
     img = await _image_or_ref(request, p, form, sub)
     if max(img.size) > MAX_UPSCALE_INPUT:  # what the learned stages take; checked before the charge
@@ -504,6 +506,8 @@ class BlendRequest(RequestBody):
     seed: StrictInt | None = None
     steps: StrictInt | None = None
     guidance: StrictFloat | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
 
 
 @router.post("/images/blends", summary="Blend prompts and images in CLIP space (unclip)")
@@ -519,6 +523,8 @@ async def blends(request: Request, body: BlendRequest, p: Principal = Depends(ad
         size=check_choice(body.size, "size", SIZES, "1024x1024"),
         response_format=check_choice(body.response_format, "response_format", FORMATS, "url"),
         params=_extensions(body.model_dump()),
+        user=body.user,
+        safety_identifier=body.safety_identifier,
     )
     items = []
     for i, item in enumerate(body.items):
