@@ -11,9 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from .conftest import Server
+from .conftest import Server, png
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -596,3 +597,22 @@ def test_a_double_click_neither_loses_the_sign_up_key_nor_repeats_history(page: 
     page.wait_for_function("document.querySelectorAll('#history figure').length >= 30")
     page.wait_for_timeout(500)
     assert page.locator("#history figure").count() == 30
+
+
+def test_the_viewer_of_an_outpaint_offers_only_what_takes_its_shape(page: Any, live: Server) -> None:
+    _, key = live.user("trusted")
+    r = httpx.post(
+        live.url + "/v1/images/outpaints",
+        headers={"Authorization": f"Bearer {key}"},
+        files={"image": ("a.png", png(64), "image/png")},
+        data={"prompt": "more sky", "right": "64"},
+    )
+    assert r.status_code == 200, r.text
+    sign_in(page, live, key)
+    page.click('nav button[data-tab="history"]')
+    page.wait_for_function("document.querySelectorAll('#history figure').length === 1")
+    page.click("#history figure img")
+    page.locator("#viewer").wait_for(state="visible")
+    assert page.is_disabled("#viewer-vary") and page.is_disabled("#viewer-edit") and page.is_disabled("#viewer-blend")
+    assert page.is_enabled("#viewer-upscale") and page.is_enabled("#viewer-outpaint")
+    assert "take square images" in (page.text_content("#viewer-note") or "")

@@ -153,7 +153,12 @@ async function openViewer(id) {
     for (const b of document.querySelectorAll("#viewer [data-feature]")) b.hidden = !features.has(b.dataset.feature);
     const tooBig = Math.max(im.width, im.height) > 256; // the learned 4x stage takes up to 256 px
     $("viewer-upscale").disabled = tooBig;
-    $("viewer-note").textContent = tooBig && features.has("upscale") ? "Upscaling takes images up to 256 px." : "";
+    const oblong = im.width !== im.height; // an outpaint's canvas: variations, blends and edits take squares
+    for (const b of ["viewer-vary", "viewer-blend", "viewer-edit"]) $(b).disabled = oblong;
+    $("viewer-note").textContent = [
+      tooBig && features.has("upscale") ? "Upscaling takes images up to 256 px." : "",
+      oblong ? "Variations, blends and edits take square images: outpaint this one instead." : "",
+    ].filter(Boolean).join(" ");
     $("viewer-report").open = false;
     $("viewer").showModal();
   } catch (e) { showError(e); }
