@@ -78,6 +78,11 @@ def test_eval_cascade_computes_only_the_rows_asked_for(
     assert result.exit_code == 2 and "prior" in result.output
     result = runner.invoke(app, ["eval", "cascade", *args, "--rows", "canonical@256"])  # gave the real row alone
     assert result.exit_code == 2 and "ask for both" in result.output
+    one = [*args[:-4], "--judge", str(tiny_judge), "--n", "1", "--rows", "autoencoder", "--out", str(out)]
+    result = runner.invoke(app, ["eval", "cascade", *one, "--guidance", "3", "--prior-guidance", "2.5"])
+    assert result.exit_code == 0, result.output  # groups of one prompt have no Fréchet distance: not a crash
+    settings = json.loads(out.read_text())["cascade"]["settings"]
+    assert settings["guidance"] == 3.0 and settings["prior_guidance"] == 2.5
 
 
 def test_eval_watermark_reports_strength_and_survival(tiny_model: Path, emoji64: Path, tmp_path: Path) -> None:

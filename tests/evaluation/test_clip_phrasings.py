@@ -46,3 +46,20 @@ def test_eval_clip_reports_the_phrasings_on_a_tiny_model(tiny_model: Path, emoji
             for figures in langs.values():
                 assert figures["prompts"] > 0
                 assert 0.0 <= figures["style"] <= 1.0 and 0.0 <= figures["emoji_top5"] <= 1.0
+
+
+def test_stage_figures_are_measured_on_pairs_no_config_trains_on(tiny_model: Path, emoji64: Path) -> None:
+    import json
+
+    from unclip import REPO_ROOT
+    from unclip.data.shards import iter_samples
+    from unclip.engine import Engine
+    from unclip.evaluation.stages import UNTRAINED, eval_movq, eval_prior
+
+    for config in (REPO_ROOT / "configs").glob("*.json"):
+        assert UNTRAINED not in json.loads(config.read_text()).get("data", {}).get("train_splits", []), config
+    engine = Engine.load(tiny_model)
+    held = sum(1 for p in (emoji64 / "shards" / "64").glob(f"{UNTRAINED}-*.tar") for _ in iter_samples([p]))
+    movq = eval_movq(engine, emoji64)
+    assert movq["split"] == UNTRAINED and movq["images"] == held > 0
+    assert set(eval_prior(engine, emoji64, n_seen=4)) == {"seen", "holdout"}

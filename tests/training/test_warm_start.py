@@ -122,3 +122,14 @@ def test_locked_image_tuning_moves_only_the_text_tower(
         float((after[k] - v).abs().max()) for k, v in before.items() if k not in ("clip_mean", "clip_std")
     )
     assert 0 < drift < 0.05  # a few steps from the trained prior, not a new one
+
+    # the temperature the text tower was trained at goes with it, and a warm start goes on from it
+    import json
+
+    learned = json.loads((run.model_dir / "prior" / "text_encoder" / "config.json").read_text())["logit_scale"]
+    assert abs(learned - 2.659) > 1e-6
+    cfg["clip"]["init_from"] = str(run.model_dir)
+    again = Run(cfg, emoji64, tmp_path / "again", "cpu")
+    again.seed_model(run.model_dir)
+    warm = again.stage("clip").model()
+    assert float(warm.logit_scale.detach()) == pytest.approx(learned, abs=1e-6)

@@ -63,6 +63,12 @@ def eval_cmd(
         help="Images decoded per image at the decoder's size, the closest to the text kept (default: the "
         "engine's).",
     ),
+    guidance: float | None = typer.Option(
+        None, min=0.0, max=30.0, help="The decoder's classifier-free guidance (default: the engine's)."
+    ),
+    prior_guidance: float | None = typer.Option(
+        None, min=0.0, max=30.0, help="The prior's classifier-free guidance (default: the engine's)."
+    ),
 ) -> None:
     """Report retrieval, cosine, PSNR/SSIM, sharpness and Fréchet figures (with our own CLIP), and the
     independent judge's figures (`judge`: its own ceiling and floor; `cascade`: what each stage loses;
@@ -83,6 +89,10 @@ def eval_cmd(
             engine.prior_candidates = prior_candidates
         if decode_candidates:
             engine.decode_candidates = decode_candidates
+        if guidance is not None:
+            engine.guidance = guidance
+        if prior_guidance is not None:
+            engine.prior_guidance = prior_guidance
     results = json.loads(out.read_text()) if out and out.exists() else {}
     console = Console()
     for w in todo:

@@ -311,7 +311,8 @@ def markdown_table(result: dict) -> str:
     for row, groups in result["rows"].items():
         for name, f in groups.items():
             cos = f"{f['prior_cosine']:.3f}" if "prior_cosine" in f else ""
-            lines.append(f"| {row} | {name} | {figure_cells(f)} | {f['frechet']:.1f} | {cos} |")
+            fd = f"{f['frechet']:.1f}" if "frechet" in f else ""  # none for a group of fewer than 2 prompts
+            lines.append(f"| {row} | {name} | {figure_cells(f)} | {fd} | {cos} |")
     ref = result.get("frechet_real_vs_real", {})
     if ref:
         lines.append("")

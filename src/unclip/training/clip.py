@@ -10,12 +10,14 @@ import torch.nn.functional as F
 from unclip.models import builders
 from unclip.training.data import CaptionSet, ImageSet, augment, to_unit
 
+LOGIT_SCALE = 2.659  # log(1/0.07), as in CLIP
+
 
 class ClipModel(torch.nn.Module):
-    def __init__(self, text: torch.nn.Module, vision: torch.nn.Module) -> None:
+    def __init__(self, text: torch.nn.Module, vision: torch.nn.Module, logit_scale: float = LOGIT_SCALE) -> None:
         super().__init__()
         self.text, self.vision = text, vision
-        self.logit_scale = torch.nn.Parameter(torch.tensor(2.659))  # log(1/0.07), as in CLIP
+        self.logit_scale = torch.nn.Parameter(torch.tensor(float(logit_scale)))
 
 
 def clip_targets(
@@ -96,7 +98,9 @@ class ClipStage:
                 c, len(tok), tok.model_max_length, tok.eos_token_id, tok.pad_token_id, tok.bos_token_id
             )
             vision = builders.image_encoder(c)
-        model = ClipModel(text, vision)
+        # a warm start goes on at the temperature the towers were trained with (the text tower's config keeps
+        # it; folders exported before it did start at CLIP's)
+        model = ClipModel(text, vision, getattr(text.config, "logit_scale", LOGIT_SCALE))
         if c.get("freeze_vision"):
             # locked-image tuning: the decoder is conditioned on this tower's embeddings, so only the text side
             # moves towards it; the images' embeddings are computed once, unaugmented, as the decoder sees them
@@ -139,6 +143,7 @@ class ClipStage:
 
     def export(self, model) -> None:
         prior = self.out / "prior"
+        model.text.config.logit_scale = float(model.logit_scale.detach())
         model.text.save_pretrained(prior / "text_encoder")
         model.vision.save_pretrained(prior / "image_encoder")
         builders.image_processor(self.cfg["clip"]["image_size"]).save_pretrained(prior / "image_processor")
