@@ -11,7 +11,14 @@ import torch
 from unclip.evaluation.judge import Scorer, Target, flat_images, judge_report, targets_of
 from unclip.models.judge import Judge, is_probe_pair
 from unclip.training.data import load_images
-from unclip.training.judge import colour_jitter, gaussian_blur, jpeg_copies, judge_augment, load_all
+from unclip.training.judge import (
+    colour_jitter,
+    gaussian_blur,
+    jpeg_copies,
+    judge_augment,
+    judge_parts,
+    load_all,
+)
 
 
 def test_judge_ranks_a_real_render_above_noise(tiny_judge: Path, emoji64: Path) -> None:
@@ -35,7 +42,9 @@ def test_judge_never_trains_on_holdout_or_probe_pairs(tiny_judge: Path, emoji64:
     left_out = [
         m for m in every.meta if m["split"] == "holdout" or is_probe_pair(m["base_hexcode"], m["style"], 4)
     ]
-    assert info["trained_on"] == {"images": len(every) - len(left_out), "left_out": len(left_out)}
+    assert info["trained_on"] == {
+        "images": len(every) - len(left_out), "left_out": len(left_out), "twins_left_out": 0
+    }
     assert any(m["split"] == "holdout" for m in left_out)
     # every emoji has a class, skin tones counted as their base emoji
     assert set(info["classes"]["concept"]) == {m["base_hexcode"] for m in every.meta}
@@ -94,3 +103,20 @@ def test_the_bundled_judge_loads_and_names_coloured_circles() -> None:
     drawn = scorer.score(scorer.predict(discs.permute(0, 3, 1, 2)), targets)
     noise = scorer.score(scorer.predict(flat_images(len(circles), 0, "noise")), targets)
     assert drawn["concept_top1"] > 80 and noise["concept_top5"] == 0
+
+
+def test_a_drawing_identical_to_an_unseen_one_is_neither_trained_nor_reported(emoji64: Path) -> None:
+    from dataclasses import replace
+
+    every = load_all(emoji64)
+    held = next(i for i, m in enumerate(every.meta) if m["split"] == "holdout")
+    twin = next(
+        i for i, m in enumerate(every.meta)
+        if m["style"] == every.meta[held]["style"] and m["split"] == "train"
+        and not is_probe_pair(m["base_hexcode"], m["style"], 4)
+    )  # fmt: skip
+    assert judge_parts(every, 4)[twin] == "trained"
+    images, alpha = every.images.clone(), every.alpha.clone()
+    images[twin], alpha[twin] = images[held], alpha[held]  # a set that draws two emoji alike
+    parts = judge_parts(replace(every, images=images, alpha=alpha), 4)
+    assert parts[twin] == "twin" and parts[held] == "unseen" and parts.count("twin") == 1

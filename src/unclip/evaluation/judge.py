@@ -130,11 +130,14 @@ def judge_report(scorer: Scorer, data: Path, n: int = 300, seed: int = 0) -> dic
     on the pairs it never saw (holdout pairs, and its own probe pairs: a known emoji in a known style, never
     together), and on noise and blank images given the targets of real renders; the Fréchet distance between
     two disjoint samples of n real renders (the figure a perfect generator would get at that n)."""
-    from unclip.training.judge import load_all
+    from unclip.training.judge import judge_parts, load_all
 
     images = load_all(data)
+    parts = judge_parts(images, scorer.probe_percent)
     by: dict[str, list[int]] = {}
     for i, m in enumerate(images.meta):
+        if parts[i] == "twin":
+            continue
         if m["split"] == "holdout":
             key = "holdout pairs (never trained on)"
         elif is_probe_pair(m["base_hexcode"], m["style"], scorer.probe_percent):

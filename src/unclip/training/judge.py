@@ -27,6 +27,22 @@ def load_all(data_dir: Path, size: int = 64) -> ImageSet:
     return load_splits(data_dir, size, SPLITS)
 
 
+def judge_parts(images: ImageSet, probe_percent: float) -> list[str]:
+    """Per image: "unseen" (a holdout or probe pair: the judge never trains on it), "twin" (drawn exactly as an
+    unseen image, under another emoji's name: some sets draw two emoji alike; left out of training and of the
+    report, or the unseen figures would be of drawings the judge has learnt) or "trained"."""
+    import hashlib
+
+    unseen = [m["split"] == "holdout" or is_probe_pair(m["base_hexcode"], m["style"], probe_percent)
+              for m in images.meta]  # fmt: skip
+    drawing = [
+        (m["style"], hashlib.sha1(images.images[i].numpy().tobytes() + images.alpha[i].numpy().tobytes()).digest())
+        for i, m in enumerate(images.meta)
+    ]
+    held = {d for d, u in zip(drawing, unseen, strict=True) if u}
+    return ["unseen" if u else "twin" if d in held else "trained" for d, u in zip(drawing, unseen, strict=True)]
+
+
 def judge_classes(images: ImageSet) -> dict[str, list]:
     """The names of every output: emoji in index order with their English label and group, groups, styles."""
     n = int(images.base_ids.max()) + 1
@@ -139,12 +155,9 @@ class JudgeStage:
         images = load_all(data_dir)
         self.classes = judge_classes(images)
         probe_percent = self.section.get("probe_percent", 4)
-        keep = [
-            m["split"] != "holdout" and not is_probe_pair(m["base_hexcode"], m["style"], probe_percent)
-            for m in images.meta
-        ]
-        idx = torch.tensor([i for i, k in enumerate(keep) if k])
-        self.n_left_out = len(keep) - len(idx)
+        parts = judge_parts(images, probe_percent)
+        idx = torch.tensor([i for i, part in enumerate(parts) if part == "trained"])
+        self.n_left_out = len(parts) - len(idx)
         self.images = images.images[idx].to(device)
         self.jpeg = jpeg_copies(images.images[idx], cfg["seed"]).to(device)
         self.base = images.base_ids[idx].to(device)
@@ -153,7 +166,7 @@ class JudgeStage:
         self.group = concept_group[images.base_ids[idx]].to(device)
         self.metadata = {
             "probe_percent": probe_percent,
-            "trained_on": {"images": len(idx), "left_out": self.n_left_out},
+            "trained_on": {"images": len(idx), "left_out": self.n_left_out, "twins_left_out": parts.count("twin")},
         }
 
     def model(self) -> torch.nn.Module:
