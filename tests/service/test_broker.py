@@ -344,3 +344,86 @@ def test_a_worker_with_an_unreachable_broker_says_so(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match=r"cannot reach the broker at redis://…@127\.0\.0\.1") as err:
         worker.wait_for_broker(timeout_s=0.5)
     assert "secret" not in str(err.value)
+
+
+def _one_charged_job(db: Any) -> str:
+    from unclip.service import credits
+    from unclip.service.auth import approve, create_user
+
+    with db.session() as s:
+        user = create_user(s, "m@example.test")
+        approve(s, user, "member", keep_admin=False)
+        credits.charge(s, user.id, 1, {"member": 10})
+        job = Job(user_id=user.id, kind="generation", model="m", params={"prompt": "p", "n": 1, "size": "256x256"},
+                  cost=1, created_at=time.time() - 5)  # fmt: skip
+        s.add(job)
+        s.flush()
+        return job.id
+
+
+def test_a_job_left_running_by_the_server_without_a_broker_runs_under_one(tmp_path: Path) -> None:
+    """`unclip serve` (no broker: no leases) killed mid-job, then served with a broker: the job is sent to
+    the workers and taken up (it stayed running, charged and holding a queue place for ever)."""
+    from unclip.service.db import Database
+    from unclip.service.engines import ModelRegistry
+    from unclip.service.jobs import JobManager
+    from unclip.service.remote import RemoteJobs
+    from unclip.service.runner import JobRunner, worker_token
+    from unclip.service.storage import BlobStore
+
+    from .fakes import FakeEngine
+
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    job_id = _one_charged_job(db)
+    registry = ModelRegistry(None, None, lambda p: None, {"m": FakeEngine()})
+    store = BlobStore(tmp_path / "images")
+    assert JobManager(db, store, registry).runner.claim(job_id, worker_token())  # then the server is killed
+    assert JobManager(db, store, registry).runner.claim(job_id, worker_token()) is None  # no broker: not taken
+    sent: list[str] = []
+    api = RemoteJobs(db, type("Dispatcher", (), {"send": lambda self, jid: sent.append(jid)})(), redispatch_s=1.0)
+    assert api.sweep() == 1 and sent == [job_id]
+    assert JobRunner(db, store, registry, lease_s=15).claim(job_id, worker_token()) is not None
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not PG_URL, reason="UNCLIP_TEST_POSTGRES_URL is not set")
+def test_a_cancel_racing_a_workers_put_back_is_not_lost(tmp_path: Path) -> None:
+    """PostgreSQL: the cancel's finish(queued) misses a running job, then a worker puts it back in the queue
+    before the cancel's move(running): both missed, and the job ran again, charged. The row is locked first."""
+    from sqlalchemy import event
+
+    from unclip.service.db import Database
+    from unclip.service.engines import ModelRegistry
+    from unclip.service.remote import RemoteJobs
+    from unclip.service.runner import Handle, JobRunner, Outcome, worker_token
+    from unclip.service.storage import BlobStore
+
+    from .fakes import FakeEngine
+
+    _clean_postgres()
+    api_db = Database(PG_URL)
+    job_id = _one_charged_job(api_db)
+    registry = ModelRegistry(None, None, lambda p: None, {"m": FakeEngine()})
+    runner = JobRunner(Database(PG_URL, run_migrations=False), BlobStore(tmp_path / "images"), registry, lease_s=60)
+    token = worker_token()
+    claimed = runner.claim(job_id, token)
+    assert claimed is not None
+    put_back: list[threading.Thread] = []
+
+    def between(conn, cursor, statement, params, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if not put_back and statement.startswith("UPDATE jobs SET status") and cursor.rowcount == 0:
+            t = threading.Thread(target=runner.complete, args=(claimed, token, Outcome("queued"), Handle(job_id)))
+            put_back.append(t)
+            t.start()
+            t.join(2)  # with the row locked it waits for the cancel's commit
+
+    event.listen(api_db.engine, "after_cursor_execute", between)
+    try:
+        RemoteJobs(api_db, dispatcher=None).cancel(job_id)  # type: ignore[arg-type]
+    finally:
+        event.remove(api_db.engine, "after_cursor_execute", between)
+    assert put_back
+    put_back[0].join(10)
+    with api_db.session() as s:
+        row = s.get(Job, job_id)
+        assert row.status == "cancelled" or row.cancel_requested == "user", (row.status, row.cancel_requested)

@@ -234,3 +234,41 @@ def test_a_cancel_recorded_by_another_process_is_honoured_when_the_job_is_put_ba
     assert books_of(db2, uid2) == (10, [("grant", 10), ("refund", 1)])
     db.dispose()
     db2.dispose()
+
+
+def test_an_async_companion_put_back_at_shutdown_stays_queued(tmp_path: Path) -> None:
+    """Two workers, batching: worker A runs J1 with J2 in its pass, worker B has taken J2 off the queue and
+    waits for that pass. The shutdown puts both back; B then read the put-back's cancel flag as a cancel and
+    ended J2 cancelled (refunded, never run)."""
+    from .fakes import BatchFakeEngine
+    from .test_jobs import _until
+
+    batch, slow1, slow2 = BatchFakeEngine(), FakeEngine(), FakeEngine()
+    batch.gate, slow1.gate, slow2.gate = threading.Event(), threading.Event(), threading.Event()
+    engines = {"unclip-test": batch, "slow1": slow1, "slow2": slow2}
+    srv = start_server(make_settings(tmp_path, workers=2, batch_images=8, shutdown_grace_s=0.5), engines=engines)
+
+    def statuses() -> dict[str, str]:
+        with srv.sv.db.session() as s:
+            return {j.params["prompt"]: j.status for j in s.scalars(select(Job))}
+
+    try:
+        _, key = srv.user("trusted")
+        for prompt, model in (("slow1", "slow1"), ("slow2", "slow2"), ("J1", None), ("J2", None)):
+            body = {"prompt": prompt, "size": "256x256", **({"model": model} if model else {})}
+            r = httpx.post(srv.url + "/v1/images/generations", json=body, headers={**H(key), **ASYNC})
+            assert r.status_code == 202, r.text
+            if model:
+                _until(lambda p=prompt: statuses()[p] == "running")
+        slow1.gate.set()  # worker A takes J1, with J2 in its pass
+        _until(lambda: statuses()["J2"] == "running")
+        slow2.gate.set()  # worker B takes J2 off the queue and waits for A's pass
+        _until(lambda: statuses()["slow2"] == "succeeded")
+        time.sleep(0.3)
+        srv.sigterm()
+        srv.thread.join(30)
+        assert statuses() == {"slow1": "succeeded", "slow2": "succeeded", "J1": "queued", "J2": "queued"}
+    finally:
+        for gate in (slow1.gate, slow2.gate, batch.gate):
+            gate.set()
+        srv.stop()

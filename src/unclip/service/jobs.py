@@ -24,6 +24,7 @@ from unclip.service.runner import (
     cancel_error,
     crashed_error,
     finish,
+    lock_row,
     move,
     prune_handles,
     worker_token,
@@ -228,6 +229,7 @@ class JobManager(JobQueue):
         """Cancel a queued job at once (refunded), or ask a running one to stop."""
         h = self.handle(job_id)
         with self.db.session() as s:
+            lock_row(s, job_id)  # a pass putting it back between the two would make both miss
             won = finish(s, job_id, ("queued",), "cancelled", None)
             if not won:  # recorded: a restart before the engine's next step must not run it again
                 move(s, job_id, ("running",), cancel_requested="user")
@@ -278,7 +280,7 @@ class JobManager(JobQueue):
                 if h.done.wait(0.5) or h.status in TERMINAL:
                     return
                 continue
-            if h.cancel.is_set():
+            if h.cancel.is_set() and (h.by_user or not h.requeue):  # a shutdown's put-back stays queued
                 with self.db.session() as s:
                     if finish(s, job_id, ("queued",), "cancelled", None):
                         h.status = "cancelled"

@@ -22,6 +22,8 @@ from unclip.service.runner import (
     Handle,
     ShuttingDown,
     finish,
+    lease_lapsed,
+    lock_row,
     move,
     prune_handles,
 )
@@ -78,6 +80,7 @@ class RemoteJobs(JobQueue):
         for h in waited:
             h.shutdown = True
             with self.db.session() as s:
+                lock_row(s, h.job_id)
                 if not finish(s, h.job_id, ("queued",), "cancelled", ShuttingDown(SHUTDOWN_CANCELLED).body()):
                     move(s, h.job_id, ("running",), cancel_requested="shutdown")
 
@@ -147,6 +150,7 @@ class RemoteJobs(JobQueue):
         """Cancel a queued job at once (refunded), or ask the worker running it to stop."""
         h = self.handle(job_id)
         with self.db.session() as s:
+            lock_row(s, job_id)  # a worker putting it back between the two would make both miss
             won = finish(s, job_id, ("queued",), "cancelled", None)
             if not won:
                 move(s, job_id, ("running",), cancel_requested="user")
@@ -204,9 +208,9 @@ class RemoteJobs(JobQueue):
                             and_(Job.status == "queued", stale),
                             and_(
                                 Job.status == "running",
-                                Job.lease_until.is_not(None),
-                                Job.lease_until < t,
-                                or_(stale, Job.dispatched_at < Job.lease_until),  # not sent since it lapsed
+                                lease_lapsed(t),
+                                # not sent since it lapsed
+                                or_(stale, Job.lease_until.is_(None), Job.dispatched_at < Job.lease_until),
                             ),
                         ),
                     )

@@ -58,6 +58,18 @@ def crashed_error(attempts: int) -> dict[str, Any]:
     ).body()
 
 
+def lease_lapsed(t: float) -> Any:
+    """Under workers with leases: a running job's lease ran out, or it has none (the server without a broker,
+    which sets none, was stopped while it ran: nothing else would ever take it up)."""
+    return or_(Job.lease_until.is_(None), Job.lease_until < t)
+
+
+def lock_row(s: Any, job_id: str) -> None:
+    """Hold the job's row until the session ends (PostgreSQL; SQLite's first write takes the database), so
+    that two compare-and-set moves in a row see one state: an update that matches no row takes no lock."""
+    s.execute(select(Job.id).where(Job.id == job_id).with_for_update())
+
+
 def move(s: Any, job_id: str, from_: tuple[str, ...], *extra: Any, **values: Any) -> bool:
     """Change a job's row only if its status is still one of `from_` (and `extra` conditions hold). Of two
     racing transitions exactly one wins; the other changes nothing and gets False."""
@@ -211,12 +223,12 @@ class JobRunner:
         worker died). None when it is not ours to run: finished, cancelled, or running elsewhere. A job cut
         off MAX_ATTEMPTS times is failed and refunded instead of taking another worker down."""
         t = now()
-        expired = and_(Job.status == "running", Job.lease_until.is_not(None), Job.lease_until < t)
+        lapsed = (lease_lapsed(t),) if self.lease_s else (Job.lease_until.is_not(None), Job.lease_until < t)
+        expired = and_(Job.status == "running", *lapsed)
         with self.db.session() as s:
             job = s.get(Job, job_id)
             if job is None:
                 return None
-            lapsed = Job.lease_until.is_not(None), Job.lease_until < t
             if job.status == "running" and job.cancel_requested:  # asked to stop, then its worker died
                 finish(s, job_id, ("running",), "cancelled", cancel_error(job.cancel_requested), *lapsed)
                 return None
