@@ -11,6 +11,7 @@ from unclip.service import credits
 from unclip.service.db import User
 
 from .conftest import Server
+from .test_jobs import wait_status
 
 
 def H(key: str) -> dict[str, str]:
@@ -162,3 +163,24 @@ def test_a_throttled_users_malformed_outpaint_takes_no_turn(live: Server, monkey
     monkeypatch.undo()
     ok = httpx.post(url, json={"prompt": "a cat", "size": "256x256"}, headers=H(key))
     assert ok.status_code == 200, ok.text
+
+
+@pytest.mark.parametrize("wait", [True, False])
+def test_a_throttled_request_the_engine_refuses_as_malformed_takes_no_turn(live: Server, wait: bool) -> None:
+    """The engine's own checks come after the charge: its 400 (charged, then refunded) is a typo too, whether
+    the request waited for it or polled the job; a request that ran keeps its turn."""
+    _, key = live.user("member")
+    url = live.url + "/v1/images/generations"
+    for prompt in ("forbidden 1", "forbidden 2"):
+        assert httpx.post(url, json={"prompt": prompt}, headers=H(key)).status_code == 400
+    body = {"prompt": "raise-invalid", "size": "256x256"}
+    if wait:
+        bad = httpx.post(url, json=body, headers=H(key))
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_value", bad.text
+    else:
+        job = httpx.post(url, json=body, headers={**H(key), "Prefer": "respond-async"}).json()
+        wait_status(live, key, job["id"], "failed")
+    ok = httpx.post(url, json={"prompt": "a cat", "size": "256x256"}, headers=H(key))
+    assert ok.status_code == 200, ok.text
+    again = httpx.post(url, json={"prompt": "a dog", "size": "256x256"}, headers=H(key))
+    assert again.status_code == 429 and again.headers["retry-after"]

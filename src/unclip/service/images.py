@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -188,6 +189,10 @@ class Submission:
 class ImageService:
     def __init__(self, services: Any) -> None:
         self.sv = services
+        # job id → (user id, throttle turn) of a throttled user's job in flight: given back when the engine
+        # refuses the request as malformed (a typo takes no turn), kept when the job ends any other way
+        self._turns: dict[str, tuple[str, float]] = {}
+        self._turns_lock = threading.Lock()
 
     # --- checks before any compute ---------------------------------------------------------------------
 
@@ -370,7 +375,11 @@ class ImageService:
         cost = self.cost(sub)
         turn = self.throttle(p)
         try:
-            return self._take(p, sub, endpoint, model, own, texts, cost)
+            job_id = self._take(p, sub, endpoint, model, own, texts, cost)
+            if turn is not None:
+                with self._turns_lock:
+                    self._turns[job_id] = (p.user_id, turn)
+            return job_id
         except BaseException as exc:
             # only a safety refusal keeps the turn; a full queue, missing credits or a check that could not
             # run (503) took nothing, and the throttled user may try again at once
@@ -425,7 +434,15 @@ class ImageService:
             job = s.get(Job, job_id)
             if job is None or job.user_id != p.user_id:
                 raise APIError(404, f"No job with id '{job_id}'.", param="job_id", code="job_not_found")
-            return job
+        if job.status in ("succeeded", "failed", "cancelled") and self._turns:
+            self._settle_turn(job)
+        return job
+
+    def _settle_turn(self, job: Job) -> None:
+        with self._turns_lock:
+            taken = self._turns.pop(job.id, None)
+        if taken is not None and ((job.error or {}).get("error") or {}).get("type") == "invalid_request_error":
+            self.sv.limiter.give_back(*taken)
 
     def image_url(self, image_id: str, base_url: str) -> str:
         base = (self.sv.settings.public_url or base_url).rstrip("/")
