@@ -18,6 +18,10 @@
 # side for everyday words, issue 15: the prior reads the tuned text tower):
 #   CONFIG=emoji-words INIT_FROM=models/unclip-emoji STAGES="clip prior" CHAIN=1 SHIP=$OUT scripts/train_gpu.sh
 # DATA_LOCALES=en builds the dataset with English captions only (what scripts/gpu_prepare.sh's npm cache holds).
+# STAGES without CHAIN and without MAX_MINUTES: every stage trains for the whole box (the budget left after the
+# data build, less SHIP_SECONDS for packing). movq beside the decoders is refused (they encode with the
+# autoencoder they start with): CHAIN=1. With SHIP, logs.tar is refreshed every 30 s while the stages run.
+# On a device machine, run it through scripts/gpu_run.sh (prepared here by scripts/gpu_prepare.sh).
 set -uo pipefail
 CONFIG=${CONFIG:-emoji-base}
 RUN=${RUN:-runs/$CONFIG}
@@ -34,9 +38,30 @@ if [ -n "$INIT" ] && [ ! -d "$RUN/model" ]; then
 fi
 
 t0=$(date +%s)
+$PY -c "import unclip, diffusers" || { echo "python cannot import unclip and diffusers: on a device, run" \
+  "scripts/gpu_run.sh (it installs the carried wheels and sets PYTHONPATH)"; exit 1; }
+if [ -n "${STAGES:-}" ] && [ -z "${CHAIN:-}" ] && [[ " $STAGES " == *" movq "* ]] \
+  && [[ " $STAGES " == *" decoder "* || " $STAGES " == *" inpaint "* ]]; then
+  echo "movq beside decoder/inpaint: the decoders would learn the latents of the autoencoder they started" \
+    "with; set CHAIN=1 (movq, then the decoders)"; exit 1
+fi
 [ -f "$DATA/manifest.json" ] || $PY -m unclip data build emoji --out "$DATA" --cache "$CACHE" --sizes 64 \
   ${DATA_LOCALES:+--locales "$DATA_LOCALES"} || exit 1
 echo "data ready after $(( $(date +%s) - t0 )) s"
+if [ -n "${STAGES:-}" ] && [ -z "${MAX_MINUTES:-}" ] && [ -z "${CHAIN:-}" ]; then
+  # side by side, every stage gets the whole box (its time schedule anneals over it), less SHIP_SECONDS
+  MAX_MINUTES=$(( (UNCLIP_DEADLINE - $(date +%s) - ${SHIP_SECONDS:-60}) / 6 ))
+  MAX_MINUTES=$(( MAX_MINUTES < 1 ? 1 : MAX_MINUTES ))  # tenths of a minute
+  MAX_MINUTES="$(( MAX_MINUTES / 10 )).$(( MAX_MINUTES % 10 ))"
+  echo "each stage trains for $MAX_MINUTES minutes"
+fi
+if [ -n "${SHIP:-}" ]; then  # the logs so far come back even if the call is cut off
+  mkdir -p "$SHIP"
+  ( while sleep 30; do (cd "$RUN" && tar -cf "$SHIP/.logs.tar" $(ls -d log-*.txt ./*/metrics.csv 2>/dev/null) \
+      && mv "$SHIP/.logs.tar" "$SHIP/logs.tar") 2>/dev/null; done ) &
+  logger=$!
+  trap 'kill $logger 2>/dev/null' EXIT
+fi
 
 stage() { $PY -m unclip train "$1" --config "$CONFIG" --data "$DATA" --run-dir "$RUN" \
   ${MAX_MINUTES:+--max-minutes "$MAX_MINUTES"} ${MAX_STEPS:+--max-steps "$MAX_STEPS"} ${INIT:+--init-from "$INIT"} \
@@ -45,6 +70,7 @@ stage() { $PY -m unclip train "$1" --config "$CONFIG" --data "$DATA" --run-dir "
 ship() {
   [ -n "${SHIP:-}" ] || return 0
   SHIP=$(realpath -m "$SHIP") RUN=$(realpath -m "$RUN")
+  kill "${logger:-}" 2>/dev/null; rm -f "$SHIP/.logs.tar"
   mkdir -p "$SHIP" && $PY -m unclip pack-model "$RUN/model" "$RUN/packed" >/dev/null || return 1
   tar -C "$RUN" -cf - packed | split -b 15M - "$SHIP/model.tar.part-"
   (cd "$RUN" && tar -cf "$SHIP/logs.tar" $(ls -d log-*.txt ./*/metrics.csv ./*/summary.json 2>/dev/null))

@@ -110,3 +110,30 @@ def test_chained_text_side_tunes_the_tower_then_the_prior_on_it(
     tower = load_file(next((run / "model" / "prior" / "text_encoder").glob("*.safetensors")))
     shipped = load_file(next((tiny_model / "prior" / "text_encoder").glob("*.safetensors")))
     assert any(not tower[k].float().equal(v.float()) for k, v in shipped.items())  # the tower was tuned
+
+
+@pytest.mark.slow
+def test_a_decoder_call_with_only_the_parts_it_carries(tiny_model: Path, emoji64: Path, tmp_path: Path) -> None:
+    """What scripts/gpu_prepare.sh sends: the decoder and the CLIP image tower, no other weights; no MAX_MINUTES
+    (the stage gets the box), SKIP_EVAL (judged back here)."""
+    import shutil
+
+    carried = tmp_path / "carried"
+    shutil.copytree(tiny_model / "decoder", carried / "decoder")
+    shutil.copytree(tiny_model / "prior" / "image_encoder", carried / "prior" / "image_encoder")
+    ship = run_script(emoji64, tmp_path, INIT_FROM=str(carried), STAGES="decoder", SKIP_EVAL="1",
+                      BUDGET_SECONDS="75", SHIP_SECONDS="55")  # fmt: skip
+    out = (tmp_path / "stdout.txt").read_text()
+    assert "each stage trains for 0." in out and "decoder done" in out
+    assert sorted(p.name for p in ship.iterdir()) == ["logs.tar", "model.tar.part-aa"]
+    with tarfile.open(fileobj=io.BytesIO((ship / "model.tar.part-aa").read_bytes())) as tar:
+        names = tar.getnames()
+    assert "packed/decoder/unet/diffusion_pytorch_model.safetensors" in names
+    assert not [n for n in names if n.startswith(("packed/inpaint", "packed/prior/prior", "packed/upsampler"))]
+
+
+def test_movq_beside_the_decoders_is_refused(emoji64: Path, tmp_path: Path) -> None:
+    env = os.environ | {"CONFIG": "tiny", "DATA": str(emoji64), "RUN": str(tmp_path / "run"),
+                        "PYTHON": sys.executable, "STAGES": "movq decoder"}  # fmt: skip
+    done = subprocess.run(["bash", "scripts/train_gpu.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and "CHAIN=1" in done.stdout

@@ -133,3 +133,29 @@ def test_locked_image_tuning_moves_only_the_text_tower(
     again.seed_model(run.model_dir)
     warm = again.stage("clip").model()
     assert float(warm.logit_scale.detach()) == pytest.approx(learned, abs=1e-6)
+
+
+def test_a_decoders_export_leaves_the_autoencoder_a_movq_stage_wrote_meanwhile(
+    tiny_model: Path, emoji64: Path, tmp_path: Path
+) -> None:
+    """Side by side on one GPU the movq stage can finish while the decoders train: their exports wrote back the
+    autoencoder they had read at the start (the inpainting one through its movq link), undoing its training."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    run = Run(load_config("tiny"), emoji64, tmp_path, "cpu")
+    shutil.copytree(tiny_model, run.model_dir, symlinks=True)
+    stages = {name: run.stage(name) for name in ("decoder", "inpaint")}  # both read the autoencoder now
+    movq = run.model_dir / "decoder" / "movq"
+    newer = VQModel.from_pretrained(movq, torch_dtype=torch.float32)
+    with torch.no_grad():
+        for p in newer.parameters():
+            p.add_(0.5)
+    newer.save_pretrained(movq)  # what a movq stage beside them exports
+    for name, stage in stages.items():
+        stage.export(stage.model())
+        assert (run.model_dir / name / "unet").is_dir()
+    assert (run.model_dir / "inpaint" / "movq").is_symlink()
+    written = {k: v for f in movq.glob("*.safetensors") for k, v in load_file(f).items()}
+    assert all(torch.equal(written[k], v.to(written[k].dtype)) for k, v in newer.state_dict().items())

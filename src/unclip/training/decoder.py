@@ -106,19 +106,31 @@ class DecoderStage:
         return known
 
     def export(self, model) -> None:
+        """The UNet, scheduler and pipeline index into the stage's folder. The autoencoder is the movq stage's:
+        written here only where the model has none yet (the copy this stage read may be older than the one a
+        movq stage beside it wrote since), and the inpainting pipeline shares the decoder's."""
+        import shutil
+        import tempfile
+
         from diffusers import KandinskyV22InpaintPipeline, KandinskyV22Pipeline
 
         cls = KandinskyV22InpaintPipeline if self.inpaint else KandinskyV22Pipeline
         folder = self.out / self.name
-        cls(unet=model, scheduler=builders.decoder_scheduler(), movq=self.movq).save_pretrained(
-            folder, max_shard_size="15MB"
-        )
-        if self.inpaint:  # share the decoder's movq rather than ship a second copy
-            import shutil
-
-            movq_dir = folder / "movq"
-            if movq_dir.is_symlink():
-                movq_dir.unlink()
-            else:
-                shutil.rmtree(movq_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.out) as tmp:
+            cls(unet=model, scheduler=builders.decoder_scheduler(), movq=self.movq).save_pretrained(
+                tmp, max_shard_size="15MB"
+            )
+            for part in Path(tmp).iterdir():
+                dest = folder / part.name
+                if part.name == "movq" and (self.inpaint or dest.exists()):
+                    continue
+                if dest.is_symlink() or dest.is_file():
+                    dest.unlink()
+                elif dest.exists():
+                    shutil.rmtree(dest)
+                shutil.move(str(part), dest)
+        if self.inpaint and not (folder / "movq").is_symlink():
+            if (folder / "movq").exists():
+                shutil.rmtree(folder / "movq")
             (folder / "movq").symlink_to(Path("..") / "decoder" / "movq", target_is_directory=True)
