@@ -104,7 +104,7 @@ def test_size_in_the_api_form(tiny_model: Path, tmp_path: Path) -> None:
 
 def test_overlong_prompt_is_refused_before_anything_loads(tmp_path: Path) -> None:
     r = invoke("generate", "a" * 1001, "--model", tmp_path / "no-such-model", ok=False)
-    fails(r, 2, "1001 characters", "limit is 1000")
+    fails(r, 2, "the prompt: string too long", "length 1001", "maximum length 1000")
 
 
 def test_generate_same_seed_same_pixels(tiny_model: Path, tmp_path: Path) -> None:
@@ -538,3 +538,52 @@ def test_generate_on_the_bundled_model(tmp_path: Path) -> None:
     with Image.open(files[0]) as im:
         assert im.size == (256, 256)
         assert np.asarray(im).std() > 5  # not a blank image
+
+
+# ------------------------------------------------------------------------------------ review 2026-12-07
+def test_an_unusable_out_is_refused_before_the_model_runs(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import unclip.cli.generate as generate
+
+    monkeypatch.setattr(generate, "engine_for", lambda *a, **k: pytest.fail("the model ran"))
+    (tmp_path / "a-file").write_text("x")
+    r = invoke("generate", "a red apple", "--model", tiny_model, "--out", tmp_path / "a-file" / "sub", *FAST, ok=False)
+    fails(r, 2, "--out", "cannot create the folder")
+
+
+def test_prompts_are_checked_as_the_server_checks_them(tiny_model: Path, tmp_path: Path) -> None:
+    base = ["--model", tiny_model, "--out", tmp_path / "o", *FAST]
+    fails(invoke("generate", "\u200b", *base, ok=False), 2, "empty string")
+    fails(invoke("generate", "a cat", "--negative-prompt", "x" * 1001, *base, ok=False), 2, "--negative-prompt")
+    fails(invoke("generate", "a cat \udcff", *base, ok=False), 2, "not valid Unicode")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_folder_is_not_a_blend_prompt(tmp_path: Path) -> None:
+    with pytest.raises(CliError, match="a folder, not an image file"):
+        parse_blend_items([str(tmp_path), "a cat"], [])
+    assert parse_blend_items(["outputs", "a cat"], []) == [("outputs", 1.0), ("a cat", 1.0)]  # a word stays one
+
+
+def test_a_low_bit_colour_key_is_transparency_as_on_the_server(tmp_path: Path) -> None:
+    from unclip.cli.common import read_image
+    from unclip.safety.uploads import read_image_upload
+
+    img = Image.new("1", (256, 256), 1)
+    img.paste(0, (64, 64, 128, 128))
+    img.save(tmp_path / "keyed.png", transparency=0)
+    cli, server = read_image(tmp_path / "keyed.png"), read_image_upload((tmp_path / "keyed.png").read_bytes())
+    assert cli.mode == server.mode == "RGBA" and np.array_equal(np.asarray(cli), np.asarray(server))
+
+
+def test_metadata_says_how_to_make_the_image_again(tiny_model: Path, images: dict[str, Path], tmp_path: Path) -> None:
+    base = ["--model", tiny_model, "--seed", "1", "--guidance", "9", *FAST]
+    for args in (("edit", images["holed.png"], "a cat"), ("vary", images["square.png"]),
+                 ("blend", "a cat", images["square.png"])):  # fmt: skip
+        out = paths(invoke(*args, "-n", "1", "--out", tmp_path / args[0], *base))[0]
+        assert text_chunks(out)["unclip:guidance"] == "9.0", args[0]
+    out = paths(invoke("outpaint", images["wide.png"], "a beach", "--canvas", "512x256", "--out", tmp_path / "p",
+                       *base))[0]  # fmt: skip
+    meta = text_chunks(out)
+    assert [meta[f"unclip:{k}"] for k in ("left", "top", "right", "bottom")] == ["128", "64", "128", "64"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from unclip.cli.common import (
     check_square_image,
     engine_for,
     errors,
+    prepare_out,
     progress_bar,
     read_image,
     save_outputs,
@@ -73,6 +75,8 @@ def parse_blend_items(items: Sequence[str], weights: Sequence[float]) -> list[tu
         path = Path(text).expanduser()
         if path.is_file():
             out.append((path, weight))
+        elif path.is_dir() and (os.sep in text or text.lower().endswith(IMAGE_SUFFIXES)):
+            raise CliError(f"blend item {text!r}: a folder, not an image file")
         elif text.lower().endswith(IMAGE_SUFFIXES) and "\n" not in text:
             raise CliError(f"blend item {text!r}: no such file")
         else:
@@ -117,6 +121,7 @@ def blend_cmd(
                 engine_items.append((img, w))
             else:
                 engine_items.append((it, w))
+        prepare_out(out)
         engine = engine_for(model, threads, quiet)
         with progress_bar("blend", quiet) as cb:
             images = engine.blend(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import re
 import time
 import warnings
@@ -174,13 +175,20 @@ def _policy() -> ContentPolicy:
     return ContentPolicy.load()
 
 
-def check_prompts(prompts: Sequence[str]) -> None:
-    """Refuse an empty, overlong or flagged prompt before any model is loaded, as the server does."""
-    for text in prompts:
-        if not text.strip():
-            raise CliError("the prompt is empty")
-        if len(text) > 1000:
-            raise CliError(f"the prompt is {len(text)} characters; the limit is 1000")
+def check_prompts(prompts: Sequence[str], negative_prompt: str | None = None) -> None:
+    """Refuse an empty (nothing visible), overlong, undecodable or flagged prompt, and a negative prompt the
+    server would refuse, before any model is loaded, with the server's checks."""
+    from unclip.service.errors import APIError
+    from unclip.service.images import check_prompt
+
+    try:
+        for text in prompts:
+            check_prompt(text)
+        check_prompt(negative_prompt, required=False, param="negative_prompt")
+    except APIError as exc:
+        message = exc.message.replace("Invalid 'prompt': ", "the prompt: ")
+        message = message.replace("Invalid 'negative_prompt': ", "--negative-prompt: ")
+        raise CliError(message) from None
     quiet_loading()  # the policy's classifier loads a transformers model
     policy = _policy()
     for text in prompts:
@@ -209,7 +217,7 @@ def read_image(path: Path, param: str = "image", grey_as_alpha: bool = False) ->
     its luminance as alpha (a black-and-white mask: black = transparent = edit)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    from unclip.safety.uploads import _sniff, _to_8bit
+    from unclip.safety.uploads import UploadError, _sniff, _to_8bit, to_8bit
 
     label = f"{param} {path}"
     if not path.exists():
@@ -263,7 +271,10 @@ def read_image(path: Path, param: str = "image", grey_as_alpha: bool = False) ->
         out = Image.new("RGBA", img.size, (0, 0, 0, 255))
         out.putalpha(alpha)
         return out
-    return _to_8bit(img)
+    try:
+        return to_8bit(img, data, param)
+    except UploadError as exc:
+        raise CliError(f"{label}: {exc.message.removeprefix('Invalid input image - ')}") from None
 
 
 def check_square_image(img: Image.Image, label: str) -> None:
@@ -414,6 +425,16 @@ def make_grid(images: Sequence[Image.Image], gap: int = 4, background=(235, 235,
     return sheet
 
 
+def prepare_out(out: Path) -> None:
+    """Create --out and check it takes files, before the model loads: not after minutes of work."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from exc
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise CliError(f"--out {out}: the folder is not writable")
+
+
 def save_outputs(
     images: Sequence[Image.Image], out: Path, command: str, label: str, extra: dict[str, Any], grid: bool
 ) -> list[Path]:
@@ -421,10 +442,7 @@ def save_outputs(
     return them."""
     from unclip.safety.provenance import encode_png
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CliError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from exc
+    prepare_out(out)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = f"{stamp}-{command}-{_slug(label)}"
     paths = []

@@ -26,6 +26,7 @@ from unclip.cli.common import (
     engine_for,
     errors,
     parse_size,
+    prepare_out,
     progress_bar,
     read_image,
     save_outputs,
@@ -88,6 +89,7 @@ def edit_cmd(
         else:
             _check_repaint_area(img, f"IMAGE {image}")
         check_prompts([prompt])
+        prepare_out(out)
         engine = engine_for(model, threads, quiet)
         with progress_bar("edit", quiet) as cb:
             images = engine.edit(

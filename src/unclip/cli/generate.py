@@ -24,6 +24,7 @@ from unclip.cli.common import (
     check_prompts,
     engine_for,
     errors,
+    prepare_out,
     progress_bar,
     save_outputs,
 )
@@ -53,7 +54,8 @@ def generate_cmd(
 
         check_common(n, size, steps, guidance, sampler)
         check_negative_prompt(negative_prompt, guidance)  # before the model loads
-        check_prompts([prompt])
+        check_prompts([prompt], negative_prompt)
+        prepare_out(out)
         engine = engine_for(model, threads, quiet)
         with progress_bar("generate", quiet) as cb:
             images = engine.generate(

@@ -25,6 +25,7 @@ from unclip.cli.common import (
     check_prompts,
     engine_for,
     errors,
+    prepare_out,
     progress_bar,
     random_seed,
     read_image,
@@ -81,6 +82,7 @@ def outpaint_cmd(
             )
         left, top = (0, 0) if at is not None else (left or 0, top or 0)  # with a canvas, `at` places it
         check_prompts([prompt])
+        prepare_out(out)
         engine = engine_for(model, threads, quiet)
         first = seed if seed is not None else random_seed()
         images = []
@@ -103,13 +105,16 @@ def outpaint_cmd(
                         progress=cb,
                     )
                 )
+        w, h = images[0].size
+        if at is not None:  # where --canvas put the image, as margins: the file says how to make it again
+            left, top, right, bottom = at[0], at[1], w - img.width - at[0], h - img.height - at[1]
         extra = {
             "source": image.name,
             "left": left,
             "right": right,
             "top": top,
             "bottom": bottom,
-            "canvas": f"{images[0].width}x{images[0].height}",
+            "canvas": f"{w}x{h}",
         }
         save_outputs(images, out, "outpaint", prompt, extra, grid)
 

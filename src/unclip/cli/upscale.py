@@ -16,6 +16,7 @@ from unclip.cli.common import (
     Threads,
     engine_for,
     errors,
+    prepare_out,
     read_image,
     save_outputs,
     status,
@@ -38,6 +39,7 @@ def upscale_cmd(
                 f"IMAGE {image} is {img.width}x{img.height}; upscale takes images up to 256 px "
                 "on the longest side"
             )
+        prepare_out(out)
         engine = engine_for(model, threads, quiet)
         with status("upscaling", quiet):
             result = engine.upscale(img)

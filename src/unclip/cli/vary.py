@@ -25,6 +25,7 @@ from unclip.cli.common import (
     check_square_image,
     engine_for,
     errors,
+    prepare_out,
     progress_bar,
     read_image,
     save_outputs,
@@ -61,6 +62,7 @@ def vary_cmd(
             raise CliError(f"--strength must be between 0.05 and 1, got {strength}")
         img = read_image(image, "IMAGE")
         check_square_image(img, f"IMAGE {image}")
+        prepare_out(out)
         engine = engine_for(model, threads, quiet)
         with progress_bar("vary", quiet) as cb:
             images = engine.vary(

@@ -412,7 +412,7 @@ class Engine:
         if progress:
             progress(total, total)
         return self._finish(x, seeds, {"prompt": prompt, "steps": steps, "sampler": sampler, "mode": "edit",
-                                       "size": size})  # fmt: skip
+                                       "guidance": guidance, "size": size})  # fmt: skip
 
     @torch.inference_mode()
     def outpaint(self, image: Image.Image, prompt: str, left: int = 0, right: int = 0, top: int = 0,
@@ -469,7 +469,7 @@ class Engine:
         if progress:
             progress(total, total)
         return self._finish(x, seeds, {"mode": "variation", "strength": strength, "steps": steps,
-                                       "sampler": sampler, "size": size})  # fmt: skip
+                                       "sampler": sampler, "guidance": guidance, "size": size})  # fmt: skip
 
     @torch.inference_mode()
     def blend(self, items: Sequence[tuple[str | Image.Image, float]], n: int = 1, size: int = 256,
@@ -513,7 +513,7 @@ class Engine:
             progress(total, total)
         labels = [it if isinstance(it, str) else "<image>" for it, _ in items]
         return self._finish(x, seeds, {"mode": "blend", "items": labels, "weights": weights, "steps": steps,
-                                       "sampler": sampler, "size": size})  # fmt: skip
+                                       "sampler": sampler, "guidance": guidance, "size": size})  # fmt: skip
 
     @torch.inference_mode()
     def upscale(self, image: Image.Image, progress: Progress | None = None,

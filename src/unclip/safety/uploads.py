@@ -188,7 +188,7 @@ def _decode(data: bytes, param: str, require_square: bool, max_bytes: int) -> Im
             param,
             "invalid_image_format",
         )
-    width, height, depth, ctype, animated = probe_png(data)
+    width, height, _depth, _ctype, animated = probe_png(data)
     if width < MIN_SIDE or height < MIN_SIDE:
         raise UploadError(
             f"Invalid input image - '{param}' is {width}x{height}; "
@@ -242,8 +242,18 @@ def _decode(data: bytes, param: str, require_square: bool, max_bytes: int) -> Im
         raise UploadError(
             f"Invalid input image - '{param}' could not be decoded ({detail}).", param, "invalid_image"
         ) from exc
-    key = _colour_key(data) if ctype in (0, 2) and depth != 8 else None
-    return _to_8bit(img) if key is None else _keyed(img, depth, ctype, key, param)
+    return to_8bit(img, data, param)
+
+
+def to_8bit(img: Image.Image, data: bytes, param: str = "image") -> Image.Image:
+    """8-bit RGB or RGBA from a decoded image and its file's bytes: a PNG's colour key (tRNS) at another depth
+    than 8 is transparency too (the server's uploads and the command line read files alike)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 33:
+        _, _, depth, ctype = struct.unpack(">IIBB", data[16:26])
+        key = _colour_key(data) if ctype in (0, 2) and depth != 8 else None
+        if key is not None:
+            return _keyed(img, depth, ctype, key, param)
+    return _to_8bit(img)
 
 
 def read_image_upload(
