@@ -587,3 +587,9 @@ def test_metadata_says_how_to_make_the_image_again(tiny_model: Path, images: dic
                        *base))[0]  # fmt: skip
     meta = text_chunks(out)
     assert [meta[f"unclip:{k}"] for k in ("left", "top", "right", "bottom")] == ["128", "64", "128", "64"]
+
+
+def test_an_outpaint_too_large_names_the_flags_given(tiny_model: Path, images: dict[str, Path], tmp_path: Path) -> None:
+    base = ["--model", tiny_model, "--out", tmp_path / "o", *FAST]
+    fails(invoke("outpaint", images["wide.png"], "sky", "--left", "5000", *base, ok=False), 2, "--left/--right")
+    fails(invoke("outpaint", images["wide.png"], "sky", "--canvas", "5000x200", *base, ok=False), 2, "(--canvas)")

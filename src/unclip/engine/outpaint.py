@@ -83,13 +83,14 @@ def _layout(size: tuple[int, int], left: int, right: int, top: int, bottom: int,
         cw, ch = w + left + right, h + top + bottom
     if cw == w and ch == h:
         raise InvalidInput("nothing to outpaint: give an extension or a larger canvas", param="extend")
+    sized_by = "canvas" if canvas is not None else "extend"  # what the caller gave: name it in the error
     if max(cw, ch) > MAX_CANVAS:
-        raise InvalidInput(f"canvas {cw}x{ch} exceeds {MAX_CANVAS} px on a side", param="canvas")
+        raise InvalidInput(f"canvas {cw}x{ch} exceeds {MAX_CANVAS} px on a side", param=sized_by)
     if not 0.1 <= overlap <= 0.9:
         raise InvalidInput("overlap must be between 0.1 and 0.9", param="overlap")
     f = min(frame, cw, ch)
     if f < 64:
-        raise InvalidInput("the canvas must be at least 64 px on each side", param="canvas")
+        raise InvalidInput("the canvas must be at least 64 px on each side", param=sized_by)
     stride = max(8, int(f * (1 - overlap)))
     frames = [(x, y) for y in _positions(ch, f, stride) for x in _positions(cw, f, stride)
               if not (left <= x and x + f <= left + w and top <= y and y + f <= top + h)]  # fmt: skip
