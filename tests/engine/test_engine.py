@@ -210,7 +210,7 @@ def test_input_errors(engine: Engine) -> None:
         (lambda: engine.outpaint(Image.new("RGB", (256, 256)), "x"), "extend"),
         (lambda: engine.outpaint(Image.new("RGB", (256, 256)), "x", canvas=(128, 512)), "canvas"),
         (lambda: engine.outpaint(Image.new("RGB", (256, 256)), "x", canvas=(512, 512), left=10), "canvas"),
-        (lambda: engine.outpaint(Image.new("RGB", (256, 256)), "x", right=5000), "canvas"),
+        (lambda: engine.outpaint(Image.new("RGB", (256, 256)), "x", right=5000), "extend"),  # the sides given
         (lambda: engine.upscale(Image.new("RGB", (512, 512))), "image"),
         (lambda: engine.generate("x", guidance=1.0, negative_prompt="y"), "negative_prompt"),
     ]
