@@ -19,6 +19,7 @@ from unclip.service.auth import Principal, require_active, require_feature
 from unclip.service.db import AuditEvent, ImageRecord, Job, User, new_id, now
 from unclip.service.errors import APIError, content_policy, invalid, missing, rate_limited
 from unclip.service.policy import has_real_face, prompt_hash, real_face_refusal, upload_to_store
+from unclip.service.runner import TERMINAL
 
 log = logging.getLogger("unclip.service")
 SIZES = ("256x256", "512x512", "1024x1024")
@@ -434,7 +435,7 @@ class ImageService:
             job = s.get(Job, job_id)
             if job is None or job.user_id != p.user_id:
                 raise APIError(404, f"No job with id '{job_id}'.", param="job_id", code="job_not_found")
-        if job.status in ("succeeded", "failed", "cancelled") and self._turns:
+        if job.status in TERMINAL and self._turns:
             self._settle_turn(job)
         return job
 

@@ -22,9 +22,9 @@ from unclip.service.runner import (
     JobRunner,
     ShuttingDown,
     cancel_error,
+    cancel_row,
     crashed_error,
     finish,
-    lock_row,
     move,
     prune_handles,
     worker_token,
@@ -228,11 +228,8 @@ class JobManager(JobQueue):
     def cancel(self, job_id: str) -> None:
         """Cancel a queued job at once (refunded), or ask a running one to stop."""
         h = self.handle(job_id)
-        with self.db.session() as s:
-            lock_row(s, job_id)  # a pass putting it back between the two would make both miss
-            won = finish(s, job_id, ("queued",), "cancelled", None)
-            if not won:  # recorded: a restart before the engine's next step must not run it again
-                move(s, job_id, ("running",), cancel_requested="user")
+        with self.db.session() as s:  # recorded: a restart before the engine's next step must not run it again
+            won = cancel_row(s, job_id, "user")
         if won:
             self._free(job_id)
         if h:

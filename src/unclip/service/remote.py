@@ -21,10 +21,8 @@ from unclip.service.runner import (
     TERMINAL,
     Handle,
     ShuttingDown,
-    finish,
+    cancel_row,
     lease_lapsed,
-    lock_row,
-    move,
     prune_handles,
 )
 
@@ -80,9 +78,7 @@ class RemoteJobs(JobQueue):
         for h in waited:
             h.shutdown = True
             with self.db.session() as s:
-                lock_row(s, h.job_id)
-                if not finish(s, h.job_id, ("queued",), "cancelled", ShuttingDown(SHUTDOWN_CANCELLED).body()):
-                    move(s, h.job_id, ("running",), cancel_requested="shutdown")
+                cancel_row(s, h.job_id, "shutdown", ShuttingDown(SHUTDOWN_CANCELLED).body())
 
     # --- submitting --------------------------------------------------------------------------------------
 
@@ -150,10 +146,7 @@ class RemoteJobs(JobQueue):
         """Cancel a queued job at once (refunded), or ask the worker running it to stop."""
         h = self.handle(job_id)
         with self.db.session() as s:
-            lock_row(s, job_id)  # a worker putting it back between the two would make both miss
-            won = finish(s, job_id, ("queued",), "cancelled", None)
-            if not won:
-                move(s, job_id, ("running",), cancel_requested="user")
+            won = cancel_row(s, job_id, "user")
         if h is not None:
             h.cancel.set()
             if won:

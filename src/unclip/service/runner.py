@@ -64,10 +64,16 @@ def lease_lapsed(t: float) -> Any:
     return or_(Job.lease_until.is_(None), Job.lease_until < t)
 
 
-def lock_row(s: Any, job_id: str) -> None:
-    """Hold the job's row until the session ends (PostgreSQL; SQLite's first write takes the database), so
-    that two compare-and-set moves in a row see one state: an update that matches no row takes no lock."""
+def cancel_row(s: Any, job_id: str, asked: str, error: dict[str, Any] | None = None) -> bool:
+    """Cancel a queued job at once (True: its charge is refunded), or record on a running one that `asked`
+    ("user", "shutdown") wants it stopped. The row is locked first (PostgreSQL; SQLite's first write takes the
+    database): an update that matches no row takes no lock, and a worker putting the job back in the queue
+    between the two moves would make both miss."""
     s.execute(select(Job.id).where(Job.id == job_id).with_for_update())
+    if finish(s, job_id, ("queued",), "cancelled", error):
+        return True
+    move(s, job_id, ("running",), cancel_requested=asked)
+    return False
 
 
 def move(s: Any, job_id: str, from_: tuple[str, ...], *extra: Any, **values: Any) -> bool:
