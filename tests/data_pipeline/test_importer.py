@@ -52,6 +52,7 @@ def test_import_a_folder_with_txt_captions(folder: Path, tmp_path: Path) -> None
     assert m["source_format"] == "folder" and m["counts"]["train"]["total"] == 3
     assert m["skipped"] == {"no_caption": 1, "unreadable": 1}
     assert m["images_per_size"] == {"16": 3, "32": 3} and m["locales"] == ["en"]
+    assert m["sources"] == {}  # nothing says whose images they are
     metas = {
         json.loads(s["json"])["key"]: json.loads(s["json"])
         for s in iter_samples(sorted((out / "shards" / "16").glob("train-*.tar")))
@@ -100,6 +101,19 @@ def test_import_webdataset_shards_keeps_their_fields(built: tuple[Path, dict], t
     meta = json.loads(sample["json"])
     assert meta["split"] == "holdout" and meta["style"] in STYLES and set(meta["captions"]) >= {"en", "de"}
     assert load_images(out, 16, "train").style_ids.max() < len(STYLES)
+
+
+def test_import_of_our_shards_keeps_their_licences(built: tuple[Path, dict], tmp_path: Path) -> None:
+    data, manifest = built
+    kept = {st for c in manifest["counts"].values() for st in c if st != "total"}
+    want = {k: v for k, v in manifest["sources"].items() if k not in STYLES or k in kept}
+    assert want["captions"]["license"] and any(k in STYLES for k in want)
+    m = import_data(ImportConfig(src=data / "shards" / "16", out=tmp_path / "again", sizes=(16,)))
+    assert m["sources"] == want
+    part = import_data(ImportConfig(src=data / "shards" / "16" / "train-*.tar", out=tmp_path / "part", sizes=(16,)))
+    assert part["sources"] == {k: v for k, v in want.items() if k not in STYLES or k in part["counts"]["train"]}
+    again = import_data(ImportConfig(src=tmp_path / "again" / "shards", out=tmp_path / "twice", sizes=(16,)))
+    assert again["sources"] == want  # an import of an import keeps them too
 
 
 def test_import_img2dataset_output(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ Two kinds of source:
 - a folder of images (png, jpg, jpeg, webp; sub-folders too), each with a caption file of the same name
   ending in `.txt` (every non-empty line is one caption); images without one are skipped and counted;
 - WebDataset shards (a folder of .tar files, a glob, a brace range): ours or img2dataset's output
-  (image + txt + optional json). A json's "captions", "style", "base_hexcode" and "split" are kept.
+  (image + txt + optional json). A json's "captions", "style", "base_hexcode" and "split" are kept, and
+  so are the licences (`sources`) in the manifest.json of the dataset the shards come from.
 
 Out: `OUT/shards/{size}/{train,val,test}-NNNNN.tar` (png RGB on white, alpha.png, txt, json) and
 `OUT/manifest.json`, as `unclip data build emoji` writes them. Each image is its own "emoji" (its
@@ -35,6 +36,7 @@ from unclip.data.loader import (
 )
 from unclip.data.render import png_bytes
 from unclip.data.shards import ShardWriter, iter_samples
+from unclip.data.sources import STYLES
 from unclip.data.staging import staged
 
 SPLITS = ("train", "val", "test", "holdout")
@@ -165,6 +167,28 @@ def _bounded_map(fn: Callable, items: Iterable, pool: ProcessPoolExecutor | None
         yield from pool.map(fn, chunk, chunksize=max(1, len(chunk) // 32))
 
 
+def source_licences(src: Path) -> dict[str, dict]:
+    """The `sources` block (package, version, licence, attribution per style) of the datasets whose shards
+    `src` names: each shard's nearest manifest.json, up to three folders above it (OUT/shards/SIZE/x.tar)."""
+    found: dict[str, dict] = {}
+    seen: set[Path] = set()
+    for shard in expand_shards(src):
+        for folder in list(shard.resolve().parents)[:3]:
+            manifest = folder / "manifest.json"
+            if manifest in seen:
+                break
+            if manifest.is_file():
+                seen.add(manifest)
+                try:
+                    sources = json.loads(manifest.read_text()).get("sources")
+                except (OSError, ValueError, AttributeError):
+                    break
+                if isinstance(sources, dict):
+                    found.update({k: v for k, v in sources.items() if isinstance(v, dict)})
+                break
+    return found
+
+
 def split_for(base: str, cfg: ImportConfig) -> str:
     bucket = int(hashlib.md5(base.encode()).hexdigest(), 16) % 100
     if bucket < cfg.test_percent:
@@ -184,6 +208,7 @@ def import_data(cfg: ImportConfig, progress: Callable[[str, int, int | None], No
 def _import_into(stage: Path, kind: str, cfg: ImportConfig, progress: Callable | None) -> dict:
     started = time.time()
     skipped: Counter = Counter()
+    licences = source_licences(cfg.src) if kind == "webdataset" else {}
     items = (_folder_items if kind == "folder" else _shard_items)(cfg.src, cfg, skipped)
     writers = {
         (s, size): ShardWriter(stage / "shards" / str(size), s, max_count=cfg.shard_size)
@@ -254,6 +279,8 @@ def _import_into(stage: Path, kind: str, cfg: ImportConfig, progress: Callable |
         "fit": cfg.fit,
         "locales": sorted(locales),
         "counts": {s: dict(c) | {"total": sum(c.values())} for s, c in counts.items() if c},
+        # the licences of the datasets imported, for the styles kept (and their captions' source)
+        "sources": {k: v for k, v in licences.items() if k not in STYLES or any(k in c for c in counts.values())},
         "emoji_per_split": {s: len(b) for s, b in bases.items() if b},
         "skipped": dict(skipped),
         "shards": {
