@@ -17,6 +17,9 @@
 # CHAIN=1 runs STAGES one after another instead, for stages that read what the one before trained (the text
 # side for everyday words, issue 15: the prior reads the tuned text tower):
 #   CONFIG=emoji-words INIT_FROM=models/unclip-emoji STAGES="clip prior" CHAIN=1 SHIP=$OUT scripts/train_gpu.sh
+# BATCH_SIZE overrides every stage's batch: a number, or auto (each stage times a few steps at its config's
+# batch, twice it, … and trains at the smallest within 10% of the best rate, its choice and timings in
+# RUN/STAGE/batch.json and in logs.tar; meant for stages alone on the GPU, as STAGES runs them).
 # DATA_LOCALES=en builds the dataset with English captions only (what scripts/gpu_prepare.sh's npm cache holds).
 # STAGES without CHAIN and without MAX_MINUTES: every stage trains for the whole box (the budget left after the
 # data build, less SHIP_SECONDS for packing). movq beside the decoders is refused (they encode with the
@@ -57,7 +60,7 @@ if [ -n "${STAGES:-}" ] && [ -z "${MAX_MINUTES:-}" ] && [ -z "${CHAIN:-}" ]; the
 fi
 if [ -n "${SHIP:-}" ]; then  # the logs so far come back even if the call is cut off
   mkdir -p "$SHIP"
-  ( while sleep 30; do (cd "$RUN" && tar -cf "$SHIP/.logs.tar" $(ls -d log-*.txt ./*/metrics.csv 2>/dev/null) \
+  ( while sleep 30; do (cd "$RUN" && tar -cf "$SHIP/.logs.tar" $(ls -d log-*.txt ./*/metrics.csv ./*/batch.json 2>/dev/null) \
       && mv "$SHIP/.logs.tar" "$SHIP/logs.tar") 2>/dev/null; done ) &
   logger=$!
   trap 'kill $logger 2>/dev/null' EXIT
@@ -65,7 +68,7 @@ fi
 
 stage() { $PY -m unclip train "$1" --config "$CONFIG" --data "$DATA" --run-dir "$RUN" \
   ${MAX_MINUTES:+--max-minutes "$MAX_MINUTES"} ${MAX_STEPS:+--max-steps "$MAX_STEPS"} ${INIT:+--init-from "$INIT"} \
-  > "$RUN/log-$1.txt" 2>&1 \
+  ${BATCH_SIZE:+--batch-size "$BATCH_SIZE"} > "$RUN/log-$1.txt" 2>&1 \
   && echo "$1 done after $(( $(date +%s) - t0 )) s" || { echo "$1 FAILED"; tail -20 "$RUN/log-$1.txt"; return 1; }; }
 ship() {
   [ -n "${SHIP:-}" ] || return 0
@@ -73,7 +76,7 @@ ship() {
   kill "${logger:-}" 2>/dev/null; rm -f "$SHIP/.logs.tar"
   mkdir -p "$SHIP" && $PY -m unclip pack-model "$RUN/model" "$RUN/packed" >/dev/null || return 1
   tar -C "$RUN" -cf - packed | split -b 15M - "$SHIP/model.tar.part-"
-  (cd "$RUN" && tar -cf "$SHIP/logs.tar" $(ls -d log-*.txt ./*/metrics.csv ./*/summary.json 2>/dev/null))
+  (cd "$RUN" && tar -cf "$SHIP/logs.tar" $(ls -d log-*.txt ./*/metrics.csv ./*/summary.json ./*/batch.json 2>/dev/null))
   local m="$RUN/eval-model" p
   rm -rf "$m" && mkdir -p "$m"
   for p in models/unclip-emoji/*; do ln -s "$PWD/$p" "$m/"; done

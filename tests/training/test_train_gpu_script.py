@@ -122,9 +122,13 @@ def test_a_decoder_call_with_only_the_parts_it_carries(tiny_model: Path, emoji64
     shutil.copytree(tiny_model / "decoder", carried / "decoder")
     shutil.copytree(tiny_model / "prior" / "image_encoder", carried / "prior" / "image_encoder")
     ship = run_script(emoji64, tmp_path, INIT_FROM=str(carried), STAGES="decoder", SKIP_EVAL="1",
-                      BUDGET_SECONDS="75", SHIP_SECONDS="55")  # fmt: skip
+                      BUDGET_SECONDS="75", SHIP_SECONDS="55", BATCH_SIZE="auto")  # fmt: skip
     out = (tmp_path / "stdout.txt").read_text()
     assert "each stage trains for 0." in out and "decoder done" in out
+    summary = json.loads((tmp_path / "run" / "decoder" / "summary.json").read_text())
+    config = json.loads((ROOT / "configs" / "tiny.json").read_text())["decoder"]["train"]
+    assert (summary["batch_size"], summary["learning_rate"]) == (config["batch_size"], config["lr"])  # auto on a CPU
+    assert "not on a GPU" in (tmp_path / "run" / "log-decoder.txt").read_text()
     assert sorted(p.name for p in ship.iterdir()) == ["logs.tar", "model.tar.part-aa"]
     with tarfile.open(fileobj=io.BytesIO((ship / "model.tar.part-aa").read_bytes())) as tar:
         names = tar.getnames()

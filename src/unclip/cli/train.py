@@ -26,7 +26,12 @@ def train_cmd(
     ),
     max_steps: int | None = typer.Option(None, help="Override the stage's step limit."),
     max_minutes: float | None = typer.Option(None, help="Override the stage's time limit."),
-    batch_size: int | None = typer.Option(None, help="Override the batch size."),
+    batch_size: str | None = typer.Option(
+        None,
+        help="Override the batch size: a number, or auto (on a GPU: time a few steps at the config's batch, "
+        "twice it, four times it… and train at the smallest within 10% of the best samples per second, the "
+        "learning rate scaled by the square root; the config's batch on a CPU).",
+    ),
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
     init_from: Path | None = typer.Option(
         None,
@@ -46,6 +51,9 @@ def train_cmd(
         for section in ("clip", "prior", "movq", "decoder", "inpaint"):
             if section in cfg:  # a config for some stages only (emoji-words) has no others
                 cfg[section]["init_from"] = str(init_from)
+    if batch_size is not None and batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
+        raise typer.BadParameter("a whole number above 0, or auto", param_hint="--batch-size")
+    batch: int | str | None = int(batch_size) if batch_size and batch_size.isdigit() else batch_size
     stages = STAGES if stage == "all" else (stage,)
     if any(s not in STAGES + EXTRA_STAGES for s in stages):
         raise typer.BadParameter(f"unknown stage {stage!r}; choose from {STAGE_HELP}", param_hint="stage")
@@ -59,7 +67,7 @@ def train_cmd(
         run.seed_model(init_from)
     console = Console()
     for s in stages:
-        metrics = run.train(s, {"max_steps": max_steps, "max_minutes": max_minutes, "batch_size": batch_size})
+        metrics = run.train(s, {"max_steps": max_steps, "max_minutes": max_minutes, "batch_size": batch})
         console.print(
             f"[green]{s}[/] "
             + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())

@@ -158,14 +158,26 @@ class Run:
         if name == "tokenizer":
             return self.train_tokenizer()
         section = self.cfg["inpaint" if name == "inpaint" else name.replace("-", "_")]["train"]
+        mixed_precision = section.get("mixed_precision", self.cfg["mixed_precision"])
+        stage = self.stage(name)
+        overrides = dict(overrides or {})
+        if overrides.get("batch_size") == "auto":
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise ValueError("--batch-size auto times one GPU: under accelerate launch, give a number")
+            from unclip.training.probe import auto_batch
+
+            overrides["batch_size"], overrides["lr"] = auto_batch(
+                stage, self.device, int(section["batch_size"]), float(section["lr"]), self.run_dir / name,
+                mixed_precision,
+            )  # fmt: skip
         spec = TrainSpec.from_config(section, overrides)
         metrics = train(
-            self.stage(name),
+            stage,
             spec,
             self.run_dir / name,
             seed=self.cfg["seed"],
             ema_decay=self.cfg["ema_decay"],
-            mixed_precision=section.get("mixed_precision", self.cfg["mixed_precision"]),
+            mixed_precision=mixed_precision,
             save_every_minutes=self.cfg["save_every_minutes"],
             log_every=self.cfg["log_every"],
             show_progress=show_progress,
@@ -177,6 +189,7 @@ class Run:
                     "config": self.cfg["name"],
                     "device": _device_name(self.device),
                     "batch_size": spec.batch_size,
+                    "learning_rate": spec.lr,  # the peak; metrics' "lr" is where the schedule ended
                     **metrics,
                 },
                 indent=2,
