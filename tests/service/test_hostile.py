@@ -758,3 +758,74 @@ def test_an_unexpected_error_still_carries_its_request_id_and_the_browser_header
     broken = httpx.get(live.url + f"/v1/images/{image_id}/content", headers=H(key))
     assert broken.status_code == 500 and sha
     assert broken.headers["x-request-id"].startswith("req_") and broken.headers["x-content-type-options"] == "nosniff"
+
+
+def _multipart(parts: list[tuple[bytes, bytes, bytes | None]], boundary: bytes = b"XyZ") -> bytes:
+    body = b""
+    for name, value, filename in parts:
+        body += b"--" + boundary + b'\r\nContent-Disposition: form-data; name="' + name + b'"'
+        body += (b'; filename="' + filename + b'"\r\nContent-Type: image/png' if filename else b"") + b"\r\n\r\n"
+        body += value + b"\r\n"
+    return body + b"--" + boundary + b"--\r\n"
+
+
+def test_a_plain_field_and_then_its_bracketed_form_is_a_duplicate_not_a_500(live: Server) -> None:
+    _, key = live.user("trusted")
+    for path, extra in (("/v1/images/edits", {"prompt": "x"}), ("/v1/images/variations", {})):
+        r = httpx.post(
+            live.url + path,
+            headers=H(key),
+            data={**extra, "quality": "auto", "quality[x]": "1"},
+            files={"image": ("a.png", png(64), "image/png")},
+        )
+        assert r.status_code == 400 and r.json()["error"]["param"] == "quality", r.text
+        assert r.json()["error"]["code"] == "duplicate_parameter"
+    two = [("image", ("a.png", png(64), "image/png")), ("image", ("b.png", png(64), "image/png"))]
+    r = httpx.post(live.url + "/v1/images/variations", headers=H(key), files=two)
+    assert (r.json()["error"]["param"], r.json()["error"]["code"]) == ("image", "duplicate_parameter")
+    assert not live.engine.calls
+
+
+def test_a_multipart_body_cut_off_before_its_closing_boundary_is_refused(live: Server) -> None:
+    _, key = live.user("trusted")
+    body = _multipart([(b"image", png(64), b"a.png"), (b"prompt", b"hello", None), (b"size", b"256x256", None),
+                       (b"n", b"3", None)])  # fmt: skip
+    cut = body[: body.index(b'name="n"') + 20]  # inside the `n` part: it would have run with n=1, charged
+    r = httpx.post(live.url + "/v1/images/edits", content=cut,
+                   headers={**H(key), "content-type": "multipart/form-data; boundary=XyZ"})  # fmt: skip
+    assert r.status_code == 400 and "cut off" in r.json()["error"]["message"]
+    assert not live.engine.calls
+
+
+def test_form_text_that_is_not_utf8_is_refused_not_read_as_latin1(live: Server) -> None:
+    _, key = live.user("trusted")
+    for prompt in (b"a \xed\xa0\x80 cat", b"caf\xe9 \xff"):
+        body = _multipart([(b"image", png(64), b"a.png"), (b"prompt", prompt, None), (b"size", b"256x256", None)])
+        r = httpx.post(live.url + "/v1/images/edits", content=body,
+                       headers={**H(key), "content-type": "multipart/form-data; boundary=XyZ"})  # fmt: skip
+        assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text
+    ok = _multipart([(b"image", png(64), b"a.png"), (b"prompt", "café ☕".encode(), None), (b"size", b"256x256", None)])
+    r = httpx.post(live.url + "/v1/images/edits", content=ok,
+                   headers={**H(key), "content-type": "multipart/form-data; boundary=XyZ"})  # fmt: skip
+    assert r.status_code == 200 and live.engine.calls[-1][1]["prompt"] == "café ☕", r.text
+
+
+@pytest.mark.parametrize("ctype", ["multipart/form-data; boundary=XyZ", "application/x-www-form-urlencoded"])
+def test_the_form_reader_marks_text_that_is_not_utf8(ctype: str) -> None:
+    import asyncio
+
+    from starlette.requests import Request
+
+    from unclip.service.forms import NotText, read_form
+
+    if ctype.startswith("multipart"):
+        body = _multipart([(b"a", b"caf\xc3\xa9", None), (b"b", b"caf\xe9", None)])
+    else:
+        body = b"a=caf%C3%A9&b=caf%E9"
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-type", ctype.encode())]}
+    form = asyncio.run(read_form(Request(scope, receive), max_part_size=1 << 20))
+    assert form["a"] == "café" and form["b"] == NotText("utf-8")

@@ -24,6 +24,7 @@ from unclip.service import reviews
 from unclip.service.auth import Principal, authenticate
 from unclip.service.db import ImageRecord
 from unclip.service.errors import APIError, RequestBody, invalid, missing, text_problem, unknown_parameter
+from unclip.service.forms import NotText, read_form
 from unclip.service.images import (
     FORMATS,
     SIZES,
@@ -228,10 +229,12 @@ class Form:
             name = key[:-2] if key.endswith("[]") else key
             base, _, sub = name.partition("[")
             if sub.endswith("]") and base in OTHER_MODEL_PARAMS:  # the client's form of an object: `svg[model]`
-                self.fields.setdefault(base, {})[sub[:-1]] = value
+                if not isinstance(self.fields.setdefault(base, {}), dict):  # `svg=…` and then `svg[model]=…`
+                    raise invalid(f"'{base}' was given more than once.", base, "duplicate_parameter")
+                self.fields[base][sub[:-1]] = value
                 continue
             if name in self.fields and name == "image":
-                raise invalid("Only one image can be given for the dall-e-2 model.", "image")
+                raise invalid("Only one image can be given for the dall-e-2 model.", "image", "duplicate_parameter")
             if name in self.fields:  # which one was meant? (it used to be the last)
                 raise invalid(f"'{name}' was given more than once.", name, "duplicate_parameter")
             self.fields[name] = value
@@ -252,6 +255,8 @@ class Form:
             raise invalid(
                 f"Invalid type for '{name}': expected a string, but got a file.", name, "invalid_type"
             )
+        if isinstance(value, NotText):
+            raise invalid(f"Invalid '{name}': must be text in {value.charset}.", name)
         text = str(value)
         if problem := text_problem(text):
             raise invalid(f"Invalid '{name}': {problem}.", name)
@@ -278,13 +283,15 @@ async def _form(request: Request) -> Form:
     ctype = request.headers.get("content-type", "").lower()  # media types are case-insensitive
     if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise invalid("This endpoint takes multipart/form-data.", None, "invalid_content_type")
-    async with request.form(max_part_size=4 * 1024 * 1024) as form:
-        items = list(form.multi_items())
-        parsed = Form(items)
+    form = await read_form(request, max_part_size=4 * 1024 * 1024)
+    try:
+        parsed = Form(list(form.multi_items()))
         # read the files now: the form is closed when this block ends
         for name, value in list(parsed.fields.items()):
             if isinstance(value, UploadFile):
                 parsed.fields[name] = _File(await value.read())
+    finally:
+        await form.close()
     return parsed
 
 
