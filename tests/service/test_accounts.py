@@ -70,6 +70,14 @@ def test_role_gated_edit_of_uploads(live: Server, member: tuple[str, str], trust
     with pytest.raises(openai.PermissionDeniedError) as e:
         mc.images.edit(image=("big.png", big, "image/png"), prompt="a hat", size="256x256")
     assert e.value.response.json()["error"]["code"] == "insufficient_role"
+    # nor is an upscale of that upscale by its image_id (the id is the member's; the picture is not)
+    newest = httpx.get(live.url + "/v1/images?limit=1", headers=H(member[1])).json()["data"][0]["id"]
+    again = httpx.post(live.url + "/v1/images/upscales", headers=H(member[1]), data={"image_id": newest})
+    assert again.status_code == 200, again.text
+    bigger = httpx.get(again.json()["data"][0]["url"]).content
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        mc.images.edit(image=("b.png", bigger, "image/png"), mask=("m.png", png(1024), "image/png"), prompt="a hat")
+    assert e.value.response.json()["error"]["code"] == "insufficient_role"
     up = httpx.post(live.url + "/v1/images/upscales", headers=H(member[1]), files={"image": ("own.png", own)})
     big = httpx.get(up.json()["data"][0]["url"]).content  # while one of their own, enlarged, still is
     side = Image.open(io.BytesIO(big)).width

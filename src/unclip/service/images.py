@@ -305,7 +305,11 @@ class ImageService:
         `image_id` does, whoever uploads them (its id is not told: it may be someone else's)."""
         import hashlib
 
-        sha = hashlib.sha256(data).hexdigest()
+        return self.is_own_sha(p, hashlib.sha256(data).hexdigest(), param)
+
+    def is_own_sha(self, p: Principal, sha: str, param: str = "image") -> bool:
+        """is_own_image by the stored image's hash: an `image_id` names one of the caller's images, but an
+        upscale of an upload among them is that upload, not a result of theirs."""
         with self.sv.db.session() as s:
             records = s.execute(
                 select(ImageRecord.user_id, ImageRecord.withheld_at, Job.params)
@@ -365,9 +369,11 @@ class ImageService:
         require_feature(p, feature, st.features, WHAT[feature])
         # content-addressed storage: a result downloaded and uploaded again counts as the caller's own
         own = {k: self.is_own_image(p, data, k) for k, (data, _img) in sub.uploads.items() if k != "mask"}
-        if sub.kind in ("edit", "outpaint") and own.get("image") is False:
+        # an image_id is the caller's, but may be an upscale of someone else's picture (and an upscale of that)
+        own_input = own | {k: self.is_own_sha(p, sha, k) for k, sha in sub.refs.items() if k != "mask"}
+        if sub.kind in ("edit", "outpaint") and own_input.get("image") is False:
             require_feature(p, "edit_upload", st.features, WHAT["edit_upload"])
-        if sub.kind == "upscale" and own.get("image") is False:
+        if sub.kind == "upscale" and own_input.get("image") is False:
             sub.params[OF_UPLOAD] = True
         model = self.sv.registry.resolve(sub.model)
         if sub.kind == "upscale":
