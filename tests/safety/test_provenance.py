@@ -141,6 +141,21 @@ def test_unmarked_and_forged(photo: Image.Image) -> None:
     assert not r.metadata_valid and not r.from_unclip
 
 
+def test_a_signature_field_that_is_not_ascii_is_a_bad_signature_not_an_unreadable_image() -> None:
+    from PIL import PngImagePlugin
+
+    marked = encode_png(_drawing(), {"seed": 1, "request_id": "x"})
+    src = _open(marked)
+    for forged in ("é" * 64, "0" * 64):
+        info = PngImagePlugin.PngInfo()
+        for k, v in src.text.items():
+            info.add_itxt(k, forged if k == "unclip:signature" else v)
+        buf = io.BytesIO()
+        src.save(buf, format="PNG", pnginfo=info)  # the same pixels: the watermark still says where it is from
+        r = verify(buf.getvalue())
+        assert not r.metadata_valid and r.from_unclip, forged
+
+
 @pytest.mark.parametrize("size", [256, 512, 1024])
 def test_survives_jpeg_halving_and_crops(size: int) -> None:
     for seed in range(3):

@@ -255,3 +255,91 @@ def test_real_files(data_dir: Path) -> None:
     for f in (data_dir / "images").glob("*.png"):
         img = read_image_upload(f.read_bytes())
         assert img.mode in ("RGB", "RGBA")
+
+
+@pytest.mark.parametrize("turn", [1, 3, 6, 8])
+def test_an_exif_orientation_is_read_as_browsers_show_it(turn: int) -> None:
+    """The web editor paints its mask on the image as the browser shows it, `unclip edit` reads it so too."""
+    from PIL import ImageOps
+
+    stored = Image.new("RGB", (64, 48), (255, 0, 0))
+    stored.paste((0, 0, 255), (0, 0, 32, 48))  # left half blue, as stored
+    exif = Image.Exif()
+    exif[0x0112] = turn
+    data = png(stored, exif=exif)
+    shown = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    img = read_image_upload(data, require_square=False)
+    assert img.size == shown.size and np.array_equal(np.asarray(img), np.asarray(shown))
+    kept = Image.open(io.BytesIO(upload_to_store(data, img)))
+    assert np.array_equal(np.asarray(ImageOps.exif_transpose(kept).convert("RGB")), np.asarray(shown))
+    assert (upload_to_store(data, img) == data) == (turn == 1)  # stored upright: the engine reads pixels
+    mask = Image.new("RGBA", (64, 48), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (0, 0, 32, 48))
+    m = read_mask_upload(png(mask, exif=exif), img.size)  # a mask turns with its image
+    assert np.array_equal(np.asarray(m)[..., 3] == 0, np.asarray(shown)[..., 2] == 255)
+
+
+@pytest.mark.parametrize("interlace", [False, True])
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "1", "I;16"])
+def test_a_png_whose_pixel_data_is_short_is_refused_and_whole_ones_are_not(mode: str, interlace: bool) -> None:
+    from unclip.safety.uploads import pixel_data_short
+
+    img = Image.new("RGB", (37, 29), (200, 10, 10)).convert(mode)
+    data = _interlaced(img) if interlace else png(img)  # the flat image as Pillow writes it, and Adam7
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), np.asarray(img))
+    width, height, depth, ctype, _ = probe_png(data)
+    assert not pixel_data_short(data, width, height, depth, ctype), mode
+    read_image_upload(data, require_square=False)
+
+
+def _interlaced(img: Image.Image) -> bytes:
+    """Pillow writes no Adam7 PNGs: the same pixels rewritten interlaced by hand (filter 0 on every line)."""
+    from unclip.safety.uploads import _ADAM7, _CHANNELS
+
+    data = png(img, bits=8) if img.mode == "P" else png(img)
+    width, height, depth, ctype, _ = probe_png(data)
+    bits = depth * _CHANNELS[ctype]
+    raw = img.tobytes("raw", "I;16B") if img.mode == "I;16" else img.tobytes()  # PNG's byte and bit order
+    row = -(-width * bits // 8)
+    lines = [raw[i * row : (i + 1) * row] for i in range(height)]
+    out = b""
+    for x0, y0, dx, dy in _ADAM7:
+        xs, ys = range(x0, width, dx), range(y0, height, dy)
+        if not xs or not ys:
+            continue
+        for y in ys:
+            bitsline = "".join(format(b, "08b") for b in lines[y])
+            picked = "".join(bitsline[x * bits : (x + 1) * bits] for x in xs)
+            picked += "0" * (-len(picked) % 8)
+            out += b"\x00" + int(picked, 2).to_bytes(len(picked) // 8, "big") if picked else b"\x00"
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, ctype, 0, 0, 1)
+    extra = b"".join(chunk(name, body) for name, body in _chunks(data) if name in (b"PLTE", b"tRNS"))
+    idat = chunk(b"IDAT", zlib.compress(out))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + extra + idat + chunk(b"IEND", b"")
+
+
+def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    out, pos = [], 8
+    while pos + 8 <= len(data):
+        length = struct.unpack(">I", data[pos : pos + 4])[0]
+        out.append((data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]))
+        pos += 12 + length
+    return out
+
+
+def test_a_png_with_only_some_of_its_rows_is_refused_not_padded_with_black() -> None:
+    rows = b"".join(b"\x00" + bytes([200, 10, 10]) * 64 for _ in range(8))  # 8 of 64 rows, a clean stream
+    data = raw_png(64, 64, zlib.compress(rows))
+    with pytest.raises(UploadError, match="fewer pixels") as e:
+        read_image_upload(data)
+    assert e.value.code == "invalid_image"
+
+
+def test_a_png_pillow_cannot_identify_is_named_without_python_objects() -> None:
+    grey = Image.new("L", (64, 64), 128)
+    data = png(grey)
+    cut = data.index(b"IDAT") - 4
+    bad = data[:cut] + chunk(b"tRNS", b"\x01") + data[cut:]  # a one-byte key: greyscale needs two
+    with pytest.raises(UploadError) as e:
+        read_image_upload(bad)
+    assert e.value.code == "invalid_image" and "object at 0x" not in str(e.value)

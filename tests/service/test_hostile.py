@@ -829,3 +829,18 @@ def test_the_form_reader_marks_text_that_is_not_utf8(ctype: str) -> None:
     scope = {"type": "http", "method": "POST", "headers": [(b"content-type", ctype.encode())]}
     form = asyncio.run(read_form(Request(scope, receive), max_part_size=1 << 20))
     assert form["a"] == "café" and form["b"] == NotText("utf-8")
+
+
+def test_an_outpaint_refused_for_its_size_names_the_side_given(live: Server) -> None:
+    import io
+
+    from PIL import Image
+
+    _, key = live.user("trusted")
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 4000), (9, 9, 9)).save(buf, format="PNG")
+    for sides, blamed in (({"top": "200"}, "top"), ({"left": "8", "bottom": "300"}, "bottom")):
+        r = httpx.post(live.url + "/v1/images/outpaints", files={"image": ("a.png", buf.getvalue(), "image/png")},
+                       data={"prompt": "sky", **sides}, headers=H(key))  # fmt: skip
+        assert r.status_code == 400 and r.json()["error"]["param"] == blamed, r.text
+    assert not live.engine.calls

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import httpx
+import numpy as np
 import openai
 import pytest
 from PIL import Image
@@ -104,6 +105,10 @@ def test_verify_refuses_bad_input(live: Server, member: tuple[str, str]) -> None
     assert r.status_code == 400 and r.json()["error"]["code"] == "image_too_large"
     r = post(png(256)[:200])  # truncated
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_image"
+    noise = io.BytesIO()  # a valid PNG of 4.5 MB: over the limit every upload has
+    Image.frombytes("RGB", (1250, 1250), np.random.default_rng(0).bytes(1250 * 1250 * 3)).save(noise, "PNG")
+    r = post(noise.getvalue())
+    assert r.status_code == 400 and r.json()["error"]["code"] == "image_too_large" and "4 MB" in r.text
     assert httpx.post(live.url + "/v1/images/verify", files={"image": ("a.png", png(64))}).status_code == 401
 
 

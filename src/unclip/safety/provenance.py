@@ -188,8 +188,8 @@ class VerifyResult:
 def _signed_fields(text: dict) -> tuple[dict[str, str], bool]:
     """The `unclip:*` fields of an image's text, and whether their signature checks out."""
     meta = {k: str(v) for k, v in text.items() if isinstance(k, str) and k.startswith("unclip:")}
-    valid = bool(meta.get("unclip:signature")) and hmac.compare_digest(
-        meta.get("unclip:signature", ""), _sign(meta)
+    valid = bool(meta.get("unclip:signature")) and hmac.compare_digest(  # bytes: str must be ASCII there
+        meta.get("unclip:signature", "").encode("utf-8", "replace"), _sign(meta).encode()
     )
     return meta, valid
 

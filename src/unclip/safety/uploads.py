@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from unclip.engine.masks import REPAINT_ALPHA, has_area_to_edit
 
@@ -103,6 +103,34 @@ def probe_png(data: bytes) -> tuple[int, int, int, int, bool]:
         raise UploadError("Invalid input image - the PNG header is corrupt.", code="invalid_image")
     animated = any(name == b"acTL" for name, _ in _header_chunks(data))  # APNG
     return width, height, depth, ctype, animated
+
+
+_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by PNG colour type
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def pixel_data_short(data: bytes, width: int, height: int, depth: int, ctype: int) -> bool:
+    """Whether the IDAT stream inflates to fewer bytes than the header's size needs: Pillow fills the missing
+    rows with black and says nothing when the stream itself ends cleanly."""
+    bits = depth * _CHANNELS.get(ctype, 4)
+    if data[28:29] == b"\x01":  # Adam7: seven passes over sub-grids
+        passes = [(-(-(width - x0) // dx), -(-(height - y0) // dy)) for x0, y0, dx, dy in _ADAM7]
+    else:
+        passes = [(width, height)]
+    need = sum(h * (1 + -(-w * bits // 8)) for w, h in passes if w > 0 and h > 0)
+    inflate, got, pos = zlib.decompressobj(), 0, 8
+    while pos + 8 <= len(data) and got < need:
+        length = struct.unpack(">I", data[pos : pos + 4])[0]
+        if data[pos + 4 : pos + 8] == b"IDAT":
+            chunk = data[pos + 8 : pos + 8 + length]
+            try:
+                while chunk and got < need:  # in bounded pieces: a bomb inflates no further than it must
+                    got += len(inflate.decompress(chunk, 1 << 20))
+                    chunk = inflate.unconsumed_tail
+            except zlib.error:
+                return False  # a broken stream: Pillow's own error names it
+        pos += 12 + length
+    return got < need
 
 
 def _header_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -188,7 +216,7 @@ def _decode(data: bytes, param: str, require_square: bool, max_bytes: int) -> Im
             param,
             "invalid_image_format",
         )
-    width, height, _depth, _ctype, animated = probe_png(data)
+    width, height, depth, ctype, animated = probe_png(data)
     if width < MIN_SIDE or height < MIN_SIDE:
         raise UploadError(
             f"Invalid input image - '{param}' is {width}x{height}; "
@@ -213,6 +241,13 @@ def _decode(data: bytes, param: str, require_square: bool, max_bytes: int) -> Im
         raise UploadError(
             f"Invalid input image - '{param}' is an animated PNG.", param, "invalid_image_format"
         )
+    if pixel_data_short(data, width, height, depth, ctype):
+        raise UploadError(
+            f"Invalid input image - '{param}' has fewer pixels than its {width}x{height} header says "
+            "(cut off or badly written).",
+            param,
+            "invalid_image",
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -227,6 +262,7 @@ def _decode(data: bytes, param: str, require_square: bool, max_bytes: int) -> Im
             if img.size != (width, height):
                 raise UploadError(f"Invalid input image - '{param}' has an inconsistent header.", param)
             img.load()
+            turn = orientation(img)
     except UploadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -239,10 +275,37 @@ def _decode(data: bytes, param: str, require_square: bool, max_bytes: int) -> Im
         ) from exc
     except Exception as exc:  # truncated, corrupt, bad CRC, zlib errors, text-chunk bombs...
         detail = str(exc).strip() or type(exc).__name__
+        if isinstance(exc, UnidentifiedImageError):  # its message names a Python object, not the file
+            detail = "Pillow cannot read its chunks as a PNG"
         raise UploadError(
             f"Invalid input image - '{param}' could not be decoded ({detail}).", param, "invalid_image"
         ) from exc
-    return to_8bit(img, data, param)
+    return upright(to_8bit(img, data, param), turn)
+
+
+# EXIF orientation (a PNG's eXIf chunk) → the transpose that shows the image as browsers and `unclip edit` do
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def orientation(img: Image.Image) -> int:
+    """The image's EXIF orientation (1, upright, when it has none or an unreadable one, as browsers take it)."""
+    try:
+        value = img.getexif().get(0x0112, 1)
+    except Exception:  # a broken eXIf chunk: shown as stored
+        return 1
+    return value if value in _UPRIGHT else 1
+
+
+def upright(img: Image.Image, turn: int) -> Image.Image:
+    return img.transpose(_UPRIGHT[turn]) if turn in _UPRIGHT else img
 
 
 def to_8bit(img: Image.Image, data: bytes, param: str = "image") -> Image.Image:
@@ -265,11 +328,12 @@ def read_image_upload(
 
 def upload_to_store(data: bytes, checked: Image.Image) -> bytes:
     """The PNG to keep for an upload that `read_image_upload` or `read_mask_upload` read as `checked`: the
-    upload itself when it is already that image (8-bit RGB or RGBA), else a PNG of `checked`, so that the
-    engine gets what was checked (a greyscale mask's alpha, a 16-bit image's 8 bits, a colour key's
-    transparency)."""
+    upload itself when it is already that image (8-bit RGB or RGBA, upright), else a PNG of `checked`, so that
+    the engine gets what was checked (a greyscale mask's alpha, a 16-bit image's 8 bits, a colour key's
+    transparency, an EXIF orientation's turn)."""
     with Image.open(io.BytesIO(data), formats=["PNG"]) as raw:  # reads the header, decodes nothing
         as_checked = raw.mode == checked.mode and "transparency" not in raw.info
+        as_checked = as_checked and orientation(raw) == 1  # else stored upright, as it was checked
     if as_checked:
         return data
     out = io.BytesIO()

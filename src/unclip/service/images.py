@@ -349,7 +349,9 @@ class ImageService:
             try:
                 frames = outpaint.frame_count(sub.image_size, **sides)
             except InvalidInput as exc:
-                raise invalid(f"Invalid outpaint: {exc}.", "image" if exc.param == "image" else "left") from exc
+                # the side to blame: a negative one, else the largest given (a canvas too large), else left
+                side = min(sides, key=lambda k: (sides[k] >= 0, -sides[k]))
+                raise invalid(f"Invalid outpaint: {exc}.", "image" if exc.param == "image" else side) from exc
             return frames * self._price(f"{outpaint.FRAME}x{outpaint.FRAME}")
         return sub.n * self._price(sub.size)
 

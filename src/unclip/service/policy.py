@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from unclip.safety.policy import ContentPolicy, default_policy_path
 from unclip.safety.provenance import VerifyResult, encode_png, verify
 from unclip.safety.uploads import (
+    MAX_BYTES,
     MAX_PIXELS,
     UploadError,
     contains_real_face,
@@ -198,6 +199,14 @@ def verify_image(data: bytes, param: str = "image") -> VerifyResult:
     """`unclip.safety.provenance.verify` on an upload (PNG, JPEG or WebP), with 400 answers for bad input."""
     if not data:
         raise APIError(400, f"The uploaded '{param}' is empty.", param=param, code="invalid_image")
+    if len(data) >= MAX_BYTES:  # as every other upload
+        raise APIError(
+            400,
+            f"Invalid input image - '{param}' must be less than {MAX_BYTES // (1024 * 1024)} MB, "
+            f"got {len(data) / (1024 * 1024):.1f} MB.",
+            param=param,
+            code="image_too_large",
+        )
     try:
         # header only: refuse other formats (and their decoders) and oversized images before decoding
         img = Image.open(io.BytesIO(data), formats=list(VERIFY_FORMATS))
