@@ -744,3 +744,62 @@ def test_outpaints_and_upscales_take_any_shape_and_show_only_what_applies(
     assert kinds["upscale"]["settings"] == {}
     assert kinds["outpaint"]["settings"] == {"top": 32}
     assert kinds["blend"]["settings"]["size"] == "256x256"
+
+
+def _store_held(srv: Server) -> tuple[threading.Event, threading.Event]:
+    """Hold the job's images at the store: (entered, release)."""
+    store = srv.sv.jobs.runner.store
+    put, entered, release = store.put, threading.Event(), threading.Event()
+
+    def held(data: bytes) -> str:
+        entered.set()
+        release.wait(30)
+        return put(data)
+
+    store.put = held
+    return entered, release
+
+
+def test_a_cancel_while_the_images_are_stored_ends_the_job_cancelled_and_refunded(live: Server) -> None:
+    _uid, key = live.user("member")
+    before = httpx.get(live.url + "/v1/me", headers=H(key)).json()["credits"]
+    entered, release = _store_held(live)
+    job_id = httpx.post(live.url + "/v1/images/generations", json={"prompt": "x", "size": "256x256"},
+                        headers={**H(key), **ASYNC}).json()["id"]  # fmt: skip
+    assert entered.wait(10)  # the engine is done; encoding and storing 1024 px images takes seconds
+    answer: list[httpx.Response] = []
+    asking = threading.Thread(
+        target=lambda: answer.append(httpx.post(f"{live.url}/v1/jobs/{job_id}/cancel", headers=H(key), timeout=30))
+    )
+    asking.start()
+    deadline = time.monotonic() + 10
+    while live.sv.jobs.handle(job_id) is not None and not live.sv.jobs.handle(job_id).cancel.is_set():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    release.set()
+    asking.join(30)
+    assert answer[0].status_code == 200 and answer[0].json()["status"] == "cancelled"
+    assert wait_status(live, key, job_id, "cancelled")["status"] == "cancelled"
+    assert httpx.get(live.url + "/v1/me", headers=H(key)).json()["credits"] == before
+
+
+def test_a_request_told_cancelled_and_refunded_while_its_images_were_stored_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unclip.service.routers import deps
+
+    monkeypatch.setattr(deps, "CANCEL_WAIT_S", 0.5)  # storing outlasts the wait: the request is answered first
+    srv = start_server(make_settings(tmp_path, request_timeout_s=0.5))
+    try:
+        _, key = srv.user("member")
+        before = httpx.get(srv.url + "/v1/me", headers=H(key)).json()["credits"]
+        _entered, release = _store_held(srv)
+        threading.Timer(3.0, release.set).start()
+        r = httpx.post(srv.url + "/v1/images/generations", json={"prompt": "x", "size": "256x256"},
+                       headers=H(key), timeout=30)  # fmt: skip
+        assert r.status_code == 504 and "refunded" in r.json()["error"]["message"], r.text
+        job_id = httpx.get(srv.url + "/v1/jobs", headers=H(key)).json()["data"][0]["id"]
+        assert wait_status(srv, key, job_id, "cancelled")["status"] == "cancelled"
+        assert httpx.get(srv.url + "/v1/me", headers=H(key)).json()["credits"] == before
+    finally:
+        srv.stop()

@@ -407,27 +407,38 @@ class JobRunner:
         were decoded or encoded) ends cancelled and refunded, as its request was told, unless a shutdown cut
         it off (then the finished images are kept). Images that cannot be stored (a full disk, a database
         error) fail the job, refunded, rather than leave it running and charged."""
-        if out.status == "succeeded" and h.cancel.is_set() and (h.by_user or not (h.requeue or h.shutdown)):
+        def cancelled_locally() -> bool:  # this process was told to stop it (a shutdown keeps finished images)
+            return out.status == "succeeded" and h.cancel.is_set() and (h.by_user or not (h.requeue or h.shutdown))
+
+        if cancelled_locally():
             out = Outcome("cancelled")
         ours = (Job.worker == token,)
         progress = {"progress_step": h.step, "progress_total": h.total}
         try:
             records = self._encode(job, out.images) if out.status == "succeeded" else []
+            if cancelled_locally():  # asked while the images were encoded and stored (seconds at 1024 px)
+                out, records = Outcome("cancelled"), []
             with self.db.session() as s:
-                if out.status == "queued":
-                    # put back, not cut off: the attempt does not count towards MAX_ATTEMPTS (crashes do)
-                    back = {"status": "queued", "worker": None, "lease_until": None, "attempts": Job.attempts - 1}
-                    if move(s, job.id, ("running",), *ours, Job.cancel_requested.is_(None), **back, **progress):
-                        return "queued"
+                if out.status in ("queued", "succeeded"):
+                    # put back (not cut off: the attempt does not count towards MAX_ATTEMPTS, crashes do), or
+                    # finished, only if nobody asked for a cancel: its request was told cancelled and refunded
+                    unasked = (*ours, Job.cancel_requested.is_(None))
+                    if out.status == "queued":
+                        back = {"status": "queued", "worker": None, "lease_until": None, "attempts": Job.attempts - 1}
+                        if move(s, job.id, ("running",), *unasked, **back, **progress):
+                            return "queued"
+                    else:
+                        done = {"result": {"images": [r.id for r in records]}, **progress}
+                        if finish(s, job.id, ("running",), "succeeded", None, *unasked, **done):
+                            s.add_all(records)
+                            return "succeeded"
                     # a cancel recorded by another process since this attempt last looked: it ends here
                     asked = s.scalar(select(Job.cancel_requested).where(Job.id == job.id, *ours))
                     if asked is None:
                         return None
                     out = Outcome("cancelled", cancel_error(asked))
-                result = {"images": [r.id for r in records]} if out.status == "succeeded" else None
-                if not finish(s, job.id, ("running",), out.status, out.error, *ours, result=result, **progress):
+                if not finish(s, job.id, ("running",), out.status, out.error, *ours, **progress):
                     return None
-                s.add_all(records)
                 return out.status
         except Exception:
             if out.status != "succeeded":
