@@ -180,3 +180,39 @@ def test_approving_someone_not_on_the_waitlist_is_refused_and_names_are_bounded(
                        (f"{base}/users", {"email": "e" * 310 + "@example.test"})):  # fmt: skip
         r = httpx.post(path, json=body, headers=H(admin_key))
         assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", (path, r.text)
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_of_two_approvals_at_once_the_second_is_refused_not_written_over_the_first(
+    database: str, tmp_path: Path
+) -> None:
+    """Two admins (or a stale page and a double click) approve one waitlisted user: the approval that finds
+    the user approved by the time it writes is a 409, not an overwrite of the role and grant the other set."""
+    from unclip.service.auth import NotWaitlisted, approve, create_user
+
+    if database == "postgres" and not PG_URL:
+        pytest.skip("UNCLIP_TEST_POSTGRES_URL is not set")
+    db = Database(_clean_postgres() if database == "postgres" else f"sqlite:///{tmp_path / 'approve.db'}")
+    with db.session() as s:
+        uid = create_user(s, "w@example.test", role="waitlisted").id
+    outcome: list[str] = []
+
+    def approve_as(role: str) -> None:
+        try:
+            with db.session() as s:
+                approve(s, s.get(User, uid), role, keep_admin=True)
+            outcome.append(role)
+        except NotWaitlisted:
+            outcome.append("refused")
+
+    with db.session() as stale:
+        user = stale.get(User, uid)
+        assert user.role == "waitlisted"  # read before the other approval
+        other = threading.Thread(target=approve_as, args=("admin",))
+        other.start()
+        other.join()
+        with pytest.raises(NotWaitlisted, match="role: admin"):
+            approve(stale, user, "member", keep_admin=True)
+    with db.session() as s:
+        assert (outcome, s.get(User, uid).role) == (["admin"], "admin")
+    db.dispose()

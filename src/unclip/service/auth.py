@@ -13,7 +13,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from fastapi import Request
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from unclip.service.db import ApiKey, User, WebSession, now
@@ -106,6 +106,17 @@ def approve(s: Session, user: User, role: str = "member", *, keep_admin: bool) -
         raise NotWaitlisted(f"{user.email} is not on the waitlist (role: {user.role})")
     if check_role(role) == "waitlisted":
         raise ValueError("approve to a role other than waitlisted")
+    # of two approvals at once (two admins, a stale page), only the one whose write still finds the user
+    # waitlisted passes: the other must not overwrite the role (and grant) the first set
+    claimed = s.execute(
+        update(User)
+        .where(User.id == user.id, User.role == "waitlisted")
+        .values(role=role)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:
+        now_role = s.scalar(select(User.role).where(User.id == user.id))
+        raise NotWaitlisted(f"{user.email} is not on the waitlist (role: {now_role})")
     set_access(s, user, role=role, keep_admin=keep_admin)
     user.approved_at = now()
     return user
