@@ -310,3 +310,36 @@ def test_credits_given_before_approval_come_on_top_of_the_first_grant(tmp_path: 
             credits.ensure_grant(s, user, grants, t=time.time() + 40 * 86400)
             assert user.credits == 250
     db.dispose()
+
+
+@pytest.mark.parametrize(
+    ("left", "delta", "expected"), [(0, 50, 250), (150, -150, 50), (120, 0, 200), (500, -100, 400)]
+)
+def test_credits_changed_while_back_on_the_waitlist_come_on_top_of_the_grant_at_approval(
+    tmp_path: Path, left: int, delta: int, expected: int
+) -> None:
+    """A user granted in an earlier month, put back on the waitlist, given (or docked) credits by an admin, then
+    approved again: the top-up swallowed the gift (0 + 50 → 200) or undid the debit (150 − 150 → 200)."""
+    import time
+
+    from unclip.service import credits
+    from unclip.service.auth import approve, create_user, set_access
+
+    grants = {"member": 200, "waitlisted": 0}
+    db = Database(f"sqlite:///{tmp_path / 'books.db'}")
+    then = time.time() - 62 * 86400  # two months ago
+    with db.session() as s:
+        user = create_user(s, "back@example.test", role="waitlisted")
+        approve(s, user, "member", keep_admin=False)
+        credits.ensure_grant(s, user, grants, t=then)
+        s.add(CreditEntry(user_id=user.id, delta=left - user.credits, reason="charge", created_at=then))
+        user.credits = left  # what that month left
+        set_access(s, user, role="waitlisted", keep_admin=False)
+    with db.session() as s:
+        user = s.get(User, user.id)
+        credits.adjust(s, user, delta, grants=grants)  # the admin tab, while they wait
+        approve(s, user, "member", keep_admin=False)
+        credits.ensure_grant(s, user, grants)
+        ledger = s.scalar(select(func.sum(CreditEntry.delta)).where(CreditEntry.user_id == user.id))
+        assert (user.credits, ledger) == (expected, expected)
+    db.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import time
 
 from sqlalchemy import func, select, update
@@ -45,8 +46,11 @@ def ensure_grant(s: Session, user: User, grants: dict[str, int], t: float | None
             return  # the month starts counting when they are approved
         old = user.credits
         grant = int(grants.get(user.role, 0)) - held(s, user.id)
-        # the first grant (at approval or sign-up) comes on top of what an admin gave before it
-        new = min(old + max(grant, 0), MAX_CREDITS) if not user.credits_period else max(old, grant)
+        if not user.credits_period:  # the first grant (at approval or sign-up) comes on top of what an admin gave
+            new = min(old + max(grant, 0), MAX_CREDITS)
+        else:  # a top-up, under what an admin gave or took since (while the user was back on the waitlist)
+            since = pending_adjustments(s, user)
+            new = min(max(old - since, grant) + since, MAX_CREDITS)
         done = s.execute(
             update(User)
             .where(User.id == user.id, User.credits_period == user.credits_period, User.credits == old)
@@ -56,6 +60,15 @@ def ensure_grant(s: Session, user: User, grants: dict[str, int], t: float | None
         if done.rowcount == 1 and new > old:
             s.add(CreditEntry(user_id=user.id, delta=new - old, reason="grant"))
         s.refresh(user)
+
+
+def pending_adjustments(s: Session, user: User) -> int:
+    """What admins gave (or took) since the last month the user was granted ended: made while they were back
+    on the waitlist, so before this month's grant, on top of which it comes."""
+    year, month = (int(v) for v in str(user.credits_period).split("-"))
+    ended = calendar.timegm((year + month // 12, month % 12 + 1, 1, 0, 0, 0))
+    since = (CreditEntry.user_id == user.id, CreditEntry.reason == "admin", CreditEntry.created_at >= ended)
+    return int(s.scalar(select(func.coalesce(func.sum(CreditEntry.delta), 0)).where(*since)))
 
 
 def charge(s: Session, user_id: str, cost: int, grants: dict[str, int], job_id: str | None = None) -> int:
