@@ -171,6 +171,30 @@ def test_a_small_hole_is_repainted_by_the_decoder(engine: Engine, monkeypatch: p
     assert kept == [0.0]  # some latent pixel is repainted
 
 
+@pytest.mark.parametrize("size", [256, 1024])
+def test_a_separate_mask_a_few_pixels_wide_is_repainted_whole(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """An opaque image and a mask (what the web editor and OpenAI clients send): the new content fades in from
+    the mask's edge, but took at most (masked pixels in a 9×9 window)/81 of it, so a painted-over blemish or
+    wire stayed as a ghost (a 5×5 blemish under a 7×7 mask kept 142 of 255)."""
+    s = size // 256
+    monkeypatch.setattr(Engine, "_decode", lambda self, embeds, *a, **k: -torch.ones(len(embeds), 3, size, size))
+    img = np.zeros((size, size, 3), np.uint8)  # the decoder paints black, the surroundings: a perfect removal
+    img[126 * s : 131 * s, 126 * s : 131 * s] = 255  # a white blemish
+    img[:, 40 * s : 41 * s] = 255  # a one-pixel wire
+    mask = np.full((size, size, 4), 255, np.uint8)
+    mask[125 * s : 132 * s, 125 * s : 132 * s, 3] = 0  # painted over, one pixel around it
+    mask[:, 40 * s : 41 * s, 3] = 0  # the wire painted over exactly
+    img[10 * s : 74 * s, 150 * s : 214 * s] = 255
+    mask[10 * s : 74 * s, 150 * s : 214 * s, 3] = 0  # and a large area, which still fades in at its edge
+    out = np.asarray(engine.edit(Image.fromarray(img), "x", mask=Image.fromarray(mask, "RGBA"), size=size)[0])
+    assert out[126 * s : 131 * s, 126 * s : 131 * s].max() <= 3 and out[:, 40 * s : 41 * s].max() <= 3
+    assert out[40 * s, 182 * s].max() <= 3 and 20 < out[40 * s, 150 * s, 0] < 235
+    unmasked = mask[..., 3] == 255
+    assert np.array_equal(out[unmasked], img[unmasked])  # nothing outside the mask changes
+
+
 def test_blend_weights_too_small_for_float32_still_blend(engine: Engine) -> None:
     tiny = engine.blend([("a star", 1e-50), ("a moon", 1e-50)], seed=1)[0]
     same = engine.blend([("a star", 1.0), ("a moon", 1.0)], seed=1)[0]

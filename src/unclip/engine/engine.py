@@ -378,9 +378,13 @@ class Engine:
         else:
             out = match_edges(out, orig, m_full)
             if feather:
-                # the padding is not "outside the mask": a mask reaching the border repaints up to it
-                k = size // 64
-                soft = m_full * F.avg_pool2d(m_full, 2 * k + 1, stride=1, padding=k, count_include_pad=False)
+                # the new content fades in over the mask's outermost pixels (the padding is not "outside the
+                # mask": a mask reaching the border repaints up to it), relative to the deepest point nearby,
+                # so that a mask a few pixels wide (a painted-over blemish or wire) is still repainted whole
+                k = max(1, size // 256)
+                depth = F.avg_pool2d(m_full, 2 * k + 1, stride=1, padding=k, count_include_pad=False)
+                deepest = F.max_pool2d(depth * m_full, 2 * k + 1, stride=1, padding=k).clamp_min(1e-6)
+                soft = m_full * (depth / deepest).clamp(max=1.0)
         return orig * (1 - soft) + out * soft
 
     @torch.inference_mode()
