@@ -75,6 +75,17 @@ def test_samplers(engine: Engine, sampler: str) -> None:
     assert np.abs(np.asarray(alone[0], np.int16) - np.asarray(a[1], np.int16)).max() <= 1
 
 
+@pytest.mark.parametrize("sampler", ["dpm++", "unipc", "ddim", "ddpm"])
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_every_sampler_starts_from_pure_noise_however_few_the_steps(sampler: str, steps: int) -> None:
+    """ddpm spaced its steps from t=0 ("leading"): one step ran at t=0 and drew noise, two started at t=500."""
+    from unclip.engine.samplers import make_scheduler
+
+    sched = make_scheduler(sampler, {"num_train_timesteps": 1000}, "epsilon")
+    sched.set_timesteps(steps)
+    assert int(sched.timesteps[0]) == 999
+
+
 def test_progress_and_cancel(engine: Engine) -> None:
     seen: list[tuple[int, int]] = []
     engine.generate("a sun", progress=lambda s, t: seen.append((s, t)), seed=0)

@@ -30,5 +30,5 @@ def make_scheduler(name: str, base: dict[str, Any], prediction_type: str):
     if name == "ddim":
         return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=False, timestep_spacing="trailing")
     if name == "ddpm":
-        return DDPMScheduler(**common, clip_sample=False, variance_type="fixed_small")
+        return DDPMScheduler(**common, clip_sample=False, variance_type="fixed_small", timestep_spacing="trailing")
     raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
