@@ -315,6 +315,31 @@ def test_public_kandinsky_folder_names_and_no_upsamplers(tiny_model: Path, tmp_p
     assert grown.size == (100, 71) and np.array_equal(np.asarray(grown)[:70], np.asarray(small))
 
 
+def test_image_embeddings_follow_the_model_folders_image_normalisation(tiny_model: Path, tmp_path: Path) -> None:
+    """Public Kandinsky 2.2 normalises CLIP's input with OpenAI's means and deviations (its image_processor, as
+    its pipelines read it); the engine fed every model [-1, 1], right only for ours (0.5 / 0.5)."""
+    import json
+    import shutil
+
+    from transformers import CLIPImageProcessor
+
+    root = tmp_path / "kandinsky-like"
+    shutil.copytree(tiny_model, root)
+    config = root / "prior" / "image_processor" / "preprocessor_config.json"
+    settings = json.loads(config.read_text())
+    settings["image_mean"] = [0.48145466, 0.4578275, 0.40821073]
+    settings["image_std"] = [0.26862954, 0.26130258, 0.27577711]
+    config.write_text(json.dumps(settings))
+    engine = Engine.load(root, threads=1)
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    pixels = CLIPImageProcessor.from_pretrained(root / "prior" / "image_processor")(img, return_tensors="pt")
+    with torch.inference_mode():
+        expected = engine.c.image_encoder(pixel_values=pixels.pixel_values).image_embeds
+        assert torch.allclose(engine._image_embeds([img]), expected, atol=1e-4)
+    x = torch.rand(1, 3, 8, 8) * 2 - 1
+    assert Engine.load(tiny_model, threads=1).c.clip_pixels(x) is x  # ours: [-1, 1] as it is
+
+
 def test_not_a_model_folder(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput):
         Engine.load(tmp_path)

@@ -198,7 +198,7 @@ def clip_retrieval(
 
     text = F.normalize(engine._text(list(prompts)).embeds.float(), dim=-1)
     pix = to_tensor(list(images), engine.c.image_size).to(engine.device)
-    img = F.normalize(engine.c.image_encoder(pixel_values=pix).image_embeds.float(), dim=-1)
+    img = F.normalize(engine.c.image_encoder(pixel_values=engine.c.clip_pixels(pix)).image_embeds.float(), dim=-1)
     sim = img @ text.T
     own = torch.tensor(list(owners))
     top1 = (sim.argmax(1) == own).float().mean().item()

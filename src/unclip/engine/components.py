@@ -71,6 +71,18 @@ class Components:
     decoder_scheduler_config: dict
     inpaint_unet: Any | None = None
     upsamplers: dict[int, Any] = field(default_factory=dict)  # output size → UNet2DModel
+    # the CLIP image encoder's pixel normalisation (prior/image_processor): ours reads [-1, 1], as 0.5 / 0.5
+    # says; public Kandinsky weights read OpenAI CLIP's means and deviations
+    image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
+
+    def clip_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels in [-1, 1] (N×3×h×w) as the CLIP image encoder reads them."""
+        if self.image_mean == self.image_std == (0.5, 0.5, 0.5):
+            return x
+        mean = torch.tensor(self.image_mean, device=x.device, dtype=x.dtype)[None, :, None, None]
+        std = torch.tensor(self.image_std, device=x.device, dtype=x.dtype)[None, :, None, None]
+        return ((x + 1) / 2 - mean) / std
 
     @property
     def image_size(self) -> int:
@@ -107,6 +119,11 @@ def load_components(root: Path, device: torch.device, dtype: torch.dtype = torch
     for size in UPSCALE_INPUT:
         if f"upsampler-{size}" in parts:
             ups[size] = model(UNet2DModel, parts[f"upsampler-{size}"])
+    norm = {}
+    processor = prior_dir / "image_processor" / "preprocessor_config.json"
+    if processor.is_file():
+        config = json.loads(processor.read_text())
+        norm = {k: tuple(float(v) for v in config[k]) for k in ("image_mean", "image_std") if k in config}
     return Components(
         root=root,
         tokenizer=CLIPTokenizer.from_pretrained(prior_dir / "tokenizer"),
@@ -119,4 +136,5 @@ def load_components(root: Path, device: torch.device, dtype: torch.dtype = torch
         decoder_scheduler_config=json.loads((dec_dir / "scheduler" / "scheduler_config.json").read_text()),
         inpaint_unet=inpaint_unet,
         upsamplers=ups,
+        **norm,
     )

@@ -182,7 +182,7 @@ class Engine:
 
     def _image_embeds(self, images: Sequence[Image.Image]) -> torch.Tensor:
         x = to_tensor(list(images), self.c.image_size).to(self.device)
-        return self.c.image_encoder(pixel_values=x).image_embeds
+        return self.c.image_encoder(pixel_values=self.c.clip_pixels(x)).image_embeds
 
     def _zero_embed(self) -> torch.Tensor:
         if self._zero is None:
@@ -260,7 +260,7 @@ class Engine:
         s = self.c.image_size
         if x.shape[-1] != s:
             x = F.interpolate(x, size=(s, s), mode="bicubic", antialias=True).clamp(-1, 1)
-        return self.c.image_encoder(pixel_values=x).image_embeds
+        return self.c.image_encoder(pixel_values=self.c.clip_pixels(x)).image_embeds
 
     # ---------------------------------------------------------------- validation
     def _common(self, n: int, steps: int | None, guidance: float | None, sampler: str | None):

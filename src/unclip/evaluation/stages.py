@@ -49,7 +49,7 @@ def image_embeds(
         x = to_unit(x) if x.dtype == torch.uint8 else x
         if x.shape[-1] != size:
             x = F.interpolate(x, size=(size, size), mode="area")
-        out.append(engine.c.image_encoder(pixel_values=x.to(engine.device)).image_embeds.float())
+        out.append(engine.c.image_encoder(pixel_values=engine.c.clip_pixels(x.to(engine.device))).image_embeds.float())
     e = torch.cat(out)
     return F.normalize(e, dim=-1) if normalize else e
 
