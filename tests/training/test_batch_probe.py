@@ -83,6 +83,8 @@ def test_auto_keeps_the_config_batch_on_a_cpu_and_a_resumed_run_keeps_its_choice
     run.train("decoder", {"batch_size": "auto"}, show_progress=False)
     summary = json.loads((run.run_dir / "decoder" / "summary.json").read_text())
     assert summary["batch_size"] == 8 and summary["learning_rate"] == 1.5e-3
+    warmup = run.cfg["decoder"]["train"]["warmup"]
+    assert summary["warmup_steps"] == max(1, round(warmup / 2))  # as many samples as the config's warm-up
 
 
 @pytest.mark.parametrize("value", ["0", "-4", "big", "1.5"])

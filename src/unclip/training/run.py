@@ -166,10 +166,13 @@ class Run:
                 raise ValueError("--batch-size auto times one GPU: under accelerate launch, give a number")
             from unclip.training.probe import auto_batch
 
-            overrides["batch_size"], overrides["lr"] = auto_batch(
-                stage, self.device, int(section["batch_size"]), float(section["lr"]), self.run_dir / name,
-                mixed_precision,
-            )  # fmt: skip
+            base = int(section["batch_size"])
+            batch, overrides["lr"] = auto_batch(
+                stage, self.device, base, float(section["lr"]), self.run_dir / name, mixed_precision
+            )
+            # the warm-up spans as many samples as the config's: fewer, larger steps
+            overrides["batch_size"] = batch
+            overrides["warmup"] = max(1, round(int(section.get("warmup", 100)) * base / batch))
         spec = TrainSpec.from_config(section, overrides)
         metrics = train(
             stage,
@@ -190,6 +193,7 @@ class Run:
                     "device": _device_name(self.device),
                     "batch_size": spec.batch_size,
                     "learning_rate": spec.lr,  # the peak; metrics' "lr" is where the schedule ended
+                    "warmup_steps": spec.warmup,
                     **metrics,
                 },
                 indent=2,
