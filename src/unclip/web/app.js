@@ -16,11 +16,19 @@ let editBlob = null; // an image of yours sent to the edit tab from the viewer (
 const TAB_FEATURE = { generate: "generate", edit: "edit_upload", outpaint: ["outpaint", "edit_upload"],
   vary: "variation", blend: "blend", upscale: "upscale" };
 
-async function api(path, opts = {}) {
+async function api(path, opts = {}, retried = false) {
   const method = (opts.method || "GET").toUpperCase();
   const headers = Object.assign(method === "GET" ? {} : { "X-CSRF-Token": csrf }, opts.headers || {});
   const res = await fetch("/v1" + path, Object.assign({}, opts, { headers, credentials: "same-origin" }));
   const body = res.headers.get("content-type")?.includes("json") ? await res.json() : null;
+  if (res.status === 403 && body?.error?.code === "csrf_failed" && !retried) {
+    // signed in again in another tab: this page's token is that of an ended session; read the current one
+    const session = await fetch("/v1/session", { credentials: "same-origin" });
+    if (session.ok) {
+      csrf = (await session.json()).csrf_token;
+      return api(path, opts, true);
+    }
+  }
   if (!res.ok) {
     const err = new Error(body?.error?.message || res.statusText);
     err.status = res.status;
@@ -30,7 +38,12 @@ async function api(path, opts = {}) {
   return body;
 }
 
-function signedOut() { $("signin").hidden = false; $("app").hidden = true; $("signout").hidden = true; }
+// Signed out (here, by a 401, or in another tab): nothing of the account stays on the page for the next one
+// to sign in on it (their history, an admin's tables); a reload starts it afresh.
+function signedOut() {
+  if (!$("app").hidden) { location.reload(); return; }
+  $("signin").hidden = false; $("signout").hidden = true; $("who").textContent = "";
+}
 
 // An image of a finished job, from this page's origin: its signed URL may be on another (UNCLIP_PUBLIC_URL),
 // which the canvas and fetch cannot read without CORS.
@@ -73,7 +86,7 @@ async function signIn() {
     surpriseButton();
   } catch (e) {
     signedOut();
-    if (e.status !== 401) $("signup-result").textContent = "Sign-in failed: " + e.message;
+    if (e.status !== 401) signInError(e);
   }
 }
 
@@ -86,10 +99,13 @@ $("signin-form").onsubmit = async (ev) => {
   try {
     await api("/session", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ api_key: $("key").value.trim() }) });
-    $("key").value = ""; $("signup-result").textContent = "";
+    $("key").value = ""; signInError(null);
     signIn();
-  } catch (e) { $("signup-result").textContent = "Sign-in failed: " + e.message; }
+  } catch (e) { signInError(e); } // its own line: the sign-up's result may hold a new key, shown only once
 };
+function signInError(e) {
+  $("signin-error").textContent = e ? "Sign-in failed: " + e.message : ""; $("signin-error").hidden = !e;
+}
 $("signup-form").onsubmit = async (ev) => {
   ev.preventDefault();
   // one request at a time, and none after the key is shown: a second click's "email taken" would replace it
@@ -99,14 +115,20 @@ $("signup-form").onsubmit = async (ev) => {
   try {
     const body = await api("/signup", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ email: $("email").value, name: $("name").value }) });
-    $("signup-result").textContent = `Your API key (shown only once, keep it): ${body.api_key}. You are on the waitlist until an administrator approves you.`;
+    // in a field of its own, selected whole: a double click on text stops at its hyphens
+    const field = Object.assign(document.createElement("input"), { id: "new-key", readOnly: true, value: body.api_key });
+    field.onfocus = () => field.select();
+    $("signup-result").replaceChildren("Your API key (shown only once, keep it): ", field,
+      " You are on the waitlist until an administrator approves you.");
   } catch (e) {
     $("signup-result").textContent = "Sign-up failed: " + e.message;
     delete $("signup-form").dataset.busy; fields.forEach((f) => (f.disabled = false));
   }
 };
 $("signout").onclick = async () => {
-  try { await api("/session", { method: "DELETE" }); } finally { location.reload(); }
+  try { await api("/session", { method: "DELETE" }); location.reload(); } catch (e) {
+    if (e.status === 401) location.reload(); else showError(e); // not signed out: do not pretend it is
+  }
 };
 
 for (const b of document.querySelectorAll("nav button")) {
