@@ -230,14 +230,34 @@ def alembic_config(url: str) -> Any:
     return cfg
 
 
+MIGRATION_LOCK = 0x756E636C6970  # PostgreSQL advisory lock key: one schema upgrade at a time ("unclip")
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision."""
+    """Bring the schema to the newest Alembic revision: all of an upgrade or none of it, one process at a time
+    (two servers, or a server and `unclip users`, starting on one new database both created its tables)."""
     from alembic import command
 
-    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    url = engine.url.render_as_string(hide_password=False)
+    cfg = alembic_config(url)
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:  # PostgreSQL's DDL is transactional
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")  # until this commits
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        return
+    # pysqlite commits before each DDL statement: an upgrade cut off part-way kept its first steps without
+    # its version, and every later start replayed them and failed. A connection of its own, in SQLite's own
+    # transaction (IMMEDIATE: the write lock at once, so a second process waits, then finds the schema new).
+    ddl = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None})
+    event.listen(ddl, "connect", lambda dbapi_conn, _record: dbapi_conn.execute("PRAGMA busy_timeout=30000"))
+    event.listen(ddl, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    try:
+        with ddl.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    finally:
+        ddl.dispose()
 
 
 class Database:
