@@ -49,6 +49,9 @@ def test_values_are_read_as_their_types() -> None:
         ("DATABASE_URL", "sqlite:///", "not one in memory"),
         ("DATABASE_URL", "sqlite:///:memory:", "not one in memory"),
         ("MODEL", "/nonexistent/model", "a folder that exists"),
+        ("DEVICE", "gpu", "cpu, cuda, cuda:N"),
+        ("DEVICE", "cuda:x", "cpu, cuda, cuda:N"),
+        ("DEVICE", "cuda:64", "a GPU this machine has"),
     ],
 )
 def test_a_value_the_server_cannot_run_with_is_named_at_the_start(name: str, value: str, says: str) -> None:

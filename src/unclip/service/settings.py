@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,15 @@ class Settings:
             raise _bad("admin_key", "…", f"at least {MIN_KEY_CHARS} characters (a key anyone can guess is admin)")
         if self.secret_key and len(self.secret_key) < MIN_KEY_CHARS:
             raise _bad("secret_key", "…", f"at least {MIN_KEY_CHARS} characters (it signs image URLs)")
+        if not re.fullmatch(r"cpu|mps|(cuda|xpu)(:[0-9]+)?", self.device):
+            raise _bad("device", self.device, "cpu, cuda, cuda:N, mps or xpu")
+        if self.device.startswith("cuda"):
+            import torch
+
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            index = int(self.device.partition(":")[2] or 0)
+            if index >= count:
+                raise _bad("device", self.device, f"a GPU this machine has ({count} found)")
         if self.model and not Path(self.model).is_dir():
             raise _bad("model", self.model, "a folder that exists")
         if self.model:
