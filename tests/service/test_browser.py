@@ -351,7 +351,8 @@ def test_surprise_me_offers_the_models_measured_prompts(tmp_path: Path) -> None:
     from .conftest import make_settings, start_server
 
     folder = tmp_path / "models" / "unclip-test"
-    folder.mkdir(parents=True)
+    for part in ("prior", "decoder"):
+        (folder / part).mkdir(parents=True)
     prompts = ["a red apple in the style of Noto emoji", "a rocket, Twemoji style"]
     (folder / "examples.json").write_text(json.dumps({"examples": [{"prompt": p} for p in prompts]}))
     live = start_server(make_settings(tmp_path / "data", models_dir=str(tmp_path / "models")))

@@ -698,7 +698,9 @@ def test_an_upscale_the_models_upsamplers_cannot_do_is_refused_before_the_charge
     from .fakes import FakeEngine
 
     models = tmp_path / "models"
-    (models / "no-upsamplers").mkdir(parents=True)
+    for part in ("prior", "decoder"):  # model folders as far as the registry looks (the fake engine loads them)
+        (models / "no-upsamplers" / part).mkdir(parents=True)
+        (models / "small-only" / part).mkdir(parents=True)
     (models / "small-only" / "upsampler-256").mkdir(parents=True)
     loaded = FakeEngine()
     srv = start_server(make_settings(tmp_path / "data", models_dir=str(models)), engine_loader=lambda _p: loaded)
@@ -844,3 +846,26 @@ def test_an_outpaint_refused_for_its_size_names_the_side_given(live: Server) -> 
                        data={"prompt": "sky", **sides}, headers=H(key))  # fmt: skip
         assert r.status_code == 400 and r.json()["error"]["param"] == blamed, r.text
     assert not live.engine.calls
+
+
+def test_a_folder_that_is_not_a_model_is_not_offered_as_one(tmp_path) -> None:
+    """Every folder of the models dir was offered: lost+found or a model half copied was listed, and a request
+    naming one was charged, queued and failed with a 400 holding the server's paths."""
+    import openai
+
+    from .conftest import make_settings, start_server
+
+    models = tmp_path / "models"
+    (models / "lost+found").mkdir(parents=True)
+    (models / "half-copied" / "prior").mkdir(parents=True)
+    srv = start_server(make_settings(tmp_path / "var", models_dir=str(models)))
+    try:
+        uid, key = srv.user("member")
+        before = books(srv, uid)
+        listed = [m["id"] for m in httpx.get(srv.url + "/v1/models", headers=H(key)).json()["data"]]
+        assert "lost+found" not in listed and "half-copied" not in listed
+        with pytest.raises(openai.NotFoundError):
+            srv.client(key).images.generate(model="lost+found", prompt="a cat", size="256x256")
+        assert books(srv, uid) == before
+    finally:
+        srv.stop()

@@ -45,8 +45,10 @@ class ModelRegistry:
         if default is not None:
             self._paths[default.name] = default
         if models_dir is not None and models_dir.is_dir():
-            for child in sorted(models_dir.iterdir()):
-                if child.is_dir() and not child.name.startswith("."):
+            from unclip.engine.components import is_model_folder
+
+            for child in sorted(models_dir.iterdir()):  # not lost+found, a backup, a model half copied
+                if child.is_dir() and not child.name.startswith(".") and is_model_folder(child):
                     self._paths.setdefault(child.name, child)
         if default is not None:
             self.default = default.name
