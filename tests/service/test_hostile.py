@@ -730,6 +730,11 @@ def test_signed_urls_answer_head_and_are_cached_no_longer_than_they_are_valid(li
     assert got.status_code == 200 and 0 < age <= 600  # a withheld image leaves browser caches within that
     head = httpx.head(url)
     assert (head.status_code, head.headers["content-type"]) == (200, "image/png") and not head.content
+    image_id = httpx.get(live.url + "/v1/images", headers=H(key)).json()["data"][0]["id"]
+    for path in (f"/v1/images/{image_id}/content", f"/v1/images/{image_id}"):  # answered 404 "Invalid URL"
+        got, head = httpx.get(live.url + path, headers=H(key)), httpx.head(live.url + path, headers=H(key))
+        assert head.status_code == got.status_code == 200 and not head.content, path
+        assert head.headers["content-length"] == got.headers["content-length"], path
 
 
 def test_safety_identifier_is_taken_on_every_endpoint_the_sdk_sends_it(live: Server) -> None:

@@ -599,6 +599,7 @@ def _own_image(request: Request, p: Principal, image_id: str) -> ImageRecord:
 @router.get(
     "/images/{image_id}", summary="One of your images, with its seed, settings and provenance (unclip)"
 )
+@router.head("/images/{image_id}", include_in_schema=False)  # as GET, without the body (proxies, link checkers)
 def get_image(request: Request, image_id: str, p: Principal = Depends(authenticate)) -> dict[str, Any]:
     return services(request).images.image_detail(_own_image(request, p, image_id), base_url(request))
 
@@ -624,6 +625,7 @@ def report(
 @router.get(
     "/images/{image_id}/content", summary="The PNG of one of your images (unclip)", response_class=Response
 )
+@router.head("/images/{image_id}/content", include_in_schema=False)
 def image_content(request: Request, image_id: str, p: Principal = Depends(authenticate)) -> Response:
     rec = _own_image(request, p, image_id)
     if rec.withheld_at is not None:
