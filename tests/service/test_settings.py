@@ -116,3 +116,10 @@ def test_serve_says_when_it_creates_a_new_database(tmp_path: Path, monkeypatch: 
         assert r.exit_code != 0 and f"created a new database at {db}" in r.stderr, r.output
         r = CliRunner().invoke(app, args)
         assert r.exit_code != 0 and "created a new database" not in r.stderr, r.output
+
+
+def test_an_empty_variable_is_unset() -> None:
+    """`UNCLIP_DATA_DIR=` put the data in the current folder; `UNCLIP_DATABASE_URL=` hid UNCLIP_DB."""
+    default = Settings()
+    got = Settings.from_env({"UNCLIP_DATA_DIR": "", "UNCLIP_DATABASE_URL": " ", "UNCLIP_DB": "sqlite:////tmp/x.db"})
+    assert got.data_dir == default.data_dir and got.database_url == "sqlite:////tmp/x.db"

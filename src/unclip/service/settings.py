@@ -191,13 +191,14 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
-        """Build settings from `UNCLIP_<FIELD>` variables (dicts as JSON); non-None overrides win."""
+        """Build settings from `UNCLIP_<FIELD>` variables (dicts as JSON; an empty one is unset); non-None
+        overrides win."""
         env = dict(os.environ if env is None else env)
         values: dict[str, Any] = {}
         defaults = cls()
         for f in fields(cls):
             raw = env.get(f"UNCLIP_{f.name.upper()}")
-            if raw is None:
+            if raw is None or not raw.strip():  # `UNCLIP_DATA_DIR=` is unset, not the current folder
                 continue
             default = getattr(defaults, f.name)
             try:
