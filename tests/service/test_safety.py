@@ -190,3 +190,30 @@ def test_verify_reads_what_image_readers_read(live: Server, member: tuple[str, s
     Image.open(io.BytesIO(png(256))).save(odd, format="PNG", pnginfo=info)  # no mark: the hint is tried
     r = httpx.post(live.url + "/v1/images/verify", headers=H(member[1]), files={"image": ("a.png", odd.getvalue())})
     assert r.status_code == 200 and r.json()["from_unclip"] is False, r.text
+
+
+def test_a_blend_is_also_checked_as_its_prompts_together(tmp_path: Path) -> None:
+    """Each prompt of a blend was checked alone; what the engine draws is them together (their embeddings
+    mixed), which the policy can refuse when neither alone is ("a black man" and "a monkey")."""
+    from unclip.safety.policy import PolicyDecision
+
+    from .conftest import make_settings, start_server
+    from .fakes import FakePolicy
+
+    class Together(FakePolicy):
+        def check(self, text: str) -> PolicyDecision:
+            bad = "apple" in text and "knife" in text
+            return PolicyDecision(flagged=bad, categories={"violence": bad}, category_scores={"violence": float(bad)},
+                                  category="violence" if bad else None)  # fmt: skip
+
+    srv = start_server(make_settings(tmp_path), policy=Together())
+    try:
+        _, key = srv.user("member")
+        blend = {"items": [{"prompt": "an apple"}, {"prompt": "a knife"}], "size": "256x256"}
+        r = httpx.post(srv.url + "/v1/images/blends", json=blend, headers=H(key))
+        assert r.status_code == 400 and r.json()["error"]["code"] == "content_policy_violation", r.text
+        blend["items"][1] = {"prompt": "a pear"}
+        assert httpx.post(srv.url + "/v1/images/blends", json=blend, headers=H(key)).status_code == 200
+        assert [c[0] for c in srv.engine.calls] == ["blend"]
+    finally:
+        srv.stop()

@@ -381,6 +381,8 @@ class ImageService:
         if sub.kind == "upscale":
             self.check_upscale(model, sub)
         texts = [t for t in [sub.prompt, *sub.prompts] if t]
+        if len(sub.prompts) > 1:  # a blend draws its prompts together: harmless one by one, not always together
+            texts.append(", ".join(t for t in sub.prompts if t))
         cost = self.cost(sub)
         turn = self.throttle(p)
         try:
