@@ -307,3 +307,41 @@ def test_a_job_whose_input_is_withheld_while_it_waits_fails_refunded(live: Serve
     assert "blend" not in [kind for kind, _ in live.engine.calls]
     first_cost = httpx.get(live.url + f"/v1/jobs/{first['id']}", headers=H(key)).json()["cost"]
     assert httpx.get(live.url + "/v1/me", headers=H(key)).json()["credits"] == balance - first_cost
+
+
+def test_what_was_made_from_a_withheld_image_is_withheld_with_it(live: Server) -> None:
+    """A confirmed report withheld only the reported image's row: its upscale (the same picture, larger), and
+    an upscale of that, were still served and could still be read by other requests."""
+    _, admin = live.user("admin")
+    _, key = live.user("member")
+
+    def decide(report_id: int, decision: str) -> None:
+        r = httpx.post(live.url + f"/v1/admin/reviews/report/{report_id}", json={"decision": decision},
+                       headers=H(admin))  # fmt: skip
+        assert r.status_code == 200, r.text
+
+    def served(image_id: str) -> int:
+        return httpx.get(live.url + f"/v1/images/{image_id}/content", headers=H(key)).status_code
+
+    def newest() -> str:
+        return httpx.get(live.url + "/v1/images", headers=H(key)).json()["data"][0]["id"]
+
+    r = httpx.post(live.url + "/v1/images/generations", json={"prompt": "a pear", "size": "256x256"}, headers=H(key))
+    assert r.status_code == 200, r.text
+    original = newest()
+    r = httpx.post(live.url + "/v1/images/upscales", data={"image_id": original}, headers=H(key))
+    assert r.status_code == 200, r.text
+    larger = newest()  # the same picture, 4x
+    blend = {"items": [{"image_id": larger}, {"prompt": "a hat"}], "size": "256x256"}
+    r = httpx.post(live.url + "/v1/images/blends", json=blend, headers=H(key))
+    assert r.status_code == 200, r.text
+    largest = newest()  # made from that in turn
+    chain = [original, larger, largest]
+    reported = httpx.post(live.url + f"/v1/images/{original}/report", json={"reason": "x"}, headers=H(key)).json()
+    decide(reported["id"], "confirm")
+    assert [served(i) for i in chain] == [410, 410, 410]
+    assert httpx.post(live.url + "/v1/images/blends", json=blend, headers=H(key)).status_code == 410
+    own = httpx.post(live.url + f"/v1/images/{largest}/report", json={"reason": "y"}, headers=H(key)).json()
+    decide(own["id"], "confirm")  # the largest is withheld on its own account too
+    decide(reported["id"], "overturn")
+    assert [served(i) for i in chain] == [200, 200, 410]

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import String, cast, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from unclip.service.db import AuditEvent, ImageRecord, ImageReport, now
+from unclip.service.db import AuditEvent, ImageRecord, ImageReport, Job, now
 from unclip.service.errors import APIError, invalid
+from unclip.service.runner import input_shas
 
 __all__ = ["DECISIONS", "decide", "queue", "report_image"]
 
@@ -139,5 +140,37 @@ def decide(s: Session, admin_id: str, kind: Kind, item_id: int, decision: str) -
                 )
             )
             image.withheld_at = (image.withheld_at or now()) if confirmed is not None else None
+            spread_withholding(s, image)
         return report_json(row, image)
     return refusal_json(row)
+
+
+def _made_from(s: Session, sha: str) -> list[ImageRecord]:
+    """The images of jobs that read the stored image `sha` (an upscale, a variation, an edit, an outpaint, a
+    blend of it)."""
+    jobs = s.scalars(select(Job).where(cast(Job.params, String).like(f"%{sha}%"))).all()
+    ids = [j.id for j in jobs if sha in input_shas(j.params or {})]
+    return list(s.scalars(select(ImageRecord).where(ImageRecord.job_id.in_(ids)))) if ids else []
+
+
+def spread_withholding(s: Session, image: ImageRecord) -> None:
+    """Withhold (or restore) what was made from `image`, and what was made from that: an upscale is the same
+    picture larger, an edit or outpaint keeps most of it. Such an image stays withheld while an image it read
+    is withheld or a report of its own stands confirmed."""
+    s.flush()
+    queue, seen = [image], {image.id}
+    while queue:
+        for made in _made_from(s, queue.pop(0).sha256):
+            if made.id in seen:
+                continue
+            seen.add(made.id)
+            job = s.get(Job, made.job_id)
+            read = input_shas(job.params or {}) if job is not None else set()
+            source_withheld = select(ImageRecord.id).where(
+                ImageRecord.sha256.in_(read), ImageRecord.withheld_at.is_not(None)
+            )
+            own = select(ImageReport.id).where(ImageReport.image_id == made.id, ImageReport.review == "confirmed")
+            keep = s.scalar(source_withheld.limit(1)) is not None or s.scalar(own.limit(1)) is not None
+            made.withheld_at = (made.withheld_at or now()) if keep else None
+            s.flush()
+            queue.append(made)
