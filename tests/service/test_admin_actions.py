@@ -216,3 +216,25 @@ def test_of_two_approvals_at_once_the_second_is_refused_not_written_over_the_fir
     with db.session() as s:
         assert (outcome, s.get(User, uid).role) == (["admin"], "admin")
     db.dispose()
+
+
+def test_review_decisions_are_logged_with_who_made_them(live: Server) -> None:
+    """A decision replaced the one before it on the queue's row: which admin withheld an image, before another
+    restored it, was nowhere."""
+    uid, key = live.user("member")
+    a, a_key = live.user("admin")
+    b, b_key = live.user("admin")
+    r = httpx.post(live.url + "/v1/images/generations", json={"prompt": "a pear", "size": "256x256"}, headers=H(key))
+    assert r.status_code == 200
+    image_id = httpx.get(live.url + "/v1/images", headers=H(key)).json()["data"][0]["id"]
+    report = httpx.post(live.url + f"/v1/images/{image_id}/report", json={"reason": "x"}, headers=H(key)).json()
+    for admin_key, decision in ((a_key, "confirm"), (b_key, "overturn")):
+        r = httpx.post(live.url + f"/v1/admin/reviews/report/{report['id']}", json={"decision": decision},
+                       headers=H(admin_key))  # fmt: skip
+        assert r.status_code == 200
+    log = httpx.get(f"{live.url}/v1/admin/actions", params={"user_id": uid}, headers=H(a_key)).json()["data"]
+    detail = {"kind": "report", "item": report["id"], "image_id": image_id}
+    assert [(e["actor_id"], e["action"], e["detail"]) for e in reversed(log)] == [
+        (a, "review.confirm", detail),
+        (b, "review.overturn", detail),
+    ]

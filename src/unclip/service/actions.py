@@ -18,6 +18,8 @@ ACTIONS = (
     "user.credits",
     "key.create",
     "key.revoke",
+    "review.confirm",
+    "review.overturn",
 )
 
 

@@ -15,7 +15,8 @@ from sqlalchemy import String, cast, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from unclip.service.db import AuditEvent, ImageRecord, ImageReport, Job, now
+from unclip.service import actions
+from unclip.service.db import AuditEvent, ImageRecord, ImageReport, Job, User, now
 from unclip.service.errors import APIError, invalid
 from unclip.service.runner import input_shas
 
@@ -130,6 +131,9 @@ def decide(s: Session, admin_id: str, kind: Kind, item_id: int, decision: str) -
             .execution_options(populate_existing=True)
         )
     row.review, row.reviewed_by, row.reviewed_at = DECISIONS[decision], admin_id, now()
+    # in the admin log too: a later decision replaces this one on the row
+    detail = {"kind": kind, "item": item_id, **({"image_id": row.image_id} if isinstance(row, ImageReport) else {})}
+    actions.record(s, admin_id, f"review.{decision}", s.get(User, row.user_id), **detail)
     if isinstance(row, ImageReport):
         s.flush()  # SQLite ignores FOR UPDATE: this write is what waits for the other decision to commit
         if image is not None:  # withheld while any report of it stands confirmed
