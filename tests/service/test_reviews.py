@@ -345,3 +345,16 @@ def test_what_was_made_from_a_withheld_image_is_withheld_with_it(live: Server) -
     decide(own["id"], "confirm")  # the largest is withheld on its own account too
     decide(reported["id"], "overturn")
     assert [served(i) for i in chain] == [200, 200, 410]
+
+
+def test_a_reported_blend_shows_its_prompts(live: Server) -> None:
+    """A blend's images were stored with no prompt: its history and the review queue showed none."""
+    _, admin = live.user("admin")
+    _, key = live.user("member")
+    blend = {"items": [{"prompt": "a red apple"}, {"prompt": "a knife"}], "size": "256x256"}
+    assert httpx.post(live.url + "/v1/images/blends", json=blend, headers=H(key)).status_code == 200
+    image_id = httpx.get(live.url + "/v1/images", headers=H(key)).json()["data"][0]["id"]
+    assert httpx.get(live.url + f"/v1/images/{image_id}", headers=H(key)).json()["prompt"] == "a red apple, a knife"
+    report = httpx.post(live.url + f"/v1/images/{image_id}/report", json={}, headers=H(key)).json()
+    queue = httpx.get(live.url + "/v1/admin/reviews", headers=H(admin)).json()["data"]
+    assert [q["prompt"] for q in queue if q["type"] == "report" and q["id"] == report["id"]] == ["a red apple, a knife"]

@@ -456,7 +456,8 @@ class JobRunner:
     def _encode(self, job: Job, images: list[Image.Image]) -> list[ImageRecord]:
         """Encode each image with provenance (signed metadata + watermark) and store it (content-addressed: an
         attempt that loses its job leaves only unreferenced files); the rows are added by `complete`."""
-        prompt = str(job.params.get("prompt") or "")
+        items = [str(it["prompt"]) for it in job.params.get("items") or () if it.get("prompt")]
+        prompt = str(job.params.get("prompt") or ", ".join(items))  # a blend's prompts, for its reviewers
         request_id = job.params.get("request_id") or job.id
         records = []
         for i, img in enumerate(images):
