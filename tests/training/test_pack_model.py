@@ -28,9 +28,15 @@ def test_pack_model_writes_fp16_and_replaces_only_an_earlier_copy(tiny_model: Pa
     keep = tmp_path / "notes"
     keep.mkdir()
     (keep / "notes.txt").write_text("mine")
-    for args in ([tmp_path / "typo", dst], [src, src], [src, src / "inside"], [src, tmp_path], [src, keep]):
+    work = tmp_path / "work"  # a folder with a config.json somewhere below it is not a model's earlier copy
+    (work / "some-app").mkdir(parents=True)
+    (work / "some-app" / "config.json").write_text("{}")
+    (work / "thesis.txt").write_text("mine")
+    for args in ([tmp_path / "typo", dst], [src, src], [src, src / "inside"], [src, tmp_path], [src, keep],
+                 [src, work]):  # fmt: skip
         bad = runner.invoke(app, ["pack-model", *map(str, args)])
         assert bad.exit_code == 2 and "error:" in bad.output, (args, bad.output)
-    assert (keep / "notes.txt").read_text() == "mine" and weights.exists()
+    assert (keep / "notes.txt").read_text() == "mine" and (work / "thesis.txt").read_text() == "mine"
+    assert weights.exists()
     listing = lambda root: sorted(p.relative_to(root) for p in root.rglob("*"))  # noqa: E731
     assert listing(src) == listing(tiny_model)  # the model folder is whole

@@ -16,16 +16,29 @@ def _is_model(folder: Path) -> bool:
     return folder.is_dir() and any(folder.rglob("config.json"))
 
 
+def _earlier_copy(dst: Path, src: Path) -> bool:
+    """Whether `dst` may be replaced by a copy of `src`: an empty folder, or one that holds nothing the model
+    does not (a folder that merely has a config.json somewhere below it, ~/work, is not one)."""
+    if not dst.is_dir() or dst.is_symlink():
+        return False
+    names = {p.name for p in src.iterdir()}
+    return all(p.name in names for p in dst.iterdir())
+
+
 def pack_model(src: Path, dst: Path, dtype: torch.dtype = torch.float16) -> dict[str, int]:
     """Write `src` to `dst` with weights cast to `dtype`; returns {relative path: bytes} of what was written.
-    `dst`, when it exists, must be an earlier copy of a model: it is replaced only once the new one is whole."""
+    `dst`, when it exists, must be an earlier copy of the model (nothing in it the model lacks): it is replaced
+    only once the new one is whole."""
     src, dst = Path(src).resolve(), Path(dst).resolve()
     if not _is_model(src):
         raise ValueError(f"{src} is not a model folder (no config.json in it)")
     if dst == src or src in dst.parents or dst in src.parents:
         raise ValueError(f"{dst} overlaps the model folder {src}: write the copy somewhere else")
-    if dst.exists() and not _is_model(dst) and (not dst.is_dir() or any(dst.iterdir())):
-        raise ValueError(f"{dst} exists and is not a model folder: it is not replaced")
+    if dst.exists() and not _earlier_copy(dst, src):
+        raise ValueError(
+            f"{dst} exists and is not an earlier copy of {src.name} (it holds what the model does not): "
+            "it is not replaced"
+        )
     work = dst.with_name(dst.name + ".packing")
     if work.exists():
         shutil.rmtree(work)
