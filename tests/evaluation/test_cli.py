@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -145,3 +146,36 @@ def test_eval_inpaint_judges_real_renders_partly_repainted(
         assert ((hole[..., 3] == 0) == repaint_area(kind)).all() and 0 < repaint_area(kind).mean() <= 0.5
         assert (hole[repaint_area(kind)][:, :3] == 255).all()
     assert "| edited | seen |" in result.output
+
+
+def test_the_contact_sheet_goes_where_it_is_asked_never_over_the_bundled_models(
+    tiny_model: Path, emoji64: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """`eval all --images DIR` saved the sheet *at* DIR (a folder: "unknown file extension", and the measures
+    after it never ran); `eval sheet --model CANDIDATE` run from a checkout replaced docs/contact-sheet.*."""
+    import unclip.evaluation.sheet as sheet
+
+    monkeypatch.setattr(sheet, "sheet_prompts", lambda data, seed=0: [("red apple, noto style", "seen")] * 2)
+    checkout = tmp_path / "checkout"
+    (checkout / "docs").mkdir(parents=True)
+    (checkout / "docs" / "contact-sheet.md").write_text("the bundled model's\n")
+    monkeypatch.chdir(checkout)
+    base = ["--model", str(tiny_model), "--data", str(emoji64)]
+    assert runner.invoke(app, ["eval", "sheet", *base]).exit_code == 0
+    assert (checkout / "docs" / "contact-sheet.md").read_text() == "the bundled model's\n"
+    assert (checkout / "contact-sheet.png").is_file()
+    folder = tmp_path / "images"
+    folder.mkdir()
+    assert runner.invoke(app, ["eval", "sheet", *base, "--images", str(folder)]).exit_code == 0
+    assert (folder / "contact-sheet.png").is_file() and (folder / "contact-sheet.md").is_file()
+
+
+def test_eval_figures_go_to_a_new_folder_and_n_is_at_least_one(tiny_model: Path, emoji64: Path, tmp_path: Path) -> None:
+    """--out in a folder that did not exist failed after the whole evaluation, its figures lost; --n 0 ran the
+    default size (160 prompts per kind for the cascade)."""
+    out = tmp_path / "new" / "figures.json"
+    result = runner.invoke(app, ["eval", "movq", "--model", str(tiny_model), "--data", str(emoji64), "--out", str(out)])
+    assert result.exit_code == 0 and "movq" in json.loads(out.read_text()), result.output
+    for n in ("0", "-3"):
+        refused = runner.invoke(app, ["eval", "cascade", "--model", str(tiny_model), "--n", n, "--rows", "real"])
+        assert refused.exit_code == 2 and "--n" in refused.output

@@ -33,6 +33,7 @@ def eval_cmd(
     data: Path = typer.Option(Path("data/emoji"), help="Dataset folder from `unclip data build`."),
     n: int | None = typer.Option(
         None,
+        min=1,
         help="Prompts per split for `generation` (64), canvases for `outpaint` (8), images for `upsampler` "
         "(48), prompts per kind (seen, holdout) for `cascade` (160) and `inpaint` (80), images per sample for "
         "`judge` (300), "
@@ -42,7 +43,8 @@ def eval_cmd(
     images: Path | None = typer.Option(
         None,
         help="`generation`, `outpaint`, `watermark`, `inpaint`: save the images in this folder; `sheet`: the PNG "
-        "path; `cascade`: the folder for its contact sheet, prompts and figures.",
+        "path, or a folder for contact-sheet.png (default: docs/contact-sheet.png for the bundled model, "
+        "./contact-sheet.png for another); `cascade`: the folder for its contact sheet, prompts and figures.",
     ),
     judge: Path | None = typer.Option(
         None, help="`judge`, `cascade`, `inpaint`: the judge folder (default: models/judge-emoji)."
@@ -80,6 +82,11 @@ def eval_cmd(
     todo = tuple(w for w in WHAT if w != "examples") if what == "all" else (what,)  # examples writes a file
     if any(w not in WHAT for w in todo):
         raise typer.BadParameter(f"choose from {', '.join(WHAT)} or all", param_hint="what")
+    if out is not None:  # before minutes of evaluation, not after
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot write there: {exc.strerror or exc}", param_hint="--out") from exc
     engine = None
     if any(w not in NEEDS_NO_MODEL for w in todo):
         from unclip.engine import Engine
@@ -99,7 +106,7 @@ def eval_cmd(
         if w == "sheet":
             from unclip.evaluation.sheet import contact_sheet
 
-            path = contact_sheet(engine, data, images or Path("docs/contact-sheet.png"))
+            path = contact_sheet(engine, data, _sheet_path(images, model, len(todo) > 1))
             console.print(f"contact sheet: {path} and {path.with_suffix('.md')}")
             continue
         if w == "examples":
@@ -125,8 +132,20 @@ def eval_cmd(
                 kwargs["out_dir"] = images
             results[w] = fn(engine, data, **kwargs)
             console.print_json(json.dumps({w: results[w]}))
-        if out:
-            out.write_text(json.dumps(results, indent=2, ensure_ascii=False))
+        if out:  # whole or not at all: a kill while writing leaves the figures there before
+            part = out.with_name(out.name + ".part")
+            part.write_text(json.dumps(results, indent=2, ensure_ascii=False))
+            part.replace(out)
+
+
+def _sheet_path(images: Path | None, model: Path | None, with_others: bool) -> Path:
+    """Where `sheet` writes: --images as a file, or in it as a folder (as `all` uses it for the other images);
+    the repository's docs for the bundled model; else the current folder (never the bundled model's sheet)."""
+    if images is None:
+        return Path("docs/contact-sheet.png") if model is None else Path("contact-sheet.png")
+    if with_others or images.is_dir() or not images.suffix:
+        return images / "contact-sheet.png"
+    return images
 
 
 def _judged(what: str, engine, data: Path, judge: Path | None, n: int | None, images: Path | None, console,
