@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from unclip.cli import app
 from unclip.models import builders
 from unclip.training.core import TrainSpec
 from unclip.training.run import load_config
@@ -36,3 +40,15 @@ def test_config_builds_every_stage(name: str) -> None:
 def test_unknown_config() -> None:
     with pytest.raises(FileNotFoundError):
         load_config("no-such-config")
+
+
+@pytest.mark.parametrize(("stage", "config"), [("prior", "emoji-decoder-cpu"), ("all", "emoji-words")])
+def test_a_stage_the_config_has_no_section_for_is_refused_before_anything_trains(
+    stage: str, config: str, emoji64: Path, tmp_path: Path
+) -> None:
+    """`train prior --config emoji-decoder-cpu` said "error: 'prior'"; `train all --config emoji-words` trained
+    the text side, then failed at the autoencoder."""
+    result = CliRunner().invoke(app, ["train", stage, "--config", config, "--data", str(emoji64), "--run-dir",
+                                      str(tmp_path / "run")])  # fmt: skip
+    assert result.exit_code == 2 and "has no" in result.output and "section" in result.output, result.output
+    assert not (tmp_path / "run").exists()

@@ -57,6 +57,13 @@ def train_cmd(
     stages = STAGES if stage == "all" else (stage,)
     if any(s not in STAGES + EXTRA_STAGES for s in stages):
         raise typer.BadParameter(f"unknown stage {stage!r}; choose from {STAGE_HELP}", param_hint="stage")
+    missing = [s for s in stages if s.replace("-", "_") not in cfg]
+    if missing:  # before anything trains (`all` on a config for some stages trained those, then failed)
+        has = [s for s in STAGES + EXTRA_STAGES if s.replace("-", "_") in cfg]
+        raise typer.BadParameter(
+            f"the config {cfg['name']!r} has no {', '.join(missing)} section; it trains {', '.join(has) or 'nothing'}",
+            param_hint="stage",
+        )
     if not (data / "manifest.json").is_file():
         raise typer.BadParameter(f"{data} is not a dataset folder (build one with `unclip data build`)",
                                  param_hint="--data")  # fmt: skip
