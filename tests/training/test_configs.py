@@ -52,3 +52,31 @@ def test_a_stage_the_config_has_no_section_for_is_refused_before_anything_trains
                                       str(tmp_path / "run")])  # fmt: skip
     assert result.exit_code == 2 and "has no" in result.output and "section" in result.output, result.output
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("stage", "first"), [("clip", "tokenizer"), ("prior", "clip"), ("decoder", "movq")])
+def test_a_stage_whose_inputs_the_run_lacks_names_the_stage_to_train_first(
+    stage: str, first: str, emoji64: Path, tmp_path: Path
+) -> None:
+    """A fresh run's decoder (no --init-from) answered with Hugging Face hub errors about repo ids."""
+    result = CliRunner().invoke(app, ["train", stage, "--config", "tiny", "--data", str(emoji64), "--run-dir",
+                                      str(tmp_path / "run")])  # fmt: skip
+    said = str(result.exception)  # `unclip` prints it as one line (error: …)
+    assert isinstance(result.exception, FileNotFoundError) and f"train `{first}`" in said and "--init-from" in said
+
+
+def test_the_upsamplers_say_an_import_of_images_has_no_drawings_to_learn_from(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from unclip.data.importer import ImportConfig, import_data
+
+    src = tmp_path / "mine"
+    src.mkdir()
+    for i in range(3):
+        Image.new("RGB", (32, 32), (80 * i, 0, 0)).save(src / f"{i}.png")
+        (src / f"{i}.txt").write_text(f"a square number {i}")
+    import_data(ImportConfig(src=src, out=tmp_path / "data", sizes=(64,)))
+    result = CliRunner().invoke(app, ["train", "upsampler-256", "--config", "tiny", "--data", str(tmp_path / "data"),
+                                      "--run-dir", str(tmp_path / "run")])  # fmt: skip
+    said = str(result.exception)
+    assert isinstance(result.exception, FileNotFoundError) and "svg/" in said and "import" in said, said

@@ -69,10 +69,20 @@ class Run:
         loc = self.cfg["data"].get("locales", "all")
         return None if loc == "all" else list(loc)
 
+    def _part(self, rel: str, made_by: str) -> Path:
+        """A part of the run's model folder an earlier stage writes, or a clear error naming that stage."""
+        path = self.model_dir / rel
+        if not (path / "config.json").is_file() and not (path / "tokenizer_config.json").is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: train `{made_by}` into this run first, or start from a trained model with "
+                "--init-from (e.g. models/unclip-emoji)"
+            )
+        return path
+
     def tokenizer(self):
         from transformers import CLIPTokenizer
 
-        return CLIPTokenizer.from_pretrained(self.model_dir / "prior" / "tokenizer")
+        return CLIPTokenizer.from_pretrained(self._part("prior/tokenizer", "tokenizer"))
 
     @cache  # noqa: B019
     def captions(self):
@@ -88,7 +98,8 @@ class Run:
         from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
         cls = CLIPTextModelWithProjection if name == "text_encoder" else CLIPVisionModelWithProjection
-        return cls.from_pretrained(self.model_dir / "prior" / name, torch_dtype=torch.float32).to(self.device)
+        path = self._part(f"prior/{name}", "clip")
+        return cls.from_pretrained(path, torch_dtype=torch.float32).to(self.device)
 
     def train_tokenizer(self) -> dict[str, float]:
         """Train the tokenizer, once: a run's model folder that has one (from an earlier pass of this run, or
@@ -133,7 +144,7 @@ class Run:
 
             from unclip.training.decoder import DecoderStage
 
-            movq = VQModel.from_pretrained(out / "decoder" / "movq", torch_dtype=torch.float32).to(
+            movq = VQModel.from_pretrained(self._part("decoder/movq", "movq"), torch_dtype=torch.float32).to(
                 self.device
             )
             return DecoderStage(
@@ -147,6 +158,11 @@ class Run:
             from unclip.training.upsampler import UpsamplerStage
 
             key = name.replace("-", "_")
+            if not (self.data_dir / "svg").is_dir():  # it renders its pairs from the drawings themselves
+                raise FileNotFoundError(
+                    f"{self.data_dir} has no svg/ folder: the upsamplers learn from drawings rendered at two sizes, "
+                    "which `unclip data build emoji` keeps and an import of images does not"
+                )
             return UpsamplerStage(
                 self.cfg, key, self.data_dir, out, self.device, self.workers, self.cfg["seed"]
             )
