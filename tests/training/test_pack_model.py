@@ -40,3 +40,20 @@ def test_pack_model_writes_fp16_and_replaces_only_an_earlier_copy(tiny_model: Pa
     assert weights.exists()
     listing = lambda root: sorted(p.relative_to(root) for p in root.rglob("*"))  # noqa: E731
     assert listing(src) == listing(tiny_model)  # the model folder is whole
+
+
+def test_a_weights_file_linked_from_outside_the_model_is_packed_as_a_file(tiny_model: Path, tmp_path: Path) -> None:
+    """A model assembled with links (as a Hugging Face cache is) was packed with the same relative links, which
+    point nowhere from the copy: exit 0, and the copy did not load."""
+    src = tmp_path / "candidate" / "model"
+    shutil.copytree(tiny_model, src, symlinks=True)
+    (tmp_path / "candidate" / "blobs").mkdir()
+    weights = src / "upsampler-256" / "diffusion_pytorch_model.safetensors"
+    weights.rename(tmp_path / "candidate" / "blobs" / "up.safetensors")
+    weights.symlink_to("../../blobs/up.safetensors")
+    dst = tmp_path / "ship" / "deeper" / "packed"
+    assert runner.invoke(app, ["pack-model", str(src), str(dst)]).exit_code == 0
+    packed = dst / "upsampler-256" / "diffusion_pytorch_model.safetensors"
+    assert packed.is_file() and not packed.is_symlink()
+    assert {str(t.dtype) for t in load_file(packed).values() if t.is_floating_point()} == {"torch.float16"}
+    assert (dst / "inpaint" / "movq").is_symlink() == (src / "inpaint" / "movq").is_symlink()  # kept inside

@@ -58,10 +58,13 @@ def _copy(src: Path, dst: Path, dtype: torch.dtype) -> dict[str, int]:
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
         target = dst / rel
-        if path.is_symlink():
+        inside = path.resolve() == src or src in path.resolve().parents
+        if path.is_symlink() and inside:  # a part the model shares with itself (inpaint/movq): linked again
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(path.readlink(), target_is_directory=path.is_dir())
             continue
+        if path.is_symlink() and not path.is_file():  # the copy's link would point nowhere
+            raise ValueError(f"{rel} links to a folder outside the model ({path.resolve()}): copy it in first")
         if path.is_dir() or any(p.is_symlink() for p in path.relative_to(src).parents if p != Path(".")):
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
