@@ -240,9 +240,10 @@ def migrate(engine: Engine) -> None:
 
     url = engine.url.render_as_string(hide_password=False)
     cfg = alembic_config(url)
-    if engine.dialect.name != "sqlite":
-        with engine.begin() as conn:  # PostgreSQL's DDL is transactional
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")  # until this commits
+    if engine.dialect.name != "sqlite" or sqlite_file(url) is None:
+        with engine.begin() as conn:  # PostgreSQL's DDL is transactional (a database in memory is this one's)
+            if engine.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")  # until this commits
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
         return
