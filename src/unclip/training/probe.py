@@ -82,7 +82,7 @@ def time_steps(
         sync()
         seconds = time.perf_counter() - start
     except torch.cuda.OutOfMemoryError:
-        return Probe(batch_size, 0.0, math.inf, out_of_memory=True)
+        return Probe(batch_size, 0.0, 0.0, out_of_memory=True)  # (JSON has no infinity)
     finally:
         del model, opt, params
         if cuda:
