@@ -263,7 +263,8 @@ def test_a_job_charged_before_the_monthly_grant_carries_no_credits_into_the_next
 def test_a_model_that_fails_to_load_fails_and_refunds_its_jobs(tmp_path: Path) -> None:
     """With batching on, the companion search loaded the job's model outside any handler: the job stayed
     running and charged, its queue place leaked, and the request timed out saying it had been refunded."""
-    (tmp_path / "models" / "broken").mkdir(parents=True)
+    for part in ("prior", "decoder"):  # a model folder as far as the registry looks; its loading fails
+        (tmp_path / "models" / "broken" / part).mkdir(parents=True)
 
     def load(path: Path) -> object:
         raise RuntimeError(f"cannot load {path.name}")

@@ -552,7 +552,8 @@ def test_a_broker_workers_claimed_job_keeps_its_lease_while_the_model_loads(tmp_
     from unclip.service.runner import JobRunner, worker_token
     from unclip.service.worker import BrokerWorker
 
-    (tmp_path / "models" / "slow").mkdir(parents=True)
+    for part in ("prior", "decoder"):  # a model folder as far as the registry looks (the test's loader loads it)
+        (tmp_path / "models" / "slow" / part).mkdir(parents=True)
     settings = make_settings(tmp_path, broker_url="redis://127.0.0.1:1/0", lease_s=1.0, batch_images=8)
     db = Database(settings.db_url)
     with db.session() as s:
