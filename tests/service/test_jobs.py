@@ -650,17 +650,22 @@ def test_a_cancelled_queued_job_frees_its_queue_place_at_once(tmp_path: Path) ->
         srv.stop()
 
 
-def _flaky_claim(srv: Server, fail_for: set[str]) -> list[str]:
-    """Make the runner's claim of each job in `fail_for` raise a database error once; returns the ids it failed."""
+def _db_error() -> Exception:
     from sqlalchemy.exc import OperationalError
 
+    return OperationalError("UPDATE jobs …", {}, Exception("database is locked"))
+
+
+def _flaky_claim(srv: Server, fail_for: set[str], times: int = 1) -> list[str]:
+    """Make the runner's claim of each job in `fail_for` raise a database error `times` times; returns the ids
+    it failed, once per failure."""
     runner, failed = srv.sv.jobs.runner, []
     claim = runner.claim
 
     def flaky(job_id: str, token: str):  # type: ignore[no-untyped-def]
-        if job_id in fail_for and job_id not in failed:
+        if job_id in fail_for and failed.count(job_id) < times:
             failed.append(job_id)
-            raise OperationalError("UPDATE jobs …", {}, Exception("database is locked"))
+            raise _db_error()
         return claim(job_id, token)
 
     runner.claim = flaky
@@ -716,6 +721,111 @@ def test_a_job_the_worker_could_not_start_is_tried_again(tmp_path: Path) -> None
     finally:
         engine.gate.set()
         srv.stop()
+
+
+def test_a_job_is_tried_again_for_as_long_as_the_database_is_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After three failed claims the job was given up: queued and charged with nothing to run it, its place
+    in the queue taken, until a restart."""
+    from unclip.service import jobs
+
+    monkeypatch.setattr(jobs, "backoff", lambda tries: 0.05)
+    srv = start_server(make_settings(tmp_path, request_timeout_s=20))
+    try:
+        _, key = srv.user("member")
+        job_id = _submit_async(srv, key).json()["id"]  # claimed at once: it may fail its first claim or not
+        second = _submit_async(srv, key).json()["id"]
+        wait_status(srv, key, job_id, "succeeded")
+        failed = _flaky_claim(srv, {second}, times=6)
+        third = _submit_async(srv, key).json()["id"]  # not held up by the job that waits to be tried again
+        wait_status(srv, key, third, "succeeded")
+        wait_status(srv, key, second, "succeeded")
+        assert failed.count(second) in (0, 6)  # 0: it had run before the claim was made to fail
+        _until(lambda: srv.sv.jobs.depth() == 0)
+    finally:
+        srv.stop()
+
+
+def test_an_outcome_the_database_could_not_take_is_recorded_when_it_can(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database error as a finished job was recorded left its row running and charged while its request
+    was answered 500 "failed" (an SDK retries that, and pays again)."""
+    from unclip.service import jobs
+
+    monkeypatch.setattr(jobs, "backoff", lambda tries: 0.05)
+    srv = start_server(make_settings(tmp_path, request_timeout_s=20))
+    runner, fails = srv.sv.jobs.runner, []
+    complete = runner.complete
+
+    def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if len(fails) < 3:
+            fails.append(1)
+            raise _db_error()
+        return complete(*args, **kwargs)
+
+    runner.complete = flaky
+    try:
+        uid, key = srv.user("member")
+        r = httpx.post(srv.url + "/v1/images/generations", json={"prompt": "x", "size": "256x256"}, headers=H(key))
+        assert r.status_code == 200 and len(r.json()["data"]) == 1, r.text
+        assert len(fails) == 3
+        job = httpx.get(srv.url + "/v1/jobs", headers=H(key)).json()["data"][0]
+        assert job["status"] == "succeeded"
+        balance, ledger = _books(srv, uid)
+        assert [r for r, _ in ledger] == ["grant", "charge"] and sum(d for _, d in ledger) == balance
+        _until(lambda: srv.sv.jobs.depth() == 0)
+    finally:
+        srv.stop()
+
+
+def test_a_job_this_server_lost_is_answered_as_its_row_ends(tmp_path: Path) -> None:
+    """An attempt that lost its job (taken over by another process, which records it a moment later) marked
+    its handle succeeded, and the waiting request, finding the row still running, was answered 500."""
+    srv = start_server(make_settings(tmp_path, request_timeout_s=20))
+    runner = srv.sv.jobs.runner
+    complete = runner.complete
+
+    def elsewhere(*args, **kwargs):  # type: ignore[no-untyped-def]
+        threading.Timer(0.5, complete, args, kwargs).start()  # as the process that took it over would
+        return None
+
+    runner.complete = elsewhere
+    try:
+        _, key = srv.user("member")
+        r = httpx.post(srv.url + "/v1/images/generations", json={"prompt": "x", "size": "256x256"}, headers=H(key))
+        assert r.status_code == 200 and len(r.json()["data"]) == 1, r.text
+    finally:
+        srv.stop()
+
+
+def test_a_job_sent_to_the_broker_is_answered_though_noting_it_sent_failed(tmp_path: Path) -> None:
+    """The job was committed, charged and sent, then the note that it was sent failed (the database): the
+    request was answered 500 while the job ran, charged, and the SDK's retry paid again."""
+    from sqlalchemy.exc import OperationalError
+
+    from unclip.service.db import Database, Job
+    from unclip.service.remote import RemoteJobs
+
+    from .test_broker import _one_charged_job
+
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    job_id = _one_charged_job(db)
+    sent: list[str] = []
+    api = RemoteJobs(db, type("Dispatcher", (), {"send": lambda self, jid: sent.append(jid)})(), redispatch_s=1.0)
+    session = db.session
+
+    def gone():  # type: ignore[no-untyped-def]
+        db.session = session  # once
+        raise OperationalError("UPDATE jobs …", {}, Exception("database is locked"))
+
+    api.reserve()
+    db.session = gone  # type: ignore[method-assign]
+    assert api.enqueue(job_id).job_id == job_id and sent == [job_id]
+    with db.session() as s:
+        assert s.get(Job, job_id).dispatched_at is None  # so the sweeper sends it again
+    assert api.sweep() == 1 and sent == [job_id, job_id]
 
 
 def test_outpaints_and_upscales_take_any_shape_and_show_only_what_applies(

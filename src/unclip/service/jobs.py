@@ -20,6 +20,7 @@ from unclip.service.runner import (
     TERMINAL,
     Handle,
     JobRunner,
+    Outcome,
     ShuttingDown,
     cancel_error,
     cancel_row,
@@ -32,7 +33,14 @@ from unclip.service.runner import (
 from unclip.service.storage import BlobStore
 
 log = logging.getLogger("unclip.service.jobs")
-RETRIES = 3  # times the worker loop queues again a job it failed to start
+RETRY_MAX_S = 30.0  # the longest wait between tries while the database is away
+
+
+def backoff(tries: int) -> float:
+    """Seconds before try number `tries` + 1: 0.5, 1, 2, … up to RETRY_MAX_S."""
+    return min(RETRY_MAX_S, 0.5 * 2 ** max(0, tries - 1))
+
+
 __all__ = ["TERMINAL", "Handle", "JobManager", "QueueFull", "ShuttingDown"]
 
 
@@ -260,15 +268,43 @@ class JobManager(JobQueue):
                 if h is None or h.status in TERMINAL:
                     self._free(job_id)
 
+    def _complete(self, job: Job, token: str, out: Outcome, h: Handle) -> str:
+        """Record the attempt's outcome, trying again while the database is away (the outcome and its images
+        are in memory; the row stayed running and charged, and its request was answered "failed"). Returns
+        the status the row has: one this attempt lost (taken over, cancelled elsewhere) is read back. A
+        shutdown stops the tries: the row, still running, runs again after the restart."""
+        tries = 0
+        while True:
+            try:
+                status = self.runner.complete(job, token, out, h)
+                if status is not None:
+                    return status
+                with self.db.session() as s:
+                    row = s.get(Job, job.id)
+                    return row.status if row is not None else "failed"
+            except Exception:
+                tries += 1
+                log.exception("job %s could not be completed (try %d)", job.id, tries)
+                if self._stopping.wait(backoff(tries)):
+                    return "running"
+
     def _retry(self, job_id: str) -> None:
-        """Queue again a job the worker loop could not start, a few times, a second apart; after that it waits
-        for the restart (`recover`), or for its request's timeout to cancel and refund it."""
+        """Queue again a job the worker loop could not start (the database, most likely), later each time, for
+        as long as it is queued here: one that gave up stayed queued, charged, and held its place in the queue
+        until a restart. The wait is not the worker's: other jobs run meanwhile."""
         h = self.handle(job_id)
         with self._lock:
             tries = self._retries[job_id] = self._retries.get(job_id, 0) + 1
-        if h is None or h.status != "queued" or tries > RETRIES or self._stopping.wait(1.0):
+        if h is None or h.status != "queued":
             return
-        self._queue.put(job_id)
+
+        def again() -> None:
+            if not self._stopping.is_set() and h.status == "queued":
+                self._queue.put(job_id)
+
+        timer = threading.Timer(backoff(tries), again)
+        timer.daemon = True
+        timer.start()
 
     def _run(self, job_id: str) -> None:
         h = self.handle(job_id) or Handle(job_id)
@@ -309,11 +345,7 @@ class JobManager(JobQueue):
             gh.status, gh.changed = "running", time.monotonic()
         outcomes = self.runner.execute_batch([j for j, _, _ in group], [gh for _, _, gh in group])
         for (j, tok, gh), out in zip(group, outcomes, strict=True):
-            try:
-                status = self.runner.complete(j, tok, out, gh) or out.status
-            except Exception:  # the database is gone: the row stays running and runs again after a restart
-                log.exception("job %s could not be completed", j.id)
-                status = "failed"
+            status = self._complete(j, tok, out, gh)
             gh.status, gh.changed = status, time.monotonic()
             if status != "queued":
                 gh.done.set()

@@ -115,8 +115,12 @@ class RemoteJobs(JobQueue):
                 "the broker is unreachable (%s); %d job(s) wait to be sent", exc, len(job_ids) - len(sent)
             )
         if sent:
-            with self.db.session() as s:
-                s.execute(update(Job).where(Job.id.in_(sent)).values(dispatched_at=now()))
+            try:
+                with self.db.session() as s:
+                    s.execute(update(Job).where(Job.id.in_(sent)).values(dispatched_at=now()))
+            except Exception as exc:  # a job taken and charged is not answered 500 for a bookkeeping note:
+                # without it, the sweeper sends the job again later, and a second message is harmless
+                log.warning("could not note %d job(s) as sent (%s); the sweeper sends them again", len(sent), exc)
 
     def depth(self) -> int:
         """Accepted and unfinished jobs, in every worker (the database's count)."""

@@ -15,6 +15,7 @@ from unclip.service.errors import APIError
 from unclip.service.jobs import ShuttingDown
 
 CANCEL_WAIT_S = 10.0  # how long a timed-out request waits for its job to stop (a step, or storing its images)
+ROW_POLL_S = 0.25  # how often a request reads the row of a job this process no longer follows
 
 
 def services(request: Request) -> Any:
@@ -50,14 +51,20 @@ async def respond(request: Request, p: Principal, job_id: str) -> JSONResponse:
             svc.job_json(job, base_url(request)), status_code=202, headers={"Location": f"/v1/jobs/{job_id}"}
         )
     handle = sv.jobs.handle(job_id)
+    deadline = time.monotonic() + sv.settings.request_timeout_s
     if handle is not None:
         handle.waiters += 1
     try:
-        await _wait(request, sv, handle, job_id)
+        await _wait(request, sv, handle, job_id, deadline)
     finally:
         if handle is not None:
             handle.waiters -= 1
     job = await run_in_threadpool(svc.job, p, job_id)
+    while job.status in ("queued", "running"):
+        # this process stopped following it (another server took it over, or its outcome could not be recorded
+        # before a shutdown): the row says how it ends. Never answered "failed" while it may yet be charged.
+        await _wait_row(request, sv, job_id, deadline)
+        job = await run_in_threadpool(svc.job, p, job_id)
     if job.status == "succeeded":
         return JSONResponse(await run_in_threadpool(svc.images_response, job, base_url(request)))
     err = (job.error or {}).get("error") or {}
@@ -77,9 +84,29 @@ async def respond(request: Request, p: Principal, job_id: str) -> JSONResponse:
     )
 
 
-async def _wait(request: Request, sv: Any, handle: Any, job_id: str) -> None:
+async def _wait_row(request: Request, sv: Any, job_id: str, deadline: float) -> None:
+    """A moment on a job this process has no live handle of; cancelled, as `_wait` does, when the request
+    times out or the client goes away."""
+    if time.monotonic() > deadline:
+        await run_in_threadpool(sv.jobs.cancel, job_id)
+        raise _timed_out()
+    if await request.is_disconnected():
+        await run_in_threadpool(sv.jobs.cancel, job_id)
+        raise APIError(499, "Client closed the request.")
+    await asyncio.sleep(ROW_POLL_S)
+
+
+def _timed_out() -> APIError:
+    return APIError(
+        504,
+        "The request timed out before the image was ready; the job was cancelled and its credits refunded.",
+        type="server_error",
+        code="timeout",
+    )
+
+
+async def _wait(request: Request, sv: Any, handle: Any, job_id: str, deadline: float) -> None:
     """Until the job is done; cancels it when the request times out or the client goes away."""
-    deadline = time.monotonic() + sv.settings.request_timeout_s
     next_check = 0.0
     while handle is not None and not handle.done.is_set():
         if sv.jobs.draining and handle.status == "queued":  # it came in just as the shutdown began
@@ -94,13 +121,7 @@ async def _wait(request: Request, sv: Any, handle: Any, job_id: str) -> None:
             await run_in_threadpool(handle.done.wait, CANCEL_WAIT_S)
             if handle.status == "succeeded":
                 return
-            raise APIError(
-                504,
-                "The request timed out before the image was ready; the job was cancelled and "
-                "its credits refunded.",
-                type="server_error",
-                code="timeout",
-            )
+            raise _timed_out()
         if now > next_check:
             next_check = now + 0.5
             if await request.is_disconnected():
