@@ -135,6 +135,41 @@ def test_locked_image_tuning_moves_only_the_text_tower(
     assert float(warm.logit_scale.detach()) == pytest.approx(learned, abs=1e-6)
 
 
+def test_a_resumed_locked_image_run_keeps_the_towers_embeddings(
+    tiny_model: Path, emoji64: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resumed run has no `init_from` (it is ignored when a checkpoint resumes): the text tower learnt to
+    match a random image tower's embeddings, built from the config, while the right tower was exported."""
+    from transformers import CLIPVisionModelWithProjection
+
+    from unclip.training.data import to_unit
+
+    cfg = load_config("tiny")
+    cfg["clip"].update(init_from=str(tiny_model), freeze_vision=True)
+    cfg["clip"]["train"]["max_steps"] = 2
+    first = Run(cfg, emoji64, tmp_path, "cpu")
+    first.seed_model(tiny_model)
+    first.train("clip", show_progress=False)
+
+    made = []
+    stage = Run.stage
+    monkeypatch.setattr(Run, "stage", lambda self, name: made.append(stage(self, name)) or made[-1])
+    del cfg["clip"]["init_from"]
+    cfg["clip"]["train"]["max_steps"] = 4
+    Run(cfg, emoji64, tmp_path, "cpu").train("clip", show_progress=False)  # resumes at step 2
+    tower = CLIPVisionModelWithProjection.from_pretrained(tiny_model / "prior" / "image_encoder")
+    with torch.no_grad():
+        truth = tower(pixel_values=to_unit(made[-1].images.images)).image_embeds
+    assert torch.allclose(made[-1].frozen, truth, atol=1e-5)
+
+    import shutil
+
+    fresh = Run(cfg, emoji64, tmp_path / "fresh", "cpu")  # no tower to keep: said, not a random one trained to
+    shutil.copytree(tiny_model / "prior" / "tokenizer", fresh.model_dir / "prior" / "tokenizer")
+    with pytest.raises(ValueError, match="--init-from"):
+        fresh.stage("clip").model()
+
+
 def test_a_decoders_export_leaves_the_autoencoder_a_movq_stage_wrote_meanwhile(
     tiny_model: Path, emoji64: Path, tmp_path: Path
 ) -> None:

@@ -100,20 +100,38 @@ class ClipStage:
             vision = builders.image_encoder(c)
         # a warm start goes on at the temperature the towers were trained with (the text tower's config keeps
         # it; folders exported before it did start at CLIP's)
+        if c.get("freeze_vision"):
+            from transformers import CLIPVisionModelWithProjection
+
+            vision = CLIPVisionModelWithProjection.from_pretrained(self._frozen_tower(), torch_dtype=torch.float32)
         model = ClipModel(text, vision, getattr(text.config, "logit_scale", LOGIT_SCALE))
         if c.get("freeze_vision"):
             # locked-image tuning: the decoder is conditioned on this tower's embeddings, so only the text side
-            # moves towards it; the images' embeddings are computed once, unaugmented, as the decoder sees them
+            # moves towards it
             model.vision.requires_grad_(False).eval()
-            with torch.no_grad():
-                x = to_unit(self.images.images)
-                self.frozen = torch.cat(
-                    [
-                        model.vision.to(x.device)(pixel_values=x[i : i + 512]).image_embeds.float()
-                        for i in range(0, len(x), 512)
-                    ]
-                )
+            self.frozen: torch.Tensor | None = None  # at the first step: after a resume restored the towers
         return model
+
+    def _frozen_tower(self) -> Path:
+        """The image tower a locked-image run keeps: the run's own (a resumed run has no `init_from`, and a
+        tower built from the config would be a random one), or the model it starts from."""
+        own = self.out / "prior" / "image_encoder"
+        if (own / "config.json").is_file():
+            return own
+        if self.cfg["clip"].get("init_from"):
+            return builders.model_part(self.cfg["clip"]["init_from"], "prior", "image_encoder")
+        raise ValueError(
+            "clip.freeze_vision keeps the image tower the decoder is conditioned on, and this run has none: "
+            "start it from a trained model (--init-from models/unclip-emoji)"
+        )
+
+    @torch.no_grad()
+    def _embed_frozen(self, vision: torch.nn.Module) -> torch.Tensor:
+        """Every image's embedding by the frozen tower, unaugmented, as the decoder sees them."""
+        x = to_unit(self.images.images)
+        return torch.cat(
+            [vision.to(x.device)(pixel_values=x[i : i + 512]).image_embeds.float() for i in range(0, len(x), 512)]
+        )
 
     def loss(self, model, step: int, gen: torch.Generator, batch_size: int):
         group = self.cfg["clip"].get("group", 1)
@@ -126,6 +144,8 @@ class ClipStage:
         cap = self.captions.sample(idx, gen)
         txt = F.normalize(model.text(input_ids=self.captions.ids[cap].long()).text_embeds.float(), dim=-1)
         if self.cfg["clip"].get("freeze_vision"):
+            if self.frozen is None:
+                self.frozen = self._embed_frozen(model.vision)
             img = F.normalize(self.frozen[idx], dim=-1)
         else:
             pixels = augment(to_unit(self.images.images[idx]), gen)
