@@ -42,3 +42,23 @@ def test_frechet_distance() -> None:
     a = rng.normal(size=(500, 4))
     assert frechet_distance(a, a) < 1e-6
     assert frechet_distance(a, a + 3) > 30
+
+
+def test_frechet_distance_uses_no_deprecated_argument() -> None:
+    """SciPy 1.17 warns that `sqrtm(disp=...)` goes in 1.18, which the project allows: every Fréchet figure
+    would fail there."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert frechet_distance(rng.normal(size=(50, 4)), rng.normal(size=(50, 4)) + 1) > 1
+
+
+def test_a_distance_that_could_not_be_computed_is_not_a_perfect_zero() -> None:
+    from unclip.evaluation.judge import Basis, frechet
+
+    a = torch.randn(40, 8)
+    basis = Basis.fit(a, 4)
+    assert frechet(a, a, basis) < 1e-6
+    assert np.isnan(frechet(torch.full_like(a, float("nan")), a, basis))

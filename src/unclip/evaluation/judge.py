@@ -3,6 +3,7 @@ asked for? And the judge's own ceiling and floor, so that its figures can be rea
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,8 @@ class Basis:
 
 def frechet(a: torch.Tensor, b: torch.Tensor, basis: Basis) -> float:
     """Fréchet distance between two sets of judge features, in `basis`."""
-    return max(0.0, frechet_distance(basis.project(a).numpy(), basis.project(b).numpy()))
+    d = frechet_distance(basis.project(a).numpy(), basis.project(b).numpy())
+    return max(0.0, d) if math.isfinite(d) else math.nan  # a failed square root is no perfect 0
 
 
 def real_basis(scorer: Scorer, images: ImageSet, n: int = 2000, seed: int = 0) -> Basis:

@@ -78,9 +78,14 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (as FID, in any feature space)."""
     from scipy import linalg
 
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("nan")
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    try:
+        covmean = linalg.sqrtm(s1 @ s2)  # (`disp` is deprecated, and gone in SciPy 1.18)
+    except linalg.LinAlgError:
+        return float("nan")
     if np.iscomplexobj(covmean):
         covmean = covmean.real
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
