@@ -36,6 +36,7 @@ def serve(
     from sqlalchemy.exc import SQLAlchemyError
 
     from unclip.service.app import bootstrap_admin, create_app, draining_server
+    from unclip.service.db import hold_jobs_lock
     from unclip.service.settings import Settings
 
     try:
@@ -54,6 +55,8 @@ def serve(
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         new_db = _new_sqlite_file(settings.db_url)
         application = create_app(settings)  # secrets, database, policy file: the model loads at the start
+        # said here in one line; the server takes it for good as it starts
+        hold_jobs_lock(application.state.services.db, shared=bool(settings.broker_url))()
     except (ValueError, OSError, RuntimeError) as exc:  # settings, folders and keys, the broker
         _fail(exc)
     except SQLAlchemyError as exc:

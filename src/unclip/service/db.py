@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -259,6 +259,74 @@ def migrate(engine: Engine) -> None:
             command.upgrade(cfg, "head")
     finally:
         ddl.dispose()
+
+
+JOBS_LOCK = MIGRATION_LOCK + 1  # PostgreSQL advisory lock key: who runs this database's jobs
+
+
+class JobsBusy(RuntimeError):
+    pass
+
+
+def hold_jobs_lock(db: Database, shared: bool) -> Callable[[], None]:
+    """Take the right to run this database's jobs and return what gives it back. A server without a broker
+    runs them alone (`shared` False): at its start it puts every running job back in the queue, so a second
+    one beside it took the first's jobs over and both answered for them. Servers with a broker share it
+    (their workers hold leases). Raises JobsBusy when the other kind, or another lone server, has it. A
+    SQLite database in memory is this process's own: nothing to take."""
+    where = db.url.split("@")[-1]
+    busy = JobsBusy(
+        f"another server runs the jobs of this database ({where}): stop it first, or serve from several "
+        "processes with --broker and `unclip worker`"
+        if not shared
+        else f"a server without --broker runs the jobs of this database ({where}): stop it first"
+    )
+    if db.engine.dialect.name == "postgresql":
+        conn = db.engine.connect()
+        kind = "_shared" if shared else ""
+        try:
+            got = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock{kind}({JOBS_LOCK})").scalar()
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            raise busy
+
+        def release_pg() -> None:
+            try:
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock{kind}({JOBS_LOCK})")
+                conn.commit()
+            except Exception:  # the connection is gone, and the lock with it
+                conn.invalidate()
+            conn.close()
+
+        return _once(release_pg)
+    path = sqlite_file(db.url)
+    if path is None:
+        return lambda: None
+    import fcntl
+
+    fd = os.open(f"{path}.jobs-lock", os.O_CREAT | os.O_RDWR, 0o600)  # not the database file: see make_engine
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise busy from None
+    return _once(lambda: os.close(fd))
+
+
+def _once(release: Callable[[], None]) -> Callable[[], None]:
+    """`release` the first time only (a descriptor closed twice may be another file's by then)."""
+    done = []
+
+    def once() -> None:
+        if not done:
+            done.append(True)
+            release()
+
+    return once
 
 
 class Database:

@@ -8,10 +8,11 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 from sqlalchemy import select
 
-from unclip.service.db import Database, Job
+from unclip.service.db import Database, Job, hold_jobs_lock
 from unclip.service.engines import ModelRegistry
 from unclip.service.errors import APIError
 from unclip.service.runner import (
@@ -122,11 +123,13 @@ class JobManager(JobQueue):
         self._reserved = 0  # places taken by submits whose job is not queued yet
         self._slots: set[str] = set()  # queued or running jobs: a place each until they finish
         self._retries: dict[str, int] = {}  # jobs the worker loop failed to start, by attempts
+        self._release_lock: Callable[[], None] = lambda: None
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._stopping.clear()
+        self._release_lock = hold_jobs_lock(self.db, shared=False)  # recover takes every running job back
         self.recover()
         for i in range(self.workers):
             t = threading.Thread(target=self._work, name=f"unclip-worker-{i}", daemon=True)
@@ -191,6 +194,7 @@ class JobManager(JobQueue):
             for t in self._threads:
                 t.join(30.0)
         self._threads.clear()
+        self._release_lock()
 
     # --- submitting --------------------------------------------------------------------------------------
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 
-from unclip.service.db import Database, Job, now
+from unclip.service.db import Database, Job, hold_jobs_lock, now
 from unclip.service.dispatch import Dispatcher
 from unclip.service.jobs import JobQueue, QueueFull
 from unclip.service.runner import (
@@ -49,11 +50,13 @@ class RemoteJobs(JobQueue):
         self.redispatch_s = redispatch_s
         self._reserved = 0  # places taken by submissions whose rows are not committed yet
         self._threads: list[threading.Thread] = []
+        self._release_lock: Callable[[], None] = lambda: None
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._stopping.clear()
+        self._release_lock = hold_jobs_lock(self.db, shared=True)  # not beside a server without a broker
         for every, work, name in (
             (self.poll_s, self.refresh, "unclip-job-poller"),
             (self.sweep_s, self.sweep, "unclip-job-sweeper"),
@@ -69,6 +72,7 @@ class RemoteJobs(JobQueue):
             t.join(5.0)
         self._threads.clear()
         self.dispatcher.close()
+        self._release_lock()
 
     def _cut_off_running(self) -> None:
         """After the grace: the jobs that requests of this process wait for are stopped and refunded (503);
