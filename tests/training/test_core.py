@@ -186,3 +186,28 @@ def test_processes_agree_on_when_to_stop(tmp_path: Path) -> None:
     assert (run / "final-0.txt").read_text() == (run / "final-1.txt").read_text()  # step, lr, minutes
     ckpt = run / "checkpoint"
     assert {"random_states_0.pkl", "random_states_1.pkl", "done"} <= {f.name for f in ckpt.iterdir()}
+
+
+class NormStage(ToyStage):
+    """ToyStage with a batch norm, fed one fixed batch: its running statistics are known exactly."""
+
+    name = "norm"
+
+    def model(self) -> torch.nn.Module:
+        torch.manual_seed(1)
+        return torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.BatchNorm1d(4))
+
+    def loss(self, model, step: int, gen: torch.Generator, batch_size: int):
+        x = torch.linspace(-2, 3, batch_size * 8).reshape(batch_size, 8)
+        return torch.nn.functional.mse_loss(model(x), x @ self.target + 1), {}
+
+
+def test_exported_batch_norms_hold_the_averaged_weights_statistics(tmp_path: Path) -> None:
+    """The EMA averages the parameters only: its weights were exported with the running statistics of the raw
+    weights' activations (the judge's ResNet), which normalised every score with another network's figures."""
+    stage = NormStage()
+    train(stage, SPEC, tmp_path, ema_decay=0.9, save_every_minutes=100, show_progress=False)
+    w, b = stage.exported["0.weight"], stage.exported["0.bias"]
+    h = torch.linspace(-2, 3, SPEC.batch_size * 8).reshape(SPEC.batch_size, 8) @ w.T + b
+    assert torch.allclose(stage.exported["1.running_mean"], h.mean(0), atol=1e-5)
+    assert torch.allclose(stage.exported["1.running_var"], h.var(0), atol=1e-4)

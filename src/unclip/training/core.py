@@ -107,6 +107,32 @@ def _lr_lambda(spec: TrainSpec, progress: _Progress, horizon: dict[str, float]):
     return f
 
 
+NORM_BATCHES = 25  # batches that re-estimate batch norms' statistics for the averaged weights
+
+
+@torch.no_grad()
+def _refresh_norms(stage: Any, model: torch.nn.Module, batch_size: int, device: torch.device, seed: int) -> None:
+    """Batch norms' running statistics for the weights exported. The EMA averages parameters only: its weights
+    went out with the statistics the raw weights' activations had (the judge's ResNet). They are measured
+    again as SWA does, by the stage's own training batches through the averaged weights, in training mode."""
+    norms = [
+        m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches
+    model.train()
+    gen = torch.Generator(device=device)
+    for i in range(NORM_BATCHES):
+        gen.manual_seed(seed * 1_000_003 + 7_777_777 + i)
+        stage.loss(model, i, gen, batch_size)
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+
+
 def cpu_has_amx() -> bool:
     """Whether this CPU multiplies bf16 matrices in AMX tiles (Intel Xeon since Sapphire Rapids)."""
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
@@ -327,6 +353,7 @@ def train(
     if acc.is_main_process:
         unwrapped = acc.unwrap_model(model).inner
         ema.copy_to([p for p in unwrapped.parameters() if p.requires_grad])
+        _refresh_norms(stage, unwrapped, spec.batch_size, acc.device, seed)
         unwrapped.eval()
         stage.export(unwrapped)
     acc.wait_for_everyone()
