@@ -63,3 +63,12 @@ def test_locale_weights_favour_a_language_over_the_others() -> None:
     assert abs(second["fr"] - 0.6) < 0.01 and set(third) == {"de"}
     first, _, _ = _shares(None, {"de": 0.5})
     assert abs(first["de"] - 1 / 3) < 0.01 and abs(first["en"] - 1 / 3) < 0.01
+
+
+def test_an_image_without_a_caption_in_the_locales_is_said_not_given_another_images() -> None:
+    """The third image has no English caption: it was trained on the second image's last one."""
+    import pytest
+
+    with pytest.raises(ValueError, match="1 of 3 images have no caption"):
+        load_captions(SimpleNamespace(meta=META), FakeTokenizer(), ["en"])
+    assert len(load_captions(SimpleNamespace(meta=META), FakeTokenizer(), ["en", "de"]).owner) == 6

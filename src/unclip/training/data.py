@@ -156,6 +156,12 @@ def load_captions(
                 names.append(names_style(c, m["style"], loc))
                 weights.append(w)
         count.append(len(texts) - start[-1])
+    if not all(count):  # it would be given the caption before it (another image's)
+        bare = [m.get("key", i) for i, m in enumerate(images.meta) if not count[i]]
+        raise ValueError(
+            f"{len(bare)} of {len(count)} images have no caption in the locales {locales} (e.g. {bare[0]}): "
+            "choose data.locales that every image has ('all' reads every caption)"
+        )
     ids, mask = [], []
     for at in range(0, max(len(texts), 1), 50_000):  # in chunks: one call on millions of captions needs GBs
         enc = tokenizer(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -142,11 +143,13 @@ def auto_batch(
         )
     log(f"[{stage.name}] training at batch {batch}, learning rate {lr:.3g}")
     stage_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(
+    tmp = path.with_suffix(".json.tmp")  # whole or not at all: a resume reads the choice back
+    tmp.write_text(
         json.dumps(
             {"batch_size": batch, "lr": lr, "base_batch_size": base_batch, "base_lr": base_lr,
              "device": torch.cuda.get_device_name(device), "probes": [asdict(p) for p in probes]},
             indent=2,
         )
     )  # fmt: skip
+    os.replace(tmp, path)
     return batch, lr
