@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from unclip.cli import app
@@ -84,6 +85,27 @@ def test_eval_cascade_computes_only_the_rows_asked_for(
     assert result.exit_code == 0, result.output  # groups of one prompt have no Fréchet distance: not a crash
     settings = json.loads(out.read_text())["cascade"]["settings"]
     assert settings["guidance"] == 3.0 and settings["prior_guidance"] == 2.5
+
+
+def test_a_wrong_rows_is_said_before_any_work_and_other_errors_are_their_own(
+    tiny_model: Path, tiny_judge: Path, emoji64: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--rows decoder,everyday@256` decoded every image of the decoder row before it said "ask for both", and
+    any ValueError of a run (a judge that lacks an emoji) was reported as a bad --rows."""
+    from unclip.evaluation import cascade
+
+    calls = []
+
+    def decode(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        raise ValueError("the judge does not know 3 emoji")
+
+    monkeypatch.setattr(cascade, "decode_embeds", decode)
+    args = ["--model", str(tiny_model), "--data", str(emoji64), "--n", "2", "--judge", str(tiny_judge)]
+    result = runner.invoke(app, ["eval", "cascade", *args, "--rows", "decoder,everyday@256"])
+    assert result.exit_code == 2 and "ask for both" in result.output and not calls
+    result = runner.invoke(app, ["eval", "cascade", *args, "--rows", "decoder"])
+    assert calls and "judge does not know" in str(result.exception) and "--rows" not in result.output
 
 
 def test_eval_watermark_reports_strength_and_survival(tiny_model: Path, emoji64: Path, tmp_path: Path) -> None:

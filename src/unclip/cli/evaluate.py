@@ -163,14 +163,14 @@ def _judged(what: str, engine, data: Path, judge: Path | None, n: int | None, im
         result = inpaint.eval_inpaint(engine, scorer, data, out_dir=images, **({"n": n} if n else {}))
         console.print(inpaint.markdown_table(result))
         return result
-    from unclip.evaluation.cascade import eval_cascade, markdown_table
+    from unclip.evaluation.cascade import RowsError, eval_cascade, markdown_table
 
     kwargs: dict = {"n": n} if n else {}
     if rows:
         kwargs["rows"] = tuple(r.strip() for r in rows.split(",") if r.strip())
     try:
         result = eval_cascade(engine, scorer, data, out_dir=images, **kwargs)
-    except ValueError as exc:
+    except RowsError as exc:  # said before any work; any other error is its own
         raise typer.BadParameter(str(exc), param_hint="--rows") from None
     console.print(markdown_table(result))
     return result

@@ -154,6 +154,21 @@ def trained_families(data: Path) -> set[tuple[str, str]]:
     return found
 
 
+class RowsError(ValueError):
+    """`rows` names a row that does not exist, or an upscaled row without the row it upscales."""
+
+
+def check_rows(rows: tuple[str, ...]) -> None:
+    """Before any image is made: a wrong `rows` was only said after every row before it was computed."""
+    unknown = set(rows) - set(ROWS)
+    if unknown:
+        raise RowsError(f"unknown cascade rows {sorted(unknown)}; choose from {', '.join(ROWS)}")
+    for row in rows:
+        needs = row.split("@")[0]
+        if needs != row and needs not in rows:
+            raise RowsError(f"cascade row {row} upscales row {needs}: ask for both")
+
+
 def eval_cascade(
     engine: Engine,
     scorer: Scorer,
@@ -165,9 +180,7 @@ def eval_cascade(
 ) -> dict:
     """n prompts per kind (seen, holdout); one image per prompt and row, seed = seed + prompt index. `rows`:
     which rows to compute (the real row always is; an autoencoder alone, say, needs no decoder)."""
-    unknown = set(rows) - set(ROWS)
-    if unknown:
-        raise ValueError(f"unknown cascade rows {sorted(unknown)}; choose from {', '.join(ROWS)}")
+    check_rows(rows)
     splits = {"seen": load_images(data, 64, "train"), "holdout": load_images(data, 64, "holdout")}
     prompts = build_prompts(splits["seen"].meta, splits["holdout"].meta, n_per_kind=n, seed=seed)
     where = {m["key"]: (kind, i) for kind, s in splits.items() for i, m in enumerate(s.meta)}
@@ -195,11 +208,8 @@ def eval_cascade(
     images: dict[str, torch.Tensor] = {"real": _float(real)}
     skipped: dict[str, str] = {}
     for row in ROWS[1:]:
-        needs = row.split("@")[0]
         if row not in rows:
             continue
-        if needs != row and needs not in rows:
-            raise ValueError(f"cascade row {row} upscales row {needs}: ask for both")
         if "@" in row and 256 not in engine.c.upsamplers:
             skipped[row] = "the model has no 64 to 256 px upsampler"
             continue
