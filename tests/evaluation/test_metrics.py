@@ -62,3 +62,17 @@ def test_a_distance_that_could_not_be_computed_is_not_a_perfect_zero() -> None:
     basis = Basis.fit(a, 4)
     assert frechet(a, a, basis) < 1e-6
     assert np.isnan(frechet(torch.full_like(a, float("nan")), a, basis))
+
+
+def test_the_evaluation_reads_images_as_the_engine_does(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    """An image of another size than the CLIP tower's was resized by area (blocks, when enlarging 64 px renders
+    for a public model's 224 px tower), while the engine resizes bicubically."""
+    from unclip.engine import Engine
+    from unclip.evaluation.stages import image_embeds
+
+    engine = Engine.load(tiny_model)
+    size = engine.c.image_size
+    x = torch.randint(0, 256, (2, 3, size // 2, size // 2), dtype=torch.uint8)
+    with torch.inference_mode():
+        want = engine._pixel_embeds(x.float() / 127.5 - 1)
+    assert torch.allclose(image_embeds(engine, x, normalize=False), want.float(), atol=1e-5)

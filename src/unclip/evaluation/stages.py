@@ -41,15 +41,13 @@ def text_embeds(engine: Engine, texts: list[str], batch: int = 512) -> torch.Ten
 def image_embeds(
     engine: Engine, images: torch.Tensor, batch: int = 256, normalize: bool = True
 ) -> torch.Tensor:
-    """images: uint8 N×3×H×W or float [-1, 1]."""
+    """images: uint8 N×3×H×W or float [-1, 1], resized to the CLIP tower's size as the engine does (an area
+    resize enlarged 64 px images to a public model's 224 px in blocks)."""
     out = []
-    size = engine.c.image_size
     for i in range(0, len(images), batch):
         x = images[i : i + batch]
         x = to_unit(x) if x.dtype == torch.uint8 else x
-        if x.shape[-1] != size:
-            x = F.interpolate(x, size=(size, size), mode="area")
-        out.append(engine.c.image_encoder(pixel_values=engine.c.clip_pixels(x.to(engine.device))).image_embeds.float())
+        out.append(engine._pixel_embeds(x.to(engine.device)).float())
     e = torch.cat(out)
     return F.normalize(e, dim=-1) if normalize else e
 
