@@ -108,7 +108,10 @@ def test_locked_image_tuning_moves_only_the_text_tower(
     run = Run(cfg, emoji64, tmp_path, "cpu")
     run.seed_model(tiny_model)  # the tokenizer comes with it
     run.train("clip", show_progress=False)
+    towers = sorted((run.model_dir / "prior").glob("*_encoder/*.safetensors"))
+    written = [p.stat().st_mtime_ns for p in towers]
     run.train("prior", show_progress=False)
+    assert [p.stat().st_mtime_ns for p in towers] == written  # the prior's export leaves the towers it read
 
     def weights(folder: Path) -> dict:
         return {k: v.float() for f in folder.glob("*.safetensors") for k, v in load_file(f).items()}

@@ -110,26 +110,16 @@ class DecoderStage:
         written here only where the model has none yet (the copy this stage read may be older than the one a
         movq stage beside it wrote since), and the inpainting pipeline shares the decoder's."""
         import shutil
-        import tempfile
 
         from diffusers import KandinskyV22InpaintPipeline, KandinskyV22Pipeline
 
+        from unclip.training.export import save_parts
+
         cls = KandinskyV22InpaintPipeline if self.inpaint else KandinskyV22Pipeline
         folder = self.out / self.name
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=self.out) as tmp:
-            cls(unet=model, scheduler=builders.decoder_scheduler(), movq=self.movq).save_pretrained(
-                tmp, max_shard_size="15MB"
-            )
-            for part in Path(tmp).iterdir():
-                dest = folder / part.name
-                if part.name == "movq" and (self.inpaint or dest.exists()):
-                    continue
-                if dest.is_symlink() or dest.is_file():
-                    dest.unlink()
-                elif dest.exists():
-                    shutil.rmtree(dest)
-                shutil.move(str(part), dest)
+        pipe = cls(unet=model, scheduler=builders.decoder_scheduler(), movq=self.movq)
+        # the inpainting decoder links the decoder's autoencoder (below): its own copy is never written
+        save_parts(lambda tmp: pipe.save_pretrained(tmp, max_shard_size="15MB"), folder, keep=("movq",))
         if self.inpaint and not (folder / "movq").is_symlink():
             if (folder / "movq").exists():
                 shutil.rmtree(folder / "movq")

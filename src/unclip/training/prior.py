@@ -77,7 +77,11 @@ class PriorStage:
         return loss, {"cos": cos}
 
     def export(self, model) -> None:
+        """The prior, its scheduler and the pipeline index; the towers and tokenizer it read are the run's own
+        (the clip stage's) and stay as they are."""
         from diffusers import KandinskyV22PriorPipeline
+
+        from unclip.training.export import save_parts
 
         pipe = KandinskyV22PriorPipeline(
             prior=model,
@@ -87,4 +91,8 @@ class PriorStage:
             scheduler=builders.prior_scheduler(),
             image_processor=builders.image_processor(self.vision.config.image_size),
         )
-        pipe.save_pretrained(self.out / "prior", max_shard_size="15MB")
+        save_parts(
+            lambda tmp: pipe.save_pretrained(tmp, max_shard_size="15MB"),
+            self.out / "prior",
+            keep=("text_encoder", "image_encoder", "tokenizer"),
+        )
