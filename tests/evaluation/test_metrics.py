@@ -76,3 +76,38 @@ def test_the_evaluation_reads_images_as_the_engine_does(tiny_model) -> None:  # 
     with torch.inference_mode():
         want = engine._pixel_embeds(x.float() / 127.5 - 1)
     assert torch.allclose(image_embeds(engine, x, normalize=False), want.float(), atol=1e-5)
+
+
+def test_the_frechet_reference_sample_is_drawn_as_the_prompts_are() -> None:
+    """The sample a group's rows are compared with was drawn from every image of its kinds: half skin-tone
+    variants, some of them of the very pairs asked for, and a group of seen and holdout prompts almost all
+    seen (the seen pool is fifty times larger)."""
+    from types import SimpleNamespace
+
+    from unclip.evaluation.cascade import _references
+    from unclip.evaluation.prompts import EvalPrompt
+
+    def split(kind: str, n: int) -> SimpleNamespace:
+        meta = []
+        for i in range(n):
+            base = f"{kind}{i // 2}"
+            hexcode = base if i % 2 == 0 else f"{base}-1F3FB"  # every other image a skin-tone variant
+            meta.append({"key": f"{kind}-{i}", "hexcode": hexcode, "base_hexcode": base, "style": "noto"})
+        images = torch.arange(n, dtype=torch.float32)[:, None].repeat(1, 3) + (1000 if kind == "holdout" else 0)
+        return SimpleNamespace(meta=meta, images=images)
+
+    splits = {"seen": split("seen", 400), "holdout": split("holdout", 40)}
+    prompts = [
+        EvalPrompt("p", "de", "{x}", kind, f"{kind}{i}", "noto", f"{kind}-{2 * i}")
+        for kind, count in (("seen", 3), ("holdout", 5))
+        for i in range(count)
+    ]
+    scorer = SimpleNamespace(predict=lambda x: SimpleNamespace(features=x))
+    refs = _references(scorer, splits, prompts, {"mixed": list(range(8))}, seed=0)  # type: ignore[arg-type]
+    picked = [int(v) for v in refs["mixed"][:, 0]]
+    kinds = ["holdout" if v >= 1000 else "seen" for v in picked]
+    assert sorted(kinds) == ["holdout"] * 5 + ["seen"] * 3  # the group's own proportion
+    metas = [splits[k].meta[v % 1000] for k, v in zip(kinds, picked, strict=True)]
+    assert all(m["hexcode"] == m["base_hexcode"] for m in metas)  # no skin-tone variants
+    asked = {(p.base_hexcode, p.style) for p in prompts}
+    assert not any((m["base_hexcode"], m["style"]) in asked for m in metas)  # nor an asked pair

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -264,18 +265,28 @@ def eval_cascade(
 
 def _references(scorer: Scorer, splits: dict[str, ImageSet], prompts: list[EvalPrompt],
                 groups: dict[str, list[int]], seed: int) -> dict[str, torch.Tensor]:  # fmt: skip
-    """For each group, judge features of as many real renders of other pairs of the same kind (seen,
-    holdout): every row is compared with this disjoint sample, so the real row's distance is the floor that a
-    perfect generator would reach at that n, and the rows' distances can be read against it."""
+    """For each group, judge features of as many real renders of other pairs, drawn as the group's prompts
+    are: base emoji only (no skin-tone variants), each kind (seen, holdout) in the group's own proportion, no
+    pair a prompt asks for. Every row is compared with this disjoint sample, so the real row's distance is the
+    floor that a perfect generator would reach at that n, and the rows' distances can be read against it.
+    (Drawn from every image of the kinds, the sample was half skin-tone variants, some of the asked pairs
+    themselves, and a mixed group's almost all seen: the floor measured the difference.)"""
     rng = random.Random(seed + 1)
-    used = {p.key for p in prompts}
+    asked = {(p.base_hexcode, p.style) for p in prompts}
+    pools = {
+        kind: [
+            j
+            for j, m in enumerate(split.meta)
+            if m["hexcode"] == m["base_hexcode"] and (m["base_hexcode"], m["style"]) not in asked
+        ]
+        for kind, split in splits.items()
+    }
     result = {}
     for name, idx in groups.items():
-        kinds = {prompts[i].kind for i in idx}
-        pool = [(k, j) for k in sorted(kinds) for j, m in enumerate(splits[k].meta) if m["key"] not in used]
-        if len(idx) < 2 or len(pool) < len(idx):
+        need = Counter(prompts[i].kind for i in idx)
+        if len(idx) < 2 or any(len(pools[kind]) < n for kind, n in need.items()):
             continue
-        pick = rng.sample(pool, len(idx))
+        pick = [(kind, j) for kind in sorted(need) for j in rng.sample(pools[kind], need[kind])]
         result[name] = scorer.predict(torch.stack([splits[k].images[j] for k, j in pick])).features
     return result
 
