@@ -118,7 +118,8 @@ class DecoderStage:
         cls = KandinskyV22InpaintPipeline if self.inpaint else KandinskyV22Pipeline
         folder = self.out / self.name
         pipe = cls(unet=model, scheduler=builders.decoder_scheduler(), movq=self.movq)
-        # the inpainting decoder links the decoder's autoencoder (below): its own copy is never written
+        # an autoencoder the folder has is the movq stage's and stays; the inpainting decoder's is a link to the
+        # decoder's (below)
         save_parts(lambda tmp: pipe.save_pretrained(tmp, max_shard_size="15MB"), folder, keep=("movq",))
         if self.inpaint and not (folder / "movq").is_symlink():
             if (folder / "movq").exists():
