@@ -332,7 +332,7 @@ def markdown_table(result: dict) -> str:
     for row, groups in result["rows"].items():
         for name, f in groups.items():
             cos = f"{f['prior_cosine']:.3f}" if "prior_cosine" in f else ""
-            fd = f"{f['frechet']:.1f}" if "frechet" in f else ""  # none for a group of fewer than 2 prompts
+            fd = f"{f['frechet']:.1f}" if "frechet" in f else ""  # none: under 2 prompts, or too few other pairs
             lines.append(f"| {row} | {name} | {figure_cells(f)} | {fd} | {cos} |")
     ref = result.get("frechet_real_vs_real", {})
     if ref:
