@@ -40,8 +40,9 @@ async function api(path, opts = {}, retried = false) {
 
 // Signed out (here, by a 401, or in another tab): nothing of the account stays on the page for the next one
 // to sign in on it (their history, an admin's tables); a reload starts it afresh.
+let reloading = false; // a second reload (two requests answered 401) aborted the first one's navigation
 function signedOut() {
-  if (!$("app").hidden) { location.reload(); return; }
+  if (!$("app").hidden) { if (!reloading) { reloading = true; location.reload(); } return; }
   $("signin").hidden = false; $("signout").hidden = true; $("who").textContent = "";
 }
 
